@@ -1,0 +1,125 @@
+"""Command-line interface: parse, call, print. No logic lives here.
+
+Exit codes: 0 success, 1 some runs failed or diverged (``run`` only, and only with
+``--strict``), 2 bad input (spec, results folder, data), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+LIST_TOPICS = ("initializers", "activations", "datasets", "architectures", "optimizers", "metrics")
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _fail(message: str) -> None:
+    _console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _load(spec_path: str, overrides: tuple[str, ...]) -> Any:
+    from initbench.runner import check_initializers
+    from initbench.spec import SpecError, load_spec
+
+    try:
+        spec = load_spec(Path(spec_path), overrides)
+        check_initializers(spec)
+    except SpecError as exc:
+        _console(stderr=True).print(str(exc), markup=False, soft_wrap=True)
+        sys.exit(EXIT_BAD_INPUT)
+    return spec
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="initbench")
+def main() -> None:
+    """initbench: which weight initialisation keeps a network trainable, measured."""
+
+
+_SET_HELP = "Override a spec key, e.g. --set train.steps=20 (repeatable; value parsed as YAML)."
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=True, path_type=str))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+def validate(spec: str, overrides: tuple[str, ...]) -> None:
+    """Check SPEC without running it: print the runs it expands to."""
+    loaded = _load(spec, overrides)
+    console = _console()
+    console.print(f"{spec}: ok — experiment [bold]{loaded.name}[/], {len(loaded.runs)} runs")
+    if loaded.grid_keys:
+        console.print(f"grid: {', '.join(loaded.grid_keys)}")
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        _fail(f"--out {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".initbench-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        _fail(f"--out {out}: cannot write there ({exc.strerror})")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=True, path_type=str))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
+              help="Results folder; runs go to OUT/<spec name>/runs/<run_id>/.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runs in parallel, each in its own process.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch threads per run [default: cores / workers].")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
+@click.option("--force", is_flag=True, help="Redo runs that are already complete.")
+@click.option("--strict", is_flag=True, help="Exit 1 if any run failed or diverged.")
+def run(spec: str, out: Path, overrides: tuple[str, ...], workers: int, threads: int | None,
+        device: str, force: bool, strict: bool) -> None:
+    """Train every run of SPEC, recording per-layer statistics under --out."""
+    from initbench.runner import execute, plan
+    from initbench.ui import SweepProgress, print_sweep_summary
+
+    loaded = _load(spec, overrides)
+    _check_out(out)
+    sweep = plan(loaded, out, force)
+    console = _console()
+    console.print(f"[bold]{loaded.name}[/]: {len(loaded.runs)} runs, "
+                  f"{len(sweep.done)} already complete, {len(sweep.todo)} to run → {sweep.experiment_dir}")
+    try:
+        with SweepProgress(console, loaded.grid_keys) as progress:
+            report = execute(sweep, workers, device, threads, progress.start, progress.advance)
+    except KeyboardInterrupt:
+        _console(stderr=True).print(
+            f"\ninterrupted: finished runs are kept in {sweep.experiment_dir}; "
+            f"run the same command again to do only what is missing.")
+        sys.exit(EXIT_INTERRUPTED)
+    print_sweep_summary(console, report)
+    if strict and (report.counts["failed"] or report.counts["diverged"]):
+        sys.exit(1)
+
+
+@main.command(name="list")
+@click.argument("topic", type=click.Choice(LIST_TOPICS), required=False)
+def list_(topic: str | None) -> None:
+    """List initializers, activations, datasets, architectures, optimizers or metrics."""
+    from initbench.ui import print_catalog
+
+    for name in [topic] if topic else LIST_TOPICS:
+        print_catalog(_console(), name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,316 @@
+"""MLP, CNN and RNN builders whose watched layers are observable without hooks.
+
+Every model's ``forward(x, tape=None)`` takes the batch as (B, 1, 28, 28) and passes
+the optional :class:`~initbench.probes.Tape` to each watched layer, which hands it its
+``preact`` (affine output), ``normed`` (batchnorm output, if any) and ``act``. With no
+tape the forward pass is the plain computation; with one, it is the same computation
+plus references kept to those tensors.
+
+Watched layers are numbered l = 1..depth in forward order; the linear readout is not
+watched (it has no activation) but is initialised like the hidden layers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from initbench.activations import ACTIVATIONS, build_activation
+from initbench.initializers import cannot_apply, compute_fans, initialize
+from initbench.registry import Registry
+
+if TYPE_CHECKING:
+    from initbench.probes import Tape
+    from initbench.spec import ModelConfig
+
+IMAGE_SHAPE = (1, 28, 28)  # (channels, height, width) every dataset provides
+NUM_CLASSES = 10
+
+
+@dataclass(frozen=True)
+class WatchedLayer:
+    """A watched layer: index, name, its weights and the activation's kind/range."""
+
+    index: int
+    name: str
+    weight: nn.Parameter
+    recurrent_weight: nn.Parameter | None
+    activation: str
+    kind: str
+    output_range: tuple[float, float]
+
+
+class Block(nn.Module):
+    """affine (Linear or Conv2d) -> optional batchnorm -> activation: one watched layer."""
+
+    def __init__(self, index: int, affine: nn.Module, norm: nn.Module | None, act: nn.Module):
+        super().__init__()
+        self.index = index
+        self.affine = affine
+        self.norm = norm
+        self.act = act
+
+    def forward(self, x: torch.Tensor, tape: Tape | None = None) -> torch.Tensor:
+        preact = self.affine(x)
+        normed = self.norm(preact) if self.norm is not None else preact
+        out = self.act(normed)
+        if tape is not None:
+            tape.watch(self.index, 0, preact, normed if self.norm is not None else None, out)
+        return out
+
+
+class InstrumentedModel(nn.Module):
+    """Base of the three models: watched layers, readout, initialisation."""
+
+    readout: nn.Linear
+
+    def watched_layers(self) -> list[WatchedLayer]:
+        """The watched layers in forward order (l = 1..depth)."""
+        raise NotImplementedError
+
+    def affine_layers(self) -> Iterator[tuple[str, nn.Module]]:
+        """(role, module) of every affine map to initialise, in a fixed order."""
+        raise NotImplementedError
+
+    def time_steps(self) -> int:
+        """Time steps per watched layer (0 for feed-forward models)."""
+        return 0
+
+
+def _activation_meta(config: ModelConfig) -> tuple[str, str, tuple[float, float]]:
+    act = config.activation or {"name": "relu"}
+    entry = ACTIVATIONS.get(act["name"])
+    return act["name"], entry.kind, entry.output_range
+
+
+def _new_activation(config: ModelConfig) -> nn.Module:
+    act = dict(config.activation or {"name": "relu"})
+    return build_activation(act.pop("name"), act)
+
+
+class MLP(InstrumentedModel):
+    """784 -> depth x [Linear(width) -> BatchNorm1d? -> act] -> Linear(10)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        fan = math.prod(IMAGE_SHAPE)
+        blocks = []
+        for index in range(1, config.depth + 1):
+            norm = nn.BatchNorm1d(config.width) if config.batchnorm else None
+            blocks.append(Block(index, nn.Linear(fan, config.width), norm, _new_activation(config)))
+            fan = config.width
+        self.blocks = nn.ModuleList(blocks)
+        self.readout = nn.Linear(fan, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor, tape: Tape | None = None) -> torch.Tensor:
+        h = x.flatten(1)  # (B, 784)
+        for block in self.blocks:
+            h = block(h, tape)  # (B, width)
+        return self.readout(h)  # (B, 10)
+
+    def watched_layers(self) -> list[WatchedLayer]:
+        name, kind, out_range = _activation_meta(self.config)
+        return [
+            WatchedLayer(b.index, f"fc{b.index}", b.affine.weight, None, name, kind, out_range)
+            for b in self.blocks
+        ]
+
+    def affine_layers(self) -> Iterator[tuple[str, nn.Module]]:
+        for block in self.blocks:
+            yield "hidden", block.affine
+        yield "readout", self.readout
+
+
+def cnn_strides(depth: int) -> list[int]:
+    """Stride of each conv layer: 2 at layers floor(depth/3)+1 and floor(2 depth/3)+1
+    (28x28 -> 14x14 -> 7x7 for depth >= 3), never at layer 1; 1 elsewhere."""
+    down = {depth // 3, (2 * depth) // 3} - {0}
+    return [2 if i in down else 1 for i in range(depth)]
+
+
+class CNN(InstrumentedModel):
+    """depth x [Conv2d 3x3 (width ch., 'same' padding) -> BatchNorm2d? -> act],
+    stride-2 convs at 1/3 and 2/3 of depth, global average pool, Linear(10)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        channels = IMAGE_SHAPE[0]
+        blocks = []
+        for index, stride in enumerate(cnn_strides(config.depth), start=1):
+            conv = nn.Conv2d(channels, config.width, 3, stride=stride, padding=1)
+            norm = nn.BatchNorm2d(config.width) if config.batchnorm else None
+            blocks.append(Block(index, conv, norm, _new_activation(config)))
+            channels = config.width
+        self.blocks = nn.ModuleList(blocks)
+        self.readout = nn.Linear(channels, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor, tape: Tape | None = None) -> torch.Tensor:
+        h = x  # (B, 1, 28, 28)
+        for block in self.blocks:
+            h = block(h, tape)  # (B, width, H, W)
+        return self.readout(h.mean(dim=(2, 3)))  # global average pool -> (B, width) -> (B, 10)
+
+    def watched_layers(self) -> list[WatchedLayer]:
+        name, kind, out_range = _activation_meta(self.config)
+        return [
+            WatchedLayer(b.index, f"conv{b.index}", b.affine.weight, None, name, kind, out_range)
+            for b in self.blocks
+        ]
+
+    def affine_layers(self) -> Iterator[tuple[str, nn.Module]]:
+        for block in self.blocks:
+            yield "hidden", block.affine
+        yield "readout", self.readout
+
+
+class ElmanLayer(nn.Module):
+    """h_t = act(W_ih x_t + b + W_hh h_{t-1}), h_0 = 0; every step's preact is watchable."""
+
+    def __init__(self, index: int, input_size: int, hidden: int, act: nn.Module) -> None:
+        super().__init__()
+        self.index = index
+        self.w_ih = nn.Linear(input_size, hidden)
+        self.w_hh = nn.Linear(hidden, hidden, bias=False)
+        self.act = act
+
+    def forward(self, xs: torch.Tensor, tape: Tape | None = None) -> torch.Tensor:
+        batch, steps, _ = xs.shape  # (B, T, input_size)
+        projected = self.w_ih(xs)  # (B, T, hidden): the input part of every step at once
+        h = projected.new_zeros(batch, self.w_hh.out_features)
+        outputs = []
+        for t in range(steps):
+            preact = projected[:, t] + self.w_hh(h)  # (B, hidden)
+            h = self.act(preact)
+            if tape is not None:
+                tape.watch(self.index, t + 1, preact, None, h)
+            outputs.append(h)
+        return torch.stack(outputs, dim=1)  # (B, T, hidden)
+
+
+class RNN(InstrumentedModel):
+    """Vanilla (Elman) RNN reading an image row by row (28 steps of 28 pixels),
+    depth stacked layers of width units, readout from the top layer's last state."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        size = IMAGE_SHAPE[0] * IMAGE_SHAPE[2]
+        layers = []
+        for index in range(1, config.depth + 1):
+            layers.append(ElmanLayer(index, size, config.width, _new_activation(config)))
+            size = config.width
+        self.layers = nn.ModuleList(layers)
+        self.readout = nn.Linear(size, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor, tape: Tape | None = None) -> torch.Tensor:
+        h = x.reshape(x.shape[0], IMAGE_SHAPE[1], -1)  # (B, 28 rows, 28 pixels)
+        for layer in self.layers:
+            h = layer(h, tape)  # (B, 28, width)
+        return self.readout(h[:, -1])  # last state -> (B, 10)
+
+    def time_steps(self) -> int:
+        return IMAGE_SHAPE[1]
+
+    def watched_layers(self) -> list[WatchedLayer]:
+        name, kind, out_range = _activation_meta(self.config)
+        return [
+            WatchedLayer(r.index, f"rnn{r.index}", r.w_ih.weight, r.w_hh.weight, name, kind, out_range)
+            for r in self.layers
+        ]
+
+    def affine_layers(self) -> Iterator[tuple[str, nn.Module]]:
+        for layer in self.layers:
+            yield "hidden", layer.w_ih
+            yield "recurrent", layer.w_hh
+        yield "readout", self.readout
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One architecture: what it is, what it watches, and its builder."""
+
+    summary: str
+    watched: str
+    build: Callable[[Any], InstrumentedModel]
+
+
+ARCHITECTURES: Registry[Architecture] = Registry("architecture")
+ARCHITECTURES.add(
+    "mlp",
+    Architecture(
+        "784 -> depth x [Linear(width) -> BatchNorm1d? -> act] -> Linear(10)",
+        "each hidden Linear with its batchnorm and activation: fc1..fc<depth>",
+        MLP,
+    ),
+)
+ARCHITECTURES.add(
+    "cnn",
+    Architecture(
+        "depth x [Conv2d 3x3 -> BatchNorm2d? -> act], stride 2 at 1/3 and 2/3 of depth, "
+        "global average pool -> Linear(10)",
+        "each conv with its batchnorm and activation: conv1..conv<depth>",
+        CNN,
+    ),
+)
+ARCHITECTURES.add(
+    "rnn",
+    Architecture(
+        "Elman RNN over 28 rows of 28 pixels, depth stacked layers of width units, "
+        "readout from the last state",
+        "each layer at each time step t = 1..28: rnn1..rnn<depth>",
+        RNN,
+    ),
+)
+
+
+def _init_ref(config: ModelConfig, role: str) -> dict[str, Any]:
+    ref = config.recurrent_init if role == "recurrent" else config.init
+    return dict(ref or config.init)
+
+
+def initialize_model(model: InstrumentedModel, generator: torch.Generator) -> None:
+    """Apply model.init / recurrent_init / bias_init to every affine map, in forward order.
+
+    Batchnorm keeps torch's gamma = 1, beta = 0.
+    """
+    config = model.config
+    for role, module in model.affine_layers():
+        ref = _init_ref(config, role)
+        initialize(module.weight, ref.pop("name"), ref, generator)
+        if module.bias is not None:
+            bias = dict(config.bias_init)
+            fans = compute_fans(tuple(module.weight.shape))
+            initialize(module.bias, bias.pop("name"), bias, generator, fans=fans)
+
+
+def build_model(config: ModelConfig, generator: torch.Generator) -> InstrumentedModel:
+    """Build the network of ``config`` and initialise it from ``generator``."""
+    model = ARCHITECTURES.get(config.arch).build(config)
+    initialize_model(model, generator)
+    return model
+
+
+def init_problems(config: ModelConfig) -> list[tuple[str, str]]:
+    """(key, reason) for every initializer in ``config`` that cannot apply to its tensor."""
+    with torch.device("meta"):
+        model = ARCHITECTURES.get(config.arch).build(config)
+    problems = []
+    for role, module in model.affine_layers():
+        key = "model.recurrent_init" if role == "recurrent" else "model.init"
+        ref = _init_ref(config, role)
+        reason = cannot_apply(ref.pop("name"), ref, tuple(module.weight.shape), bias=False)
+        if reason:
+            problems.append((key, reason))
+        bias = dict(config.bias_init)
+        if module.bias is not None:
+            reason = cannot_apply(bias.pop("name"), bias, tuple(module.bias.shape), bias=True)
+            if reason:
+                problems.append(("model.bias_init", reason))
+    return list(dict.fromkeys(problems))

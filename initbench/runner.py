@@ -1,0 +1,163 @@
+"""A sweep: plan (skip complete runs), execute (in-process or a process pool), write.
+
+Workers only compute: each calls :func:`initbench.train.execute_run` on a plain config
+dict and returns the RunResult; the driver alone writes results, atomically, as they
+arrive. A run that fails or diverges is recorded and the sweep goes on. Interrupting
+(Ctrl-C) abandons the runs in flight - nothing of them is written - and keeps every
+finished one, so re-running the same command does only what is missing.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from initbench import schema, store
+from initbench.spec import Problem, RunConfig, Spec, SpecError
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a sweep will do: the runs to execute and those already complete."""
+
+    spec: Spec
+    experiment_dir: Path
+    todo: tuple[RunConfig, ...]
+    done: tuple[str, ...]
+
+
+@dataclass
+class SweepReport:
+    """Outcome of a sweep: per-status counts, skipped runs and wall time."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    skipped: int = 0
+    seconds: float = 0.0
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self, result: schema.RunResult) -> None:
+        """Count one finished run."""
+        self.counts[result.status] += 1
+        self.results.append({k: result.summary.get(k) for k in ("run_id", "status", "error")})
+
+
+def check_initializers(spec: Spec) -> None:
+    """Raise SpecError if an initializer cannot apply to a weight of some run's model."""
+    from initbench.models import init_problems
+
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for run in spec.runs:
+        key = run.model.model_dump_json()
+        if key in seen:
+            continue
+        seen.add(key)
+        problems += [Problem(k, reason) for k, reason in init_problems(run.model)]
+    if problems:
+        raise SpecError(spec.source, problems)
+
+
+def plan(spec: Spec, out: Path, force: bool = False) -> Plan:
+    """Decide which runs to execute; complete runs are skipped unless ``force``."""
+    exp_dir = out / spec.name
+    done = [] if force else [r.run_id for r in spec.runs if store.is_complete(exp_dir, r.run_id)]
+    todo = tuple(r for r in spec.runs if r.run_id not in set(done))
+    return Plan(spec, exp_dir, todo, tuple(done))
+
+
+def describe(run: RunConfig, keys: tuple[str, ...]) -> str:
+    """Short label of a run: the grid values that vary, then the seed."""
+    flat = store.flatten(run.as_dict())
+    parts = []
+    for key in keys:
+        value = flat.get(f"{key}.name", flat.get(key))
+        parts.append(f"{key.split('.')[-1]}={value}")
+    return " ".join([*parts, f"seed={run.seed}"])
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _in_process(
+    runs: tuple[RunConfig, ...], experiment: str, device: str, threads: int | None
+) -> Iterator[tuple[RunConfig, schema.RunResult]]:
+    from initbench.train import execute_run
+
+    for run in runs:
+        yield run, execute_run(run.as_dict(), experiment, device, threads)
+
+
+def _failed(run: RunConfig, experiment: str, message: str) -> schema.RunResult:
+    summary = {
+        "format_version": schema.FORMAT_VERSION,
+        "run_id": run.run_id,
+        "experiment": experiment,
+        "status": "failed",
+        "steps_planned": run.train.steps,
+        "steps_done": 0,
+        "error": message,
+        "config": run.as_dict(),
+    }
+    return schema.RunResult(run.run_id, run.as_dict(), summary)
+
+
+def _in_pool(
+    runs: tuple[RunConfig, ...], experiment: str, device: str, threads: int, workers: int
+) -> Iterator[tuple[RunConfig, schema.RunResult]]:
+    from initbench.train import execute_run
+
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)  # never fork after torch has run
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init, initargs=(threads,))
+    futures: dict[Future[schema.RunResult], RunConfig] = {
+        pool.submit(execute_run, run.as_dict(), experiment, device, threads): run for run in runs
+    }
+    try:
+        for future in as_completed(futures):
+            run = futures[future]
+            try:
+                yield run, future.result()
+            except BrokenProcessPool as exc:
+                yield run, _failed(run, experiment, f"worker process died: {exc}")
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+
+
+def execute(
+    sweep: Plan,
+    workers: int = 1,
+    device: str = "cpu",
+    threads: int | None = None,
+    on_start: Callable[[int], None] = lambda total: None,
+    on_result: Callable[[RunConfig, schema.RunResult], None] = lambda run, result: None,
+) -> SweepReport:
+    """Run every planned run, writing each as it finishes; returns the counts."""
+    report = SweepReport(skipped=len(sweep.done))
+    started = time.perf_counter()
+    if sweep.todo:
+        store.write_spec(sweep.experiment_dir, sweep.spec.text)
+    on_start(len(sweep.todo))
+    if workers > 1 and len(sweep.todo) > 1:
+        per_worker = threads or max(1, (os.cpu_count() or 1) // workers)
+        results = _in_pool(sweep.todo, sweep.spec.name, device, per_worker, workers)
+    else:
+        results = _in_process(sweep.todo, sweep.spec.name, device, threads)
+    for run, result in results:
+        store.write_run(sweep.experiment_dir, result)
+        report.record(result)
+        on_result(run, result)
+    report.seconds = time.perf_counter() - started
+    return report

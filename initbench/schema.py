@@ -1,0 +1,139 @@
+"""The results format, in one place: file names, table columns, metrics, summary keys.
+
+Every key that initbench writes is declared and documented here; ``store.py`` writes
+and reads it, ``report.py`` and ``analysis.py`` only read it. Bump
+:data:`FORMAT_VERSION` on any change that an older reader would misread.
+
+Layout::
+
+    <out>/<experiment>/spec.yaml                  the spec text as given
+    <out>/<experiment>/runs/<run_id>/config.json  the fully resolved run config
+    <out>/<experiment>/runs/<run_id>/layers.parquet  long table (LAYER_COLUMNS)
+    <out>/<experiment>/runs/<run_id>/curves.parquet  long table (CURVE_COLUMNS)
+    <out>/<experiment>/runs/<run_id>/summary.json    written last (SUMMARY_KEYS)
+
+A run directory is built under a temporary name and renamed into place, so a
+directory named ``<run_id>`` always holds a complete run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+import numpy as np
+
+FORMAT_VERSION: Final = 1
+
+SPEC_FILE: Final = "spec.yaml"
+RUNS_DIR: Final = "runs"
+CONFIG_FILE: Final = "config.json"
+LAYERS_FILE: Final = "layers.parquet"
+CURVES_FILE: Final = "curves.parquet"
+SUMMARY_FILE: Final = "summary.json"
+TMP_PREFIX: Final = ".tmp-"
+
+Status = Literal["ok", "diverged", "failed"]
+STATUSES: Final = ("ok", "diverged", "failed")
+
+# Column -> numpy dtype of the per-layer long table.
+LAYER_COLUMNS: Final[dict[str, str]] = {
+    "step": "int32",  # optimizer updates applied before this measurement (0 = at init)
+    "layer": "int16",  # watched layer index l, 1-based in forward order
+    "t": "int16",  # rnn time step, 1-based; 0 for feed-forward layers and per-layer weights
+    "name": "str",  # module name of the layer, e.g. "fc3", "conv2", "rnn1"
+    "metric": "str",  # one of LAYER_METRICS
+    "value": "float64",  # non-finite values are stored as such
+}
+
+# Column -> numpy dtype of the per-step long table.
+CURVE_COLUMNS: Final[dict[str, str]] = {
+    "step": "int32",
+    "metric": "str",  # one of CURVE_METRICS
+    "value": "float64",
+}
+
+_MOMENTS = {
+    "mean": "mean over all elements of the batch tensor",
+    "var": "variance over all elements of the batch tensor (unbiased, float64)",
+    "sq": "mean of squares over all elements (the mean-field q)",
+}
+
+
+def _moments(prefix: str, what: str) -> dict[str, str]:
+    return {f"{prefix}_{k}": f"{what}: {v}" for k, v in _MOMENTS.items()}
+
+
+# Metric name -> definition. "Elements" are batch x units (x spatial positions for a CNN);
+# for an rnn each time step t is measured separately over batch x units.
+LAYER_METRICS: Final[dict[str, str]] = {
+    **_moments("preact", "output of the affine map, before batchnorm and activation"),
+    **_moments("normed", "batchnorm output (only with batchnorm), the activation's input"),
+    **_moments("act", "output of the activation"),
+    **_moments("grad_preact", "dLoss/d preact, the back-propagated signal"),
+    **_moments("grad_normed", "dLoss/d normed (only with batchnorm)"),
+    "dead_frac": "fraction of units (channels for a CNN) whose activation input is <= 0 for "
+    "every element of the batch (rectifier-like activations only)",
+    "sat_frac": "fraction of activation elements beyond 99% of the activation's half-range "
+    "from its centre (bounded activations: tanh, sigmoid)",
+    "w_mean": "mean of the layer's weight (input-to-hidden for an rnn)",
+    "w_var": "variance of the layer's weight elements (unbiased)",
+    "w_norm": "Frobenius norm of the layer's weight",
+    "grad_w_var": "variance of the weight gradient's elements",
+    "grad_w_norm": "Frobenius norm of the weight gradient",
+    "w_rec_mean": "mean of the hidden-to-hidden weight (rnn only)",
+    "w_rec_var": "variance of the hidden-to-hidden weight (rnn only)",
+    "w_rec_norm": "Frobenius norm of the hidden-to-hidden weight (rnn only)",
+    "grad_w_rec_var": "variance of the hidden-to-hidden weight gradient (rnn only)",
+    "grad_w_rec_norm": "Frobenius norm of the hidden-to-hidden weight gradient (rnn only)",
+}
+
+CURVE_METRICS: Final[dict[str, str]] = {
+    "loss": "training loss of the batch at this step (before the update)",
+    "loss_avg": "mean training loss over the steps since the previous logging step",
+    "train_accuracy": "accuracy on the training batch at this step",
+    "grad_norm": "global L2 norm of all parameter gradients at this step",
+    "test_loss": "loss on the whole test split (eval mode), when evaluated",
+    "test_accuracy": "accuracy on the whole test split (eval mode), when evaluated",
+}
+
+# summary.json keys -> meaning. Written last: its presence marks the run complete.
+SUMMARY_KEYS: Final[dict[str, str]] = {
+    "format_version": "results format version (FORMAT_VERSION)",
+    "run_id": "hash of the resolved config",
+    "experiment": "spec name",
+    "status": "ok | diverged | failed",
+    "steps_planned": "train.steps",
+    "steps_done": "optimizer updates applied before the run ended",
+    "diverged_step": "step whose loss or statistic first went non-finite (null if none)",
+    "diverged_at": "where: {'what': 'loss'} or {'what': metric, 'layer', 't', 'name'}",
+    "error": "exception type and message for a failed run (null otherwise)",
+    "traceback": "traceback text for a failed run (null otherwise)",
+    "final_loss": "mean training loss over the last logging interval",
+    "final_train_accuracy": "training-batch accuracy at the last step",
+    "test_loss": "test-split loss after training (null if not reached)",
+    "test_accuracy": "test-split accuracy after training (null if not reached)",
+    "train_seconds": "wall time inside the training loop only",
+    "total_seconds": "wall time of the whole run incl. data and model building",
+    "started_at": "UTC ISO-8601 start time",
+    "device": "torch device the run used",
+    "threads": "torch intra-op threads used",
+    "versions": "python, torch, numpy, initbench versions",
+    "config": "the resolved config (same as config.json)",
+}
+
+
+@dataclass
+class RunResult:
+    """Everything one run produced; picklable, so workers can return it to the driver."""
+
+    run_id: str
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    layers: dict[str, np.ndarray] = field(default_factory=dict)  # LAYER_COLUMNS
+    curves: dict[str, np.ndarray] = field(default_factory=dict)  # CURVE_COLUMNS
+
+    @property
+    def status(self) -> str:
+        """The run's status (one of STATUSES)."""
+        return str(self.summary["status"])

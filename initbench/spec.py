@@ -1,0 +1,527 @@
+"""Specs: YAML -> validated, frozen run configs; grid expansion; run ids.
+
+Precedence, stated once: code defaults < the spec's ``data``/``model``/``train``
+sections < the spec's ``grid`` < ``--set key=value`` on the command line (a ``--set``
+of a key the grid varies replaces that grid axis).
+
+A spec::
+
+    name: relu_he_vs_xavier
+    description: ...
+    data: {name: mnist5k}
+    model: {arch: mlp, width: 256, activation: relu}
+    train: {optimizer: {name: sgd, momentum: 0.9}, lr: 0.01, steps: 300}
+    grid:
+      model.init: [he_normal, xavier_normal]
+      model.depth: [5, 10, 30]
+    seeds: 3            # or a list: [0, 1, 2]
+
+Named references (data, init, recurrent_init, bias_init, activation, optimizer) are a
+name or a mapping ``{name: ..., <param>: ...}``; they resolve to a mapping with every
+parameter filled in, so that two spellings of one configuration get one run id.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from initbench.registry import Registry, UnknownNameError
+
+RUN_ID_LENGTH = 12
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a spec, located by dotted key and, where known, YAML line."""
+
+    key: str
+    message: str
+    line: int | None = None
+
+
+class SpecError(Exception):
+    """A spec that cannot be run; lists every problem found, each with its location."""
+
+    def __init__(self, source: str, problems: Iterable[Problem]) -> None:
+        self.source = source
+        self.problems = list(dict.fromkeys(problems))
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        count = len(self.problems)
+        lines = [f"{self.source}: invalid spec ({count} problem{'s' * (count != 1)})"]
+        for p in self.problems:
+            where = f"{self.source}:{p.line}" if p.line else self.source
+            lines.append(f"  {where}: {p.key or '<root>'}: {p.message}" if p.key else f"  {where}: {p.message}")
+        return "\n".join(lines)
+
+
+# --- named references to registry entries ------------------------------------------------
+
+
+def _ref_validator(registry: Callable[[], Registry[Any]], kind: str) -> Callable[[Any], Any]:
+    """Validator turning ``name`` or ``{name, **params}`` into ``{name, **all_params}``."""
+
+    def validate(value: Any) -> dict[str, Any]:
+        if isinstance(value, str):
+            value = {"name": value}
+        if not isinstance(value, Mapping) or "name" not in value:
+            raise PydanticCustomError(
+                "named_ref",
+                "expected a {kind} name or a mapping with 'name', got {got}",
+                {"kind": kind, "got": repr(value)},
+            )
+        try:
+            entry = registry().get(value["name"])
+        except UnknownNameError as exc:
+            raise PydanticCustomError("unknown_name", "{msg}", {"msg": exc.message}) from None
+        params = {k: v for k, v in value.items() if k != "name"}
+        try:
+            validated = entry.params.model_validate(params)
+        except ValidationError as exc:
+            raise _nested_error(exc, f"{kind} {value['name']!r}", entry.params) from None
+        return {"name": value["name"], **validated.model_dump(mode="json")}
+
+    return validate
+
+
+def _nested_error(exc: ValidationError, what: str, params: type[BaseModel]) -> PydanticCustomError:
+    err = exc.errors()[0]
+    sub = ".".join(str(p) for p in err["loc"])
+    message = err["msg"]
+    if err["type"] == "extra_forbidden":
+        message = _unknown_key_message(sub, list(params.model_fields), f"parameter of {what}")
+    elif sub:
+        message = f"{message} (got {err.get('input')!r})"
+    return PydanticCustomError("invalid_params", "{msg}", {"msg": message, "subloc": sub})
+
+
+def _registry(module: str, attr: str) -> Callable[[], Registry[Any]]:
+    def get() -> Registry[Any]:
+        import importlib
+
+        return getattr(importlib.import_module(f"initbench.{module}"), attr)
+
+    return get
+
+
+def _ref(module: str, attr: str, kind: str) -> Any:
+    return Annotated[dict[str, Any], BeforeValidator(_ref_validator(_registry(module, attr), kind))]
+
+
+InitRef = _ref("initializers", "INITIALIZERS", "initializer")
+ActivationRef = _ref("activations", "ACTIVATIONS", "activation")
+DatasetRef = _ref("data", "DATASETS", "dataset")
+OptimizerRef = _ref("train", "OPTIMIZERS", "optimizer")
+
+
+def _check_arch(value: Any) -> str:
+    try:
+        _registry("models", "ARCHITECTURES")().get(value)
+    except UnknownNameError as exc:
+        raise PydanticCustomError("unknown_name", "{msg}", {"msg": exc.message}) from None
+    return str(value)
+
+
+# --- the resolved configuration of one run -----------------------------------------------------
+
+_STRICT = ConfigDict(
+    extra="forbid", frozen=True, strict=True, allow_inf_nan=False, validate_default=True
+)
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class ModelConfig(BaseModel):
+    """Architecture, size, activation, normalisation and initialisation of the network."""
+
+    model_config = _STRICT
+
+    arch: Annotated[str, BeforeValidator(_check_arch)] = "mlp"
+    depth: Annotated[int, Field(ge=1, le=1000)] = 5  # hidden layers (rnn: stacked layers)
+    width: Annotated[int, Field(ge=1, le=16384)] = 256  # units / channels / hidden size
+    activation: ActivationRef | None = None  # None: relu for mlp/cnn, tanh for rnn
+    batchnorm: bool = False
+    init: InitRef = "torch_default"
+    recurrent_init: InitRef | None = None  # rnn only; None: same as init
+    bias_init: InitRef = "zeros"
+
+    @model_validator(mode="after")
+    def _per_arch(self) -> ModelConfig:
+        if self.arch == "rnn" and self.batchnorm:
+            raise PydanticCustomError(
+                "rnn_batchnorm",
+                "batchnorm is not available for arch rnn (set model.batchnorm: false)",
+                {"subloc": "batchnorm"},
+            )
+        if self.arch != "rnn" and self.recurrent_init is not None:
+            raise PydanticCustomError(
+                "not_rnn",
+                "recurrent_init applies only to arch rnn (this is {arch})",
+                {"arch": self.arch, "subloc": "recurrent_init"},
+            )
+        return self
+
+    def resolved(self) -> ModelConfig:
+        """Copy with per-architecture defaults filled in."""
+        activation = self.activation or {"name": "tanh" if self.arch == "rnn" else "relu"}
+        recurrent = self.recurrent_init or (self.init if self.arch == "rnn" else None)
+        return self.model_copy(update={"activation": activation, "recurrent_init": recurrent})
+
+
+class TrainConfig(BaseModel):
+    """Optimizer and schedule of the training loop."""
+
+    model_config = _STRICT
+
+    optimizer: OptimizerRef = "sgd"
+    lr: Annotated[float, Field(gt=0, le=1e6)] = 0.01
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 128
+    steps: Annotated[int, Field(ge=1, le=10_000_000)] = 200
+    log_every: PositiveInt = 10  # probe every this many steps (and at step 0 and the last)
+    eval_every: Annotated[int, Field(ge=0)] = 0  # test-set evaluation interval; 0 = at the end
+
+
+class RunConfig(BaseModel):
+    """Everything that determines one run's numbers; its hash is the run id."""
+
+    model_config = _STRICT
+
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)]
+    data: DatasetRef
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON-compatible dict of the resolved config."""
+        return self.model_dump(mode="json")
+
+    @property
+    def run_id(self) -> str:
+        """Stable hash of the resolved config: same config, same id."""
+        return run_id_of(self.as_dict())
+
+
+def run_id_of(config: Mapping[str, Any]) -> str:
+    """First RUN_ID_LENGTH hex digits of sha256 over the canonical JSON of ``config``."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:RUN_ID_LENGTH]
+
+
+# --- the spec file -----------------------------------------------------------------------------
+
+
+class SpecHeader(BaseModel):
+    """Top level of a spec; the data/model/train sections are validated per run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
+    description: str = ""
+    data: dict[str, Any] | str
+    model: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
+    seeds: Annotated[int, Field(ge=1, le=10_000)] | Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = 1
+
+    def seed_list(self) -> list[int]:
+        """Seeds as a list (a count n means 0..n-1)."""
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated spec and the runs it expands to, in grid order (seeds innermost)."""
+
+    name: str
+    description: str
+    source: str
+    text: str
+    runs: tuple[RunConfig, ...]
+    grid_keys: tuple[str, ...] = field(default=())
+
+    def run_ids(self) -> list[str]:
+        """Run ids in expansion order."""
+        return [r.run_id for r in self.runs]
+
+
+# --- YAML: strict loading and line numbers -----------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys (PyYAML silently keeps the last)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key]})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _line_map(node: yaml.Node | None, prefix: str = "", lines: dict[str, int] | None = None) -> dict[str, int]:
+    """Dotted key -> 1-based line, for every mapping entry and list item in the document.
+
+    Grid entries keep their dotted names: the value of ``grid: {model.depth: [..]}`` is
+    found under ``grid.model.depth`` and its items under ``grid.model.depth[i]``.
+    """
+    lines = {} if lines is None else lines
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}{key_node.value}"
+            lines[key] = key_node.start_mark.line + 1
+            _line_map(value_node, f"{key}.", lines)
+    elif isinstance(node, yaml.SequenceNode):
+        base = prefix.rstrip(".")
+        for i, item in enumerate(node.value):
+            lines[f"{base}[{i}]"] = item.start_mark.line + 1
+            _line_map(item, f"{base}[{i}].", lines)
+    return lines
+
+
+def parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
+    """Parse YAML text safely; returns (data, line map) or raises SpecError."""
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(source, [Problem("", f"invalid YAML: {problem}", line)]) from None
+    return data, _line_map(node)
+
+
+def read_spec_text(path: Path) -> str:
+    """Read a spec file, with a located error for every way that can fail."""
+    source = str(path)
+    if not path.exists():
+        raise SpecError(source, [Problem("", f"no such file (resolved: {path.resolve()})")])
+    if path.is_dir():
+        raise SpecError(source, [Problem("", "is a directory, expected a YAML file")])
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(source, [Problem("", f"not UTF-8 text (byte {exc.start})")]) from None
+    except OSError as exc:
+        raise SpecError(source, [Problem("", f"cannot read: {exc.strerror}")]) from None
+    if not text.strip():
+        raise SpecError(source, [Problem("", "empty file, expected a YAML mapping")])
+    return text
+
+
+# --- overrides and grid expansion ------------------------------------------------------------
+
+
+def _split_key(key: str) -> list[str]:
+    """'grid.model.depth' -> ['grid', 'model.depth'] (grid keys are dotted themselves)."""
+    parts = key.split(".")
+    return ["grid", ".".join(parts[1:])] if parts[0] == "grid" and len(parts) > 1 else parts
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``data[a][b][c] = value`` for key 'a.b.c', creating mappings; a named
+    reference given as a bare name becomes ``{name: ...}`` when a parameter is set."""
+    parts = _split_key(key)
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if isinstance(child, str):
+            child = {"name": child}
+        elif not isinstance(child, dict):
+            child = {}
+        node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'train.steps=20' -> ('train.steps', 20); the value is parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not p for p in key.split(".")):
+        raise SpecError("--set", [Problem(text, "expected KEY=VALUE with a dotted key, e.g. train.steps=20")])
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise SpecError("--set", [Problem(key, f"value is not valid YAML: {exc}")]) from None
+    return key, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides; setting a key the grid varies removes that grid axis."""
+    data = copy.deepcopy(raw)
+    for text in overrides:
+        key, value = parse_override(text)
+        grid = data.get("grid")
+        if isinstance(grid, dict) and key in grid:
+            del grid[key]
+        set_dotted(data, key, value)
+    return data
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+
+def _unknown_key_message(key: str, known: list[str], what: str = "key") -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
+    hint = f"; did you mean: {', '.join(close)}?" if close else ""
+    return f"unknown {what} {key!r}{hint} (allowed: {', '.join(known)})"
+
+
+_SECTION_MODELS: dict[str, type[BaseModel]] = {
+    "": RunConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+}
+
+
+def _problem_from_error(err: Mapping[str, Any], lines: Mapping[str, int], origin: str) -> Problem:
+    loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "constrained-"))]
+    loc = [p for p in loc if p not in ("str", "dict[str,any]", "int", "list[int]")]
+    ctx = err.get("ctx") or {}
+    if ctx.get("subloc"):
+        loc.append(str(ctx["subloc"]))
+    key = ".".join(loc)
+    message = err["msg"]
+    if err["type"] == "extra_forbidden" and len(loc) >= 1:
+        parent = ".".join(loc[:-1])
+        known = list(_SECTION_MODELS.get(parent, SpecHeader).model_fields) if parent in _SECTION_MODELS or not parent else []
+        if parent == "" and origin == "header":
+            known = list(SpecHeader.model_fields)
+        message = _unknown_key_message(loc[-1], known) if known else message
+    elif err["type"] not in ("named_ref", "unknown_name", "invalid_params", "missing") and "input" in err:
+        message = f"{message} (got {err['input']!r})"
+    return Problem(key, message, _line_for(key, lines))
+
+
+def _line_for(key: str, lines: Mapping[str, int]) -> int | None:
+    parts = key.split(".")
+    while parts:
+        if ".".join(parts) in lines:
+            return lines[".".join(parts)]
+        parts.pop()
+    return None
+
+
+def _grid_problem(problem: Problem, combo: Mapping[str, Any], lines: Mapping[str, int]) -> Problem:
+    """Point a run-level problem at the grid value that caused it, when one did."""
+    for grid_key, value in combo.items():
+        if problem.key == grid_key or problem.key.startswith(f"{grid_key}."):
+            return Problem(
+                f"grid.{grid_key}",
+                f"value {value!r}: {problem.key}: {problem.message}",
+                lines.get(f"grid.{grid_key}"),
+            )
+    return problem
+
+
+def _validate_header(raw: Any, source: str, lines: Mapping[str, int]) -> SpecHeader:
+    if not isinstance(raw, dict):
+        got = "null" if raw is None else type(raw).__name__
+        raise SpecError(source, [Problem("", f"YAML root must be a mapping, got {got}")])
+    try:
+        return SpecHeader.model_validate(raw)
+    except ValidationError as exc:
+        problems = [_problem_from_error(e, lines, "header") for e in exc.errors()]
+        raise SpecError(source, problems) from None
+
+
+def _expand(header: SpecHeader) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(grid combination, raw run dict) for every grid point x seed, seeds innermost."""
+    base = {"data": header.data, "model": header.model, "train": header.train}
+    keys = list(header.grid)
+    out = []
+    for values in itertools.product(*(header.grid[k] for k in keys)):
+        combo = dict(zip(keys, values, strict=True))
+        for seed in header.seed_list():
+            raw = copy.deepcopy(base)
+            for key, value in combo.items():
+                set_dotted(raw, key, copy.deepcopy(value))
+            raw["seed"] = seed
+            out.append((combo, raw))
+    return out
+
+
+def _validate_run(raw: dict[str, Any]) -> tuple[RunConfig | None, list[dict[str, Any]]]:
+    try:
+        config = RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        return None, list(exc.errors())
+    resolved = config.model_copy(update={"model": config.model.resolved()})
+    return resolved, []
+
+
+def _check_grid_keys(header: SpecHeader, lines: Mapping[str, int]) -> list[Problem]:
+    problems = []
+    for key in header.grid:
+        top = key.split(".")[0]
+        if top not in ("data", "model", "train"):
+            problems.append(
+                Problem(
+                    f"grid.{key}",
+                    "grid keys start with data., model. or train. (seeds go in 'seeds')",
+                    lines.get(f"grid.{key}"),
+                )
+            )
+    return problems
+
+
+def build_spec(raw: Any, source: str, text: str, lines: Mapping[str, int] | None = None) -> Spec:
+    """Validate a parsed spec and expand it into resolved run configs (or raise SpecError)."""
+    lines = lines or {}
+    header = _validate_header(raw, source, lines)
+    problems = _check_grid_keys(header, lines)
+    if problems:
+        raise SpecError(source, problems)
+    runs: dict[str, RunConfig] = {}
+    for combo, run_raw in _expand(header):
+        config, errors = _validate_run(run_raw)
+        for err in errors:
+            problems.append(_grid_problem(_problem_from_error(err, lines, "run"), combo, lines))
+        if config is not None:
+            runs.setdefault(config.run_id, config)  # identical grid points run once
+    if problems:
+        raise SpecError(source, problems)
+    return Spec(header.name, header.description, source, text, tuple(runs.values()), tuple(header.grid))
+
+
+def load_spec(path: Path | str, overrides: Iterable[str] = ()) -> Spec:
+    """Read, parse, override and validate a spec file; raises SpecError with every problem."""
+    path = Path(path)
+    text = read_spec_text(path)
+    raw, lines = parse_yaml(text, str(path))
+    if isinstance(raw, dict):
+        raw = apply_overrides(raw, overrides)
+    return build_spec(raw, str(path), text, lines)

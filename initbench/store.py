@@ -1,0 +1,227 @@
+"""The results store: atomic writes of finished runs, and loading them back.
+
+Only the driver process writes. A run is written into a temporary directory that is
+renamed to ``runs/<run_id>`` once every file, summary.json last, is on disk; a
+directory named after a run id is therefore always complete, and leftovers of a
+killed process (``.tmp-*``) are never read as results.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from initbench import schema
+
+
+class ResultsError(Exception):
+    """A results folder that cannot be read or written as asked."""
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def _finite_or_str(value: Any) -> Any:
+    """JSON has no NaN/Infinity: store non-finite floats as the strings 'nan', 'inf', '-inf'."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {k: _finite_or_str(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_str(v) for v in value]
+    return value
+
+
+def to_json(data: Any) -> str:
+    """Canonical JSON text (sorted keys, non-finite floats as strings)."""
+    return json.dumps(_finite_or_str(data), indent=2, sort_keys=True, default=_json_default)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    tmp = path.with_name(f"{schema.TMP_PREFIX}{path.name}.{uuid.uuid4().hex[:8]}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_table(path: Path, columns: Mapping[str, np.ndarray], dtypes: Mapping[str, str]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrays = {}
+    for name, dtype in dtypes.items():
+        values = columns.get(name, np.array([]))
+        if dtype == "str":
+            arrays[name] = pa.array(np.asarray(values, dtype=object), type=pa.string())
+        else:
+            arrays[name] = pa.array(np.asarray(values, dtype=dtype))
+    pq.write_table(pa.table(arrays), path, compression="zstd")
+
+
+def run_path(exp_dir: Path, run_id: str) -> Path:
+    """Folder of one run inside an experiment folder."""
+    return exp_dir / schema.RUNS_DIR / run_id
+
+
+def is_complete(exp_dir: Path, run_id: str) -> bool:
+    """True when the run's folder exists with its summary.json."""
+    return (run_path(exp_dir, run_id) / schema.SUMMARY_FILE).is_file()
+
+
+def write_spec(exp_dir: Path, spec_text: str) -> None:
+    """Store the spec text as given, next to the runs it produced."""
+    (exp_dir / schema.RUNS_DIR).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(exp_dir / schema.SPEC_FILE, spec_text)
+
+
+def write_run(exp_dir: Path, result: schema.RunResult) -> Path:
+    """Write one run atomically; replaces an earlier complete run of the same id."""
+    runs = exp_dir / schema.RUNS_DIR
+    runs.mkdir(parents=True, exist_ok=True)
+    tmp = runs / f"{schema.TMP_PREFIX}{result.run_id}.{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        (tmp / schema.CONFIG_FILE).write_text(to_json(result.config), encoding="utf-8")
+        _write_table(tmp / schema.LAYERS_FILE, result.layers, schema.LAYER_COLUMNS)
+        _write_table(tmp / schema.CURVES_FILE, result.curves, schema.CURVE_COLUMNS)
+        (tmp / schema.SUMMARY_FILE).write_text(to_json(result.summary), encoding="utf-8")
+        final = runs / result.run_id
+        if final.exists():
+            old = runs / f"{schema.TMP_PREFIX}old-{result.run_id}.{uuid.uuid4().hex[:8]}"
+            os.replace(final, old)
+            shutil.rmtree(old)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ResultsError(f"{path}: cannot read JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """Read a run's summary.json, refusing a newer results format."""
+    summary = _read_json(run_dir / schema.SUMMARY_FILE)
+    version = summary.get("format_version")
+    if not isinstance(version, int) or version > schema.FORMAT_VERSION:
+        raise ResultsError(
+            f"{run_dir / schema.SUMMARY_FILE}: results format version {version!r} is newer than "
+            f"this initbench reads ({schema.FORMAT_VERSION}); upgrade initbench"
+        )
+    return summary
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping -> {dotted.key: value}."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+@dataclass
+class Experiment:
+    """One experiment folder loaded as three pandas tables.
+
+    ``runs``: one row per complete run: run_id, the summary's scalar fields and the
+    config flattened to dotted columns (``config.model.depth`` ...).
+    ``layers`` and ``curves``: the long tables of all runs with a ``run_id`` column.
+    ``incomplete``: run folders without summary.json and leftover temporary folders.
+    """
+
+    path: Path
+    name: str
+    runs: Any  # pandas.DataFrame
+    layers: Any  # pandas.DataFrame
+    curves: Any  # pandas.DataFrame
+    incomplete: list[str]
+
+
+def _run_dirs(exp_dir: Path) -> tuple[list[Path], list[str]]:
+    runs_root = exp_dir / schema.RUNS_DIR
+    complete, incomplete = [], []
+    for child in sorted(runs_root.iterdir()) if runs_root.is_dir() else []:
+        if child.name.startswith(schema.TMP_PREFIX) or not child.is_dir():
+            incomplete.append(child.name)
+        elif (child / schema.SUMMARY_FILE).is_file():
+            complete.append(child)
+        else:
+            incomplete.append(child.name)
+    return complete, incomplete
+
+
+def _read_table(path: Path) -> Any:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pandas()
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        raise ResultsError(f"{path}: cannot read Parquet table ({exc})") from exc
+
+
+def load_experiment(exp_dir: Path) -> Experiment:
+    """Load every complete run of one experiment folder."""
+    import pandas as pd
+
+    complete, incomplete = _run_dirs(exp_dir)
+    rows, layers, curves = [], [], []
+    for run_dir in complete:
+        summary = read_summary(run_dir)
+        row = {k: v for k, v in summary.items() if not isinstance(v, Mapping) and k != "config"}
+        row.update(flatten(summary.get("config", {}), "config."))
+        row["run_id"] = run_dir.name
+        rows.append(row)
+        for table, name in ((layers, schema.LAYERS_FILE), (curves, schema.CURVES_FILE)):
+            frame = _read_table(run_dir / name)
+            frame.insert(0, "run_id", run_dir.name)
+            table.append(frame)
+    empty = {c: pd.Series(dtype="object") for c in ("run_id", *schema.LAYER_COLUMNS)}
+    return Experiment(
+        path=exp_dir,
+        name=exp_dir.name,
+        runs=pd.DataFrame(rows),
+        layers=pd.concat(layers, ignore_index=True) if layers else pd.DataFrame(empty),
+        curves=pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
+        incomplete=incomplete,
+    )
+
+
+def find_experiments(path: Path) -> list[Path]:
+    """Experiment folders at ``path``: itself if it has runs/, else its children that do."""
+    if not path.is_dir():
+        raise ResultsError(f"{path}: no such results folder")
+    if (path / schema.RUNS_DIR).is_dir():
+        return [path]
+    found = sorted(p for p in path.iterdir() if (p / schema.RUNS_DIR).is_dir())
+    if not found:
+        raise ResultsError(f"{path}: no experiment folders (none has a '{schema.RUNS_DIR}/')")
+    return found

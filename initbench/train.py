@@ -1,0 +1,342 @@
+"""One run: seed, build, train with probes, detect divergence -> RunResult.
+
+:func:`execute_run` is the single top-level function every executor calls with a plain
+resolved-config dict; it never raises for a problem inside the run (that becomes a
+``failed`` result) and never writes files (the driver alone writes results).
+
+Step convention: the measurement at step s is taken on the forward/backward pass of
+batch s with the parameters after s updates, *before* update s is applied; step 0 is
+the network at initialisation and step ``train.steps`` is the trained network (its
+pass is measured but not followed by an update).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import platform
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+
+import initbench
+from initbench import schema
+from initbench.models import InstrumentedModel, build_model
+from initbench.probes import Recorder, Tape, first_non_finite, global_grad_norm, measure
+from initbench.registry import Params, Registry
+from initbench.spec import RunConfig
+
+EVAL_CHUNK = 2048  # test examples per forward pass during evaluation
+
+
+# --- optimizers -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """An optimizer: its parameters and how to build it (lr and weight_decay from train)."""
+
+    summary: str
+    params: type[Params]
+    build: Callable[[list[torch.nn.Parameter], float, float, Any], torch.optim.Optimizer]
+
+
+class SGDParams(Params):
+    momentum: float = Field(default=0.0, ge=0, lt=1)
+    nesterov: bool = False
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> SGDParams:
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs momentum > 0")
+        return self
+
+
+class AdamParams(Params):
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.999, ge=0, lt=1)
+    eps: float = Field(default=1e-8, gt=0)
+
+
+OPTIMIZERS: Registry[Optimizer] = Registry("optimizer")
+OPTIMIZERS.add(
+    "sgd",
+    Optimizer(
+        "SGD with optional (Nesterov) momentum: exposes the scale differences between inits",
+        SGDParams,
+        lambda ps, lr, wd, p: torch.optim.SGD(
+            ps, lr=lr, momentum=p.momentum, nesterov=p.nesterov, weight_decay=wd
+        ),
+    ),
+)
+OPTIMIZERS.add(
+    "adam",
+    Optimizer(
+        "Adam (Kingma & Ba 2015): per-parameter scaling hides much of an init's scale",
+        AdamParams,
+        lambda ps, lr, wd, p: torch.optim.Adam(
+            ps, lr=lr, betas=(p.beta1, p.beta2), eps=p.eps, weight_decay=wd
+        ),
+    ),
+)
+
+
+def build_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Optimizer:
+    """The optimizer of ``config.train`` over all of ``model``'s parameters."""
+    ref = dict(config.train.optimizer)
+    entry = OPTIMIZERS.get(ref.pop("name"))
+    params = entry.params.model_validate(ref)
+    return entry.build(list(model.parameters()), config.train.lr, config.train.weight_decay, params)
+
+
+# --- seeding and data order ---------------------------------------------------------------------
+
+
+def derive_seed(seed: int, stream: str) -> int:
+    """An independent 63-bit seed for one random stream ('init', 'order') of a run."""
+    digest = hashlib.sha256(f"{seed}:{stream}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def batch_indices(n: int, batch_size: int, seed: int, device: torch.device) -> Iterator[torch.Tensor]:
+    """Endless seeded batches of indices: a fresh permutation per epoch, last partial
+    batch dropped so every step sees exactly ``batch_size`` examples."""
+    if batch_size > n:
+        raise ValueError(f"train.batch_size ({batch_size}) exceeds the training set ({n} examples)")
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(n, generator=generator).to(device)
+        for start in range(0, n - batch_size + 1, batch_size):
+            yield order[start : start + batch_size]
+
+
+def resolve_device(name: str) -> torch.device:
+    """'cpu' | 'cuda' | 'auto' -> a torch device (auto: cuda when available)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda asked, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def versions() -> dict[str, str]:
+    """Library versions that determine a run's numbers."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "initbench": initbench.__version__,
+    }
+
+
+# --- the training loop ------------------------------------------------------------------------------
+
+
+class Diverged(Exception):
+    """A non-finite loss or statistic; carries where it happened."""
+
+    def __init__(self, step: int, where: dict[str, Any]) -> None:
+        super().__init__(f"non-finite {where.get('what')} at step {step}")
+        self.step = step
+        self.where = where
+
+
+@dataclass
+class Trainer:
+    """One run's lifecycle: ``setup()``, ``train()``, then read ``recorder``/``curves``."""
+
+    config: RunConfig
+    device: torch.device
+
+    def setup(self) -> None:
+        """Load data, build and initialise the model, build the optimizer."""
+        from initbench.data import load_dataset
+
+        cfg = self.config
+        torch.manual_seed(cfg.seed)  # nothing should use the global RNG; this pins it if it does
+        data_ref = dict(cfg.data)
+        self.data = load_dataset(data_ref.pop("name"), data_ref, cfg.seed)
+        init_generator = torch.Generator().manual_seed(derive_seed(cfg.seed, "init"))
+        self.model: InstrumentedModel = build_model(cfg.model, init_generator).to(self.device)
+        self.model.train()
+        self.layers = self.model.watched_layers()
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.train_x = self.data.train_x.to(self.device)
+        self.train_y = self.data.train_y.to(self.device)
+        self.batches = batch_indices(
+            len(self.train_y), cfg.train.batch_size, derive_seed(cfg.seed, "order"), self.device
+        )
+        self.recorder = Recorder()
+        self.curves: list[tuple[int, str, float]] = []
+        self.steps_done = 0
+
+    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, tape: Tape | None):
+        self.optimizer.zero_grad(set_to_none=True)
+        logits = self.model(x, tape)  # (B, 10)
+        loss = F.cross_entropy(logits, y)
+        loss.backward()
+        return logits, loss
+
+    def _probe(self, step: int, tape: Tape, logits, y, window: list[torch.Tensor]) -> None:
+        """Record this step's statistics and curve points with one device-to-host copy."""
+        labels, stats = measure(tape, self.layers)
+        head = torch.stack(
+            [
+                window[-1].double(),
+                torch.stack(window).double().mean(),
+                (logits.detach().argmax(dim=1) == y).double().mean(),
+                global_grad_norm(list(self.model.parameters())),
+            ]
+        )
+        host = torch.cat([head, stats]).cpu().numpy()  # the one device-to-host copy
+        self.recorder.add(step, labels, host[4:])
+        for name, value in zip(("loss", "loss_avg", "train_accuracy", "grad_norm"), host[:4], strict=True):
+            self.curves.append((step, name, float(value)))
+        where = first_non_finite(labels, host[4:])
+        if where is not None:
+            raise Diverged(step, where)
+        if not math.isfinite(host[0]):
+            raise Diverged(step, {"what": "loss"})
+
+    def train(self) -> None:
+        """Run the loop; raises Diverged at the first non-finite loss or statistic."""
+        steps, log_every = self.config.train.steps, self.config.train.log_every
+        eval_every = self.config.train.eval_every
+        window: list[torch.Tensor] = []
+        for step in range(steps + 1):
+            index = next(self.batches)
+            x, y = self.train_x[index], self.train_y[index]
+            probe = step % log_every == 0 or step == steps
+            tape = Tape() if probe else None
+            logits, loss = self._forward_backward(x, y, tape)
+            window.append(loss.detach())
+            if not probe and not math.isfinite(loss.item()):
+                tape = Tape()  # re-measure this very step to locate the first non-finite layer
+                logits, loss = self._forward_backward(x, y, tape)
+                probe = True
+            if probe:
+                self._probe(step, tape, logits, y, window)
+                window = []
+            if eval_every and step % eval_every == 0 and 0 < step < steps:
+                self._evaluate(step)
+            if step < steps:
+                self.optimizer.step()
+                self.steps_done = step + 1
+
+    def _evaluate(self, step: int) -> tuple[float, float]:
+        loss, accuracy = evaluate(self.model, self.data.test_x, self.data.test_y, self.device)
+        self.curves += [(step, "test_loss", loss), (step, "test_accuracy", accuracy)]
+        return loss, accuracy
+
+    def finish(self) -> tuple[float, float]:
+        """Evaluate the trained model on the test split (recorded at the last step)."""
+        return self._evaluate(self.config.train.steps)
+
+    def curve_columns(self) -> dict[str, np.ndarray]:
+        """The curves as columns (schema.CURVE_COLUMNS)."""
+        steps, metrics, values = zip(*self.curves, strict=True) if self.curves else ((), (), ())
+        return {
+            "step": np.asarray(steps, dtype=np.int32),
+            "metric": np.asarray(metrics, dtype=object),
+            "value": np.asarray(values, dtype=np.float64),
+        }
+
+    def last_curve(self, metric: str) -> float | None:
+        """The latest recorded value of a curve metric."""
+        values = [v for _, m, v in self.curves if m == metric]
+        return values[-1] if values else None
+
+
+def evaluate(
+    model: InstrumentedModel, x: torch.Tensor, y: torch.Tensor, device: torch.device
+) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` in eval mode over the whole split."""
+    was_training = model.training
+    model.eval()
+    total_loss, correct = torch.zeros((), dtype=torch.float64, device=device), 0
+    with torch.no_grad():
+        for start in range(0, len(y), EVAL_CHUNK):
+            xb, yb = x[start : start + EVAL_CHUNK].to(device), y[start : start + EVAL_CHUNK].to(device)
+            logits = model(xb)
+            total_loss += F.cross_entropy(logits, yb, reduction="sum").double()
+            correct += int((logits.argmax(dim=1) == yb).sum())
+    model.train(was_training)
+    return float(total_loss) / len(y), correct / len(y)
+
+
+# --- the one function every executor calls ------------------------------------------------------------
+
+
+def _base_summary(config: RunConfig, experiment: str, device: torch.device) -> dict[str, Any]:
+    return {
+        "format_version": schema.FORMAT_VERSION,
+        "run_id": config.run_id,
+        "experiment": experiment,
+        "status": "ok",
+        "steps_planned": config.train.steps,
+        "steps_done": 0,
+        "diverged_step": None,
+        "diverged_at": None,
+        "error": None,
+        "traceback": None,
+        "final_loss": None,
+        "final_train_accuracy": None,
+        "test_loss": None,
+        "test_accuracy": None,
+        "train_seconds": 0.0,
+        "total_seconds": 0.0,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "versions": versions(),
+        "config": config.as_dict(),
+    }
+
+
+def _train_and_summarise(trainer: Trainer, summary: dict[str, Any]) -> None:
+    trainer.setup()
+    started = time.perf_counter()
+    try:
+        trainer.train()
+    except Diverged as exc:
+        summary.update(status="diverged", diverged_step=exc.step, diverged_at=exc.where)
+    finally:
+        summary["train_seconds"] = time.perf_counter() - started
+        summary["steps_done"] = trainer.steps_done
+        summary["final_loss"] = trainer.last_curve("loss_avg")
+        summary["final_train_accuracy"] = trainer.last_curve("train_accuracy")
+    if summary["status"] == "ok":
+        summary["test_loss"], summary["test_accuracy"] = trainer.finish()
+
+
+def execute_run(
+    config: dict[str, Any], experiment: str = "", device: str = "cpu", threads: int | None = None
+) -> schema.RunResult:
+    """Run one resolved config and return everything it produced; never raises for a
+    problem inside the run (it is returned as status ``failed`` with the cause)."""
+    started = time.perf_counter()
+    if threads:
+        torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    run_config = RunConfig.model_validate(config)
+    torch_device = resolve_device(device)
+    summary = _base_summary(run_config, experiment, torch_device)
+    trainer = Trainer(run_config, torch_device)
+    try:
+        _train_and_summarise(trainer, summary)
+    except Exception as exc:  # one failing run must never stop the sweep
+        summary.update(
+            status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()
+        )
+    summary["total_seconds"] = time.perf_counter() - started
+    recorder = getattr(trainer, "recorder", Recorder())
+    curves = trainer.curve_columns() if hasattr(trainer, "curves") else {}
+    return schema.RunResult(run_config.run_id, run_config.as_dict(), summary, recorder.columns(), curves)

@@ -1,0 +1,140 @@
+"""Terminal output of the run and list commands (rich): progress, summaries, catalogs."""
+
+from __future__ import annotations
+
+import importlib
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from initbench.runner import SweepReport
+    from initbench.schema import RunResult
+    from initbench.spec import RunConfig
+
+STATUS_STYLE = {"ok": "green", "diverged": "yellow", "failed": "red"}
+
+
+class SweepProgress:
+    """A progress bar over runs with ETA; prints one line per finished run."""
+
+    def __init__(self, console: Console, grid_keys: tuple[str, ...]) -> None:
+        self.console = console
+        self.grid_keys = grid_keys
+        self.progress = Progress(
+            TextColumn("[bold]runs"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task: Any = None
+
+    def __enter__(self) -> SweepProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.progress.__exit__(kind, exc, tb)
+
+    def start(self, total: int) -> None:
+        """Begin the bar over ``total`` runs."""
+        self.task = self.progress.add_task("runs", total=total)
+
+    def advance(self, run: RunConfig, result: RunResult) -> None:
+        """Report one finished run."""
+        from initbench.runner import describe
+
+        summary = result.summary
+        status = summary["status"]
+        detail = ""
+        if status == "ok":
+            detail = f"test acc {summary['test_accuracy']:.3f}  loss {summary['final_loss']:.3f}"
+        elif status == "diverged":
+            where = summary.get("diverged_at") or {}
+            detail = f"at step {summary['diverged_step']} ({where.get('what')} {where.get('name', '')})"
+        else:
+            detail = str(summary.get("error"))
+        seconds = summary.get("total_seconds") or 0.0
+        self.progress.console.print(
+            f"[{STATUS_STYLE[status]}]{status:8}[/] {result.run_id}  {describe(run, self.grid_keys)}"
+            f"  {detail}  [dim]{seconds:.1f}s[/]",
+            soft_wrap=True,
+        )
+        self.progress.advance(self.task)
+
+
+def print_sweep_summary(console: Console, report: SweepReport) -> None:
+    """Status counts and wall time of a finished sweep."""
+    table = Table(title="sweep summary", show_header=True)
+    for column in ("ok", "diverged", "failed", "skipped (complete)", "wall time"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(report.counts["ok"]),
+        str(report.counts["diverged"]),
+        str(report.counts["failed"]),
+        str(report.skipped),
+        f"{report.seconds:.1f} s",
+    )
+    console.print(table)
+
+
+def _params_text(params: Any) -> str:
+    fields = params.model_fields
+    return ", ".join(f"{name}={field.default!r}" for name, field in fields.items()) or "-"
+
+
+def _registry_rows(topic: str) -> tuple[list[str], list[list[str]]]:
+    module, attr = {
+        "initializers": ("initializers", "INITIALIZERS"),
+        "activations": ("activations", "ACTIVATIONS"),
+        "datasets": ("data", "DATASETS"),
+        "architectures": ("models", "ARCHITECTURES"),
+        "optimizers": ("train", "OPTIMIZERS"),
+    }[topic]
+    registry = getattr(importlib.import_module(f"initbench.{module}"), attr)
+    if topic == "initializers":
+        header = ["name", "formula", "parameters (defaults)", "convention"]
+        rows = [[n, e.formula, _params_text(e.params), e.convention] for n, e in registry.items()]
+    elif topic == "activations":
+        header = ["name", "formula", "kind", "parameters", "torch gain"]
+        rows = [[n, e.formula, e.kind, _params_text(e.params), e.torch_gain] for n, e in registry.items()]
+    elif topic == "architectures":
+        header = ["name", "network", "watched layers"]
+        rows = [[n, e.summary, e.watched] for n, e in registry.items()]
+    else:
+        header = ["name", "description", "parameters (defaults)"]
+        rows = [[n, e.summary, _params_text(e.params)] for n, e in registry.items()]
+    return header, rows
+
+
+def print_catalog(console: Console, topic: str) -> None:
+    """One table of a registry (or of the recorded metrics)."""
+    from initbench import schema
+
+    if topic == "metrics":
+        header = ["metric", "table", "definition"]
+        rows = [[m, "layers", d] for m, d in schema.LAYER_METRICS.items()]
+        rows += [[m, "curves", d] for m, d in schema.CURVE_METRICS.items()]
+    else:
+        header, rows = _registry_rows(topic)
+    table = Table(title=topic, show_lines=False, title_justify="left")
+    for column in header:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
