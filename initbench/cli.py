@@ -92,9 +92,16 @@ def run(spec: str, out: Path, overrides: tuple[str, ...], workers: int, threads:
     from initbench.runner import execute, plan
     from initbench.ui import SweepProgress, print_sweep_summary
 
+    from initbench.data import DataError
+    from initbench.runner import check_data
+
     loaded = _load(spec, overrides)
     _check_out(out)
     sweep = plan(loaded, out, force)
+    try:
+        check_data(loaded)
+    except DataError as exc:
+        _fail(f"{spec}: data: {exc}")
     console = _console()
     console.print(f"[bold]{loaded.name}[/]: {len(loaded.runs)} runs, "
                   f"{len(sweep.done)} already complete, {len(sweep.todo)} to run → {sweep.experiment_dir}")
@@ -119,6 +126,36 @@ def list_(topic: str | None) -> None:
 
     for name in [topic] if topic else LIST_TOPICS:
         print_catalog(_console(), name)
+
+
+@main.group()
+def data() -> None:
+    """Dataset files: fetch the full MNIST-like datasets, show the cache folder."""
+
+
+@data.command("fetch")
+@click.argument("name", type=click.Choice(["mnist", "fashion_mnist", "kmnist"]))
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder to download into [default: the cache folder].")
+@click.option("--mirror", "mirrors", multiple=True, metavar="URL",
+              help="Base URL to try instead of the built-in mirrors (repeatable).")
+def data_fetch(name: str, root: Path | None, mirrors: tuple[str, ...]) -> None:
+    """Download NAME's four IDX files, verify their checksums, store them atomically."""
+    from initbench.data import DataError, fetch
+
+    try:
+        folder = fetch(name, root, mirrors=list(mirrors) or None, log=click.echo)
+    except DataError as exc:
+        _fail(str(exc))
+    click.echo(f"{name}: files ready in {folder}")
+
+
+@data.command("dir")
+def data_dir() -> None:
+    """Print the cache folder (set INITBENCH_CACHE_DIR to move it)."""
+    from initbench.data import cache_dir
+
+    click.echo(str(cache_dir()))
 
 
 if __name__ == "__main__":

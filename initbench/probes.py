@@ -186,11 +186,28 @@ class Recorder:
         }
 
 
-def first_non_finite(labels: Sequence[Label], values: np.ndarray) -> dict[str, object] | None:
-    """The non-finite statistic earliest in forward order (lowest layer, then time step)."""
-    bad = np.flatnonzero(~np.isfinite(values))
-    if bad.size == 0:
+def _computation_order(label: Label) -> tuple[int, int, int]:
+    """Sort key following the computation: forward quantities and weights by layer and
+    time step, then (slot 1) the loss, then gradients from the last layer back."""
+    layer, t, _name, metric = label
+    if metric.startswith("grad_"):
+        return (2, -layer, -t)
+    return (0, layer, t)
+
+
+def first_non_finite(
+    labels: Sequence[Label], values: np.ndarray, loss: float
+) -> dict[str, object] | None:
+    """Where a step first went non-finite, in the order the step computes: the earliest
+    forward statistic (lowest layer, then time step), else the loss, else the gradient
+    nearest the output. None if everything is finite."""
+    bad = [(_computation_order(labels[i]), i) for i in np.flatnonzero(~np.isfinite(values))]
+    if not np.isfinite(loss):
+        bad.append(((1, 0, 0), -1))
+    if not bad:
         return None
-    first = min(bad, key=lambda i: (labels[i][0], labels[i][1], i))
+    _, first = min(bad)
+    if first == -1:
+        return {"what": "loss", "value": float(loss)}
     layer, t, name, metric = labels[first]
     return {"what": metric, "layer": int(layer), "t": int(t), "name": name, "value": float(values[first])}

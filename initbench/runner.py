@@ -65,6 +65,20 @@ def check_initializers(spec: Spec) -> None:
         raise SpecError(spec.source, problems)
 
 
+def check_data(spec: Spec) -> None:
+    """Load each distinct dataset of the sweep once, so missing or corrupt data files stop
+    the command (DataError) before anything is written, instead of failing every run."""
+    from initbench.data import load_dataset
+
+    seen: set[str] = set()
+    for run in spec.runs:
+        ref = dict(run.data)
+        key = repr(sorted(ref.items()))
+        if key not in seen:
+            seen.add(key)
+            load_dataset(ref.pop("name"), ref, run.seed)
+
+
 def plan(spec: Spec, out: Path, force: bool = False) -> Plan:
     """Decide which runs to execute; complete runs are skipped unless ``force``."""
     exp_dir = out / spec.name

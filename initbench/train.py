@@ -200,11 +200,9 @@ class Trainer:
         self.recorder.add(step, labels, host[4:])
         for name, value in zip(("loss", "loss_avg", "train_accuracy", "grad_norm"), host[:4], strict=True):
             self.curves.append((step, name, float(value)))
-        where = first_non_finite(labels, host[4:])
+        where = first_non_finite(labels, host[4:], float(host[0]))
         if where is not None:
             raise Diverged(step, where)
-        if not math.isfinite(host[0]):
-            raise Diverged(step, {"what": "loss"})
 
     def train(self) -> None:
         """Run the loop; raises Diverged at the first non-finite loss or statistic."""

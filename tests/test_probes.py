@@ -165,3 +165,17 @@ def test_weight_statistics_match_the_parameters() -> None:
     assert got[(2, "w_norm")] == pytest.approx(weight.double().norm().item())
     assert got[(2, "grad_w_norm")] == pytest.approx(weight.grad.double().norm().item())
     assert np.isclose(got[(2, "w_var")] * 32, 2.0, rtol=0.3)  # he_normal: fan_in * Var = 2
+
+
+def test_first_non_finite_follows_the_computation_order() -> None:
+    from initbench.probes import first_non_finite
+
+    labels = [(1, 0, "fc1", "grad_preact_var"), (3, 0, "fc3", "preact_var"),
+              (2, 0, "fc2", "grad_preact_var"), (3, 0, "fc3", "grad_preact_var")]
+    values = np.array([np.nan, 1.0, np.nan, np.nan])
+    assert first_non_finite(labels, values, loss=np.inf) == {"what": "loss", "value": np.inf}
+    # with a finite loss, the gradient nearest the output (layer 3) is where it started
+    assert first_non_finite(labels, values, loss=1.0)["layer"] == 3
+    values[1] = np.inf  # a forward statistic comes before the loss and every gradient
+    assert first_non_finite(labels, values, loss=np.inf)["what"] == "preact_var"
+    assert first_non_finite(labels, np.ones(4), loss=1.0) is None
