@@ -127,11 +127,15 @@ ACTIVATIONS.add(
 )
 ACTIVATIONS.add(
     "sigmoid",
-    Activation("1 / (1 + exp(-x))", "bounded", NoParams, lambda p: _nn().Sigmoid(), (0.0, 1.0), "1"),
+    Activation(
+        "1 / (1 + exp(-x))", "bounded", NoParams, lambda p: _nn().Sigmoid(), (0.0, 1.0), "1"
+    ),
 )
 ACTIVATIONS.add(
     "linear",
-    Activation("x  (no non-linearity)", "linear", NoParams, lambda p: _nn().Identity(), torch_gain="1"),
+    Activation(
+        "x  (no non-linearity)", "linear", NoParams, lambda p: _nn().Identity(), torch_gain="1"
+    ),
 )
 
 # Saturation threshold: an element is saturated beyond this fraction of the half-range.

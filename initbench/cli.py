@@ -76,24 +76,46 @@ def _check_out(out: Path) -> None:
 
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=True, path_type=str))
-@click.option("--out", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
-              help="Results folder; runs go to OUT/<spec name>/runs/<run_id>/.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("results"),
+    show_default=True,
+    help="Results folder; runs go to OUT/<spec name>/runs/<run_id>/.",
+)
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Runs in parallel, each in its own process.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch threads per run [default: cores / workers].")
-@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Runs in parallel, each in its own process.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="torch threads per run [default: cores / workers].",
+)
+@click.option(
+    "--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True
+)
 @click.option("--force", is_flag=True, help="Redo runs that are already complete.")
 @click.option("--strict", is_flag=True, help="Exit 1 if any run failed or diverged.")
-def run(spec: str, out: Path, overrides: tuple[str, ...], workers: int, threads: int | None,
-        device: str, force: bool, strict: bool) -> None:
+def run(
+    spec: str,
+    out: Path,
+    overrides: tuple[str, ...],
+    workers: int,
+    threads: int | None,
+    device: str,
+    force: bool,
+    strict: bool,
+) -> None:
     """Train every run of SPEC, recording per-layer statistics under --out."""
-    from initbench.runner import execute, plan
-    from initbench.ui import SweepProgress, print_sweep_summary
-
     from initbench.data import DataError
-    from initbench.runner import check_data
+    from initbench.runner import check_data, execute, plan
+    from initbench.ui import SweepProgress, print_sweep_summary
 
     loaded = _load(spec, overrides)
     _check_out(out)
@@ -103,15 +125,18 @@ def run(spec: str, out: Path, overrides: tuple[str, ...], workers: int, threads:
     except DataError as exc:
         _fail(f"{spec}: data: {exc}")
     console = _console()
-    console.print(f"[bold]{loaded.name}[/]: {len(loaded.runs)} runs, "
-                  f"{len(sweep.done)} already complete, {len(sweep.todo)} to run → {sweep.experiment_dir}")
+    console.print(
+        f"[bold]{loaded.name}[/]: {len(loaded.runs)} runs, "
+        f"{len(sweep.done)} already complete, {len(sweep.todo)} to run → {sweep.experiment_dir}"
+    )
     try:
         with SweepProgress(console, loaded.grid_keys) as progress:
             report = execute(sweep, workers, device, threads, progress.start, progress.advance)
     except KeyboardInterrupt:
         _console(stderr=True).print(
             f"\ninterrupted: finished runs are kept in {sweep.experiment_dir}; "
-            f"run the same command again to do only what is missing.")
+            f"run the same command again to do only what is missing."
+        )
         sys.exit(EXIT_INTERRUPTED)
     print_sweep_summary(console, report)
     if strict and (report.counts["failed"] or report.counts["diverged"]):
@@ -135,10 +160,19 @@ def data() -> None:
 
 @data.command("fetch")
 @click.argument("name", type=click.Choice(["mnist", "fashion_mnist", "kmnist"]))
-@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder to download into [default: the cache folder].")
-@click.option("--mirror", "mirrors", multiple=True, metavar="URL",
-              help="Base URL to try instead of the built-in mirrors (repeatable).")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder to download into [default: the cache folder].",
+)
+@click.option(
+    "--mirror",
+    "mirrors",
+    multiple=True,
+    metavar="URL",
+    help="Base URL to try instead of the built-in mirrors (repeatable).",
+)
 def data_fetch(name: str, root: Path | None, mirrors: tuple[str, ...]) -> None:
     """Download NAME's four IDX files, verify their checksums, store them atomically."""
     from initbench.data import DataError, fetch

@@ -221,7 +221,9 @@ class RNN(InstrumentedModel):
     def watched_layers(self) -> list[WatchedLayer]:
         name, kind, out_range = _activation_meta(self.config)
         return [
-            WatchedLayer(r.index, f"rnn{r.index}", r.w_ih.weight, r.w_hh.weight, name, kind, out_range)
+            WatchedLayer(
+                r.index, f"rnn{r.index}", r.w_ih.weight, r.w_hh.weight, name, kind, out_range
+            )
             for r in self.layers
         ]
 

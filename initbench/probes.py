@@ -94,7 +94,9 @@ class _Collector:
         self.labels: list[Label] = []
         self.values: list[torch.Tensor] = []
 
-    def add(self, keys: Sequence[tuple[int, int]], metrics: Sequence[str], block: torch.Tensor) -> None:
+    def add(
+        self, keys: Sequence[tuple[int, int]], metrics: Sequence[str], block: torch.Tensor
+    ) -> None:
         """``block`` is (len(keys), len(metrics)); rows follow keys, columns metrics."""
         for layer, t in keys:
             self.labels.extend((layer, t, self.names[layer], m) for m in metrics)
@@ -107,8 +109,12 @@ def _tensor_stats(tape: Tape, layers: Sequence[WatchedLayer], out: _Collector) -
         items = tape.tensors.get(quantity, {})
         for keys in _groups(items):
             stacked = torch.stack([items[k] for k in keys])
-            out.add(keys, [f"{quantity}_mean", f"{quantity}_var", f"{quantity}_sq"], moments(stacked))
-            is_input = quantity == "normed" or (quantity == "preact" and "normed" not in tape.tensors)
+            out.add(
+                keys, [f"{quantity}_mean", f"{quantity}_var", f"{quantity}_sq"], moments(stacked)
+            )
+            is_input = quantity == "normed" or (
+                quantity == "preact" and "normed" not in tape.tensors
+            )
             if kind == "rectifier" and is_input:
                 out.add(keys, ["dead_frac"], dead_fraction(stacked)[:, None])
             if kind == "bounded" and quantity == "act":
@@ -124,7 +130,9 @@ def _tensor_stats(tape: Tape, layers: Sequence[WatchedLayer], out: _Collector) -
 def _weight_block(weight: torch.Tensor) -> torch.Tensor:
     """(1, 5): mean, var, norm of the weight; var, norm of its gradient (NaN if none)."""
     w = weight.detach().double()
-    grad = weight.grad.detach().double() if weight.grad is not None else torch.full_like(w, torch.nan)
+    grad = (
+        weight.grad.detach().double() if weight.grad is not None else torch.full_like(w, torch.nan)
+    )
     return torch.stack(
         [w.mean(), w.var(), torch.linalg.vector_norm(w), grad.var(), torch.linalg.vector_norm(grad)]
     )[None]
@@ -132,7 +140,11 @@ def _weight_block(weight: torch.Tensor) -> torch.Tensor:
 
 def _weight_stats(layers: Sequence[WatchedLayer], out: _Collector) -> None:
     for layer in layers:
-        out.add([(layer.index, 0)], ["w_mean", "w_var", "w_norm", "grad_w_var", "grad_w_norm"], _weight_block(layer.weight))
+        out.add(
+            [(layer.index, 0)],
+            ["w_mean", "w_var", "w_norm", "grad_w_var", "grad_w_norm"],
+            _weight_block(layer.weight),
+        )
         if layer.recurrent_weight is not None:
             names = ["w_rec_mean", "w_rec_var", "w_rec_norm", "grad_w_rec_var", "grad_w_rec_norm"]
             out.add([(layer.index, 0)], names, _weight_block(layer.recurrent_weight))
@@ -172,9 +184,14 @@ class Recorder:
         """The long table as columns (schema.LAYER_COLUMNS)."""
         if not self.labels:
             empty = np.array([], dtype=object)
-            return {"step": np.array([], np.int32), "layer": np.array([], np.int16),
-                    "t": np.array([], np.int16), "name": empty, "metric": empty,
-                    "value": np.array([], np.float64)}
+            return {
+                "step": np.array([], np.int32),
+                "layer": np.array([], np.int16),
+                "t": np.array([], np.int16),
+                "name": empty,
+                "metric": empty,
+                "value": np.array([], np.float64),
+            }
         layer, t, name, metric = zip(*self.labels, strict=True)
         return {
             "step": np.concatenate(self.steps),
@@ -210,4 +227,10 @@ def first_non_finite(
     if first == -1:
         return {"what": "loss", "value": float(loss)}
     layer, t, name, metric = labels[first]
-    return {"what": metric, "layer": int(layer), "t": int(t), "name": name, "value": float(values[first])}
+    return {
+        "what": metric,
+        "layer": int(layer),
+        "t": int(t),
+        "name": name,
+        "value": float(values[first]),
+    }

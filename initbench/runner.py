@@ -133,7 +133,9 @@ def _in_pool(
 
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)  # never fork after torch has run
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init, initargs=(threads,))
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_worker_init, initargs=(threads,)
+    )
     futures: dict[Future[schema.RunResult], RunConfig] = {
         pool.submit(execute_run, run.as_dict(), experiment, device, threads): run for run in runs
     }

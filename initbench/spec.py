@@ -73,7 +73,11 @@ class SpecError(Exception):
         lines = [f"{self.source}: invalid spec ({count} problem{'s' * (count != 1)})"]
         for p in self.problems:
             where = f"{self.source}:{p.line}" if p.line else self.source
-            lines.append(f"  {where}: {p.key or '<root>'}: {p.message}" if p.key else f"  {where}: {p.message}")
+            lines.append(
+                f"  {where}: {p.key or '<root>'}: {p.message}"
+                if p.key
+                else f"  {where}: {p.message}"
+            )
         return "\n".join(lines)
 
 
@@ -243,7 +247,10 @@ class SpecHeader(BaseModel):
     model: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
-    seeds: Annotated[int, Field(ge=1, le=10_000)] | Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = 1
+    seeds: (
+        Annotated[int, Field(ge=1, le=10_000)]
+        | Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+    ) = 1
 
     def seed_list(self) -> list[int]:
         """Seeds as a list (a count n means 0..n-1)."""
@@ -279,7 +286,10 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
         key = loader.construct_object(key_node, deep=True)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first at line {seen[key]})", key_node.start_mark
+                None,
+                None,
+                f"duplicate key {key!r} (first at line {seen[key]})",
+                key_node.start_mark,
             )
         seen[key] = key_node.start_mark.line + 1
     return loader.construct_mapping(node, deep=True)
@@ -288,7 +298,9 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _line_map(node: yaml.Node | None, prefix: str = "", lines: dict[str, int] | None = None) -> dict[str, int]:
+def _line_map(
+    node: yaml.Node | None, prefix: str = "", lines: dict[str, int] | None = None
+) -> dict[str, int]:
     """Dotted key -> 1-based line, for every mapping entry and list item in the document.
 
     Grid entries keep their dotted names: the value of ``grid: {model.depth: [..]}`` is
@@ -311,7 +323,7 @@ def _line_map(node: yaml.Node | None, prefix: str = "", lines: dict[str, int] | 
 def parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
     """Parse YAML text safely; returns (data, line map) or raises SpecError."""
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_StrictLoader)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -369,7 +381,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not p for p in key.split(".")):
-        raise SpecError("--set", [Problem(text, "expected KEY=VALUE with a dotted key, e.g. train.steps=20")])
+        raise SpecError(
+            "--set", [Problem(text, "expected KEY=VALUE with a dotted key, e.g. train.steps=20")]
+        )
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
@@ -417,11 +431,18 @@ def _problem_from_error(err: Mapping[str, Any], lines: Mapping[str, int], origin
     message = err["msg"]
     if err["type"] == "extra_forbidden" and len(loc) >= 1:
         parent = ".".join(loc[:-1])
-        known = list(_SECTION_MODELS.get(parent, SpecHeader).model_fields) if parent in _SECTION_MODELS or not parent else []
+        known = (
+            list(_SECTION_MODELS.get(parent, SpecHeader).model_fields)
+            if parent in _SECTION_MODELS or not parent
+            else []
+        )
         if parent == "" and origin == "header":
             known = list(SpecHeader.model_fields)
         message = _unknown_key_message(loc[-1], known) if known else message
-    elif err["type"] not in ("named_ref", "unknown_name", "invalid_params", "missing") and "input" in err:
+    elif (
+        err["type"] not in ("named_ref", "unknown_name", "invalid_params", "missing")
+        and "input" in err
+    ):
         message = f"{message} (got {err['input']!r})"
     return Problem(key, message, _line_for(key, lines))
 
@@ -514,7 +535,9 @@ def build_spec(raw: Any, source: str, text: str, lines: Mapping[str, int] | None
             runs.setdefault(config.run_id, config)  # identical grid points run once
     if problems:
         raise SpecError(source, problems)
-    return Spec(header.name, header.description, source, text, tuple(runs.values()), tuple(header.grid))
+    return Spec(
+        header.name, header.description, source, text, tuple(runs.values()), tuple(header.grid)
+    )
 
 
 def load_spec(path: Path | str, overrides: Iterable[str] = ()) -> Spec:

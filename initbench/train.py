@@ -106,7 +106,9 @@ def derive_seed(seed: int, stream: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def batch_indices(n: int, batch_size: int, seed: int, device: torch.device) -> Iterator[torch.Tensor]:
+def batch_indices(
+    n: int, batch_size: int, seed: int, device: torch.device
+) -> Iterator[torch.Tensor]:
     """Endless seeded batches of indices: a fresh permutation per epoch, last partial
     batch dropped so every step sees exactly ``batch_size`` examples."""
     if batch_size > n:
@@ -137,7 +139,7 @@ def versions() -> dict[str, str]:
     }
 
 
-# --- the training loop ------------------------------------------------------------------------------
+# --- the training loop ----------------------------------------------------------------------
 
 
 class Diverged(Exception):
@@ -198,7 +200,9 @@ class Trainer:
         )
         host = torch.cat([head, stats]).cpu().numpy()  # the one device-to-host copy
         self.recorder.add(step, labels, host[4:])
-        for name, value in zip(("loss", "loss_avg", "train_accuracy", "grad_norm"), host[:4], strict=True):
+        for name, value in zip(
+            ("loss", "loss_avg", "train_accuracy", "grad_norm"), host[:4], strict=True
+        ):
             self.curves.append((step, name, float(value)))
         where = first_non_finite(labels, host[4:], float(host[0]))
         if where is not None:
@@ -262,7 +266,10 @@ def evaluate(
     total_loss, correct = torch.zeros((), dtype=torch.float64, device=device), 0
     with torch.no_grad():
         for start in range(0, len(y), EVAL_CHUNK):
-            xb, yb = x[start : start + EVAL_CHUNK].to(device), y[start : start + EVAL_CHUNK].to(device)
+            xb, yb = (
+                x[start : start + EVAL_CHUNK].to(device),
+                y[start : start + EVAL_CHUNK].to(device),
+            )
             logits = model(xb)
             total_loss += F.cross_entropy(logits, yb, reduction="sum").double()
             correct += int((logits.argmax(dim=1) == yb).sum())
@@ -270,7 +277,7 @@ def evaluate(
     return float(total_loss) / len(y), correct / len(y)
 
 
-# --- the one function every executor calls ------------------------------------------------------------
+# --- the one function every executor calls --------------------------------------------------
 
 
 def _base_summary(config: RunConfig, experiment: str, device: torch.device) -> dict[str, Any]:
@@ -337,4 +344,6 @@ def execute_run(
     summary["total_seconds"] = time.perf_counter() - started
     recorder = getattr(trainer, "recorder", Recorder())
     curves = trainer.curve_columns() if hasattr(trainer, "curves") else {}
-    return schema.RunResult(run_config.run_id, run_config.as_dict(), summary, recorder.columns(), curves)
+    return schema.RunResult(
+        run_config.run_id, run_config.as_dict(), summary, recorder.columns(), curves
+    )

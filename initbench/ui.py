@@ -47,8 +47,9 @@ class SweepProgress:
         self.progress.__enter__()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.progress.__exit__(kind, exc, tb)
 
     def start(self, total: int) -> None:
@@ -66,12 +67,15 @@ class SweepProgress:
             detail = f"test acc {summary['test_accuracy']:.3f}  loss {summary['final_loss']:.3f}"
         elif status == "diverged":
             where = summary.get("diverged_at") or {}
-            detail = f"at step {summary['diverged_step']} ({where.get('what')} {where.get('name', '')})"
+            detail = (
+                f"at step {summary['diverged_step']} ({where.get('what')} {where.get('name', '')})"
+            )
         else:
             detail = str(summary.get("error"))
         seconds = summary.get("total_seconds") or 0.0
+        label = describe(run, self.grid_keys)
         self.progress.console.print(
-            f"[{STATUS_STYLE[status]}]{status:8}[/] {result.run_id}  {describe(run, self.grid_keys)}"
+            f"[{STATUS_STYLE[status]}]{status:8}[/] {result.run_id}  {label}"
             f"  {detail}  [dim]{seconds:.1f}s[/]",
             soft_wrap=True,
         )
@@ -112,7 +116,10 @@ def _registry_rows(topic: str) -> tuple[list[str], list[list[str]]]:
         rows = [[n, e.formula, _params_text(e.params), e.convention] for n, e in registry.items()]
     elif topic == "activations":
         header = ["name", "formula", "kind", "parameters", "torch gain"]
-        rows = [[n, e.formula, e.kind, _params_text(e.params), e.torch_gain] for n, e in registry.items()]
+        rows = [
+            [n, e.formula, e.kind, _params_text(e.params), e.torch_gain]
+            for n, e in registry.items()
+        ]
     elif topic == "architectures":
         header = ["name", "network", "watched layers"]
         rows = [[n, e.summary, e.watched] for n, e in registry.items()]

@@ -10,7 +10,7 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from initbench.spec import RunConfig, build_spec, set_dotted  # noqa: E402
+from initbench.spec import RunConfig, build_spec, set_dotted
 
 
 def make_config(**dotted: Any) -> RunConfig:
@@ -36,6 +36,8 @@ def config_factory() -> Callable[..., RunConfig]:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Keep dataset caches out of the user's home folder."""
     monkeypatch.setenv("INITBENCH_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))

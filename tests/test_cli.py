@@ -67,8 +67,16 @@ def test_second_run_skips_complete_runs(spec_file: Path, tmp_path: Path) -> None
 
 def test_set_overrides_change_the_run(spec_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "r"
-    result = _run("run", str(spec_file), "--out", str(out), "--set", "model.arch=mlp",
-                  "--set", "train.steps=2")
+    result = _run(
+        "run",
+        str(spec_file),
+        "--out",
+        str(out),
+        "--set",
+        "model.arch=mlp",
+        "--set",
+        "train.steps=2",
+    )
     assert result.exit_code == 0, result.output
     (run_dir,) = (out / "tiny" / "runs").iterdir()
     assert json.loads((run_dir / "config.json").read_text())["train"]["steps"] == 2
@@ -98,8 +106,9 @@ def test_validate_reports_the_run_count(spec_file: Path) -> None:
     assert result.exit_code == 0 and "6 runs" in result.output
 
 
-@pytest.mark.parametrize("topic", ["initializers", "activations", "datasets", "architectures",
-                                   "optimizers", "metrics"])
+@pytest.mark.parametrize(
+    "topic", ["initializers", "activations", "datasets", "architectures", "optimizers", "metrics"]
+)
 def test_list_shows_every_registry_entry(topic: str) -> None:
     from initbench.activations import ACTIVATIONS
     from initbench.initializers import INITIALIZERS

@@ -26,9 +26,13 @@ def _reference(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict
     captured: dict[str, list[torch.Tensor]] = {"preact": [], "normed": [], "act": []}
     hooks = []
     for block in model.blocks:
-        hooks.append(block.affine.register_forward_hook(lambda m, i, o: captured["preact"].append(o)))
+        hooks.append(
+            block.affine.register_forward_hook(lambda m, i, o: captured["preact"].append(o))
+        )
         if block.norm is not None:
-            hooks.append(block.norm.register_forward_hook(lambda m, i, o: captured["normed"].append(o)))
+            hooks.append(
+                block.norm.register_forward_hook(lambda m, i, o: captured["normed"].append(o))
+            )
         hooks.append(block.act.register_forward_hook(lambda m, i, o: captured["act"].append(o)))
     loss = F.cross_entropy(model(x), y)
     for hook in hooks:
@@ -56,15 +60,24 @@ def _measured(model: Any, x: torch.Tensor, y: torch.Tensor) -> dict[tuple, float
     loss = F.cross_entropy(model(x, tape), y)
     loss.backward()
     labels, values = measure(tape, model.watched_layers())
-    return {(layer, metric): v for (layer, _t, _n, metric), v in zip(labels, values.tolist(), strict=True)}
+    return {
+        (layer, metric): v
+        for (layer, _t, _n, metric), v in zip(labels, values.tolist(), strict=True)
+    }
 
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
 @pytest.mark.parametrize("batchnorm", [False, True])
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_tape_statistics_match_hook_reference(arch: str, batchnorm: bool, activation: str) -> None:
-    config = make_config(**{"model.arch": arch, "model.batchnorm": batchnorm,
-                            "model.activation": activation, "model.init": "he_normal"})
+    config = make_config(
+        **{
+            "model.arch": arch,
+            "model.batchnorm": batchnorm,
+            "model.activation": activation,
+            "model.init": "he_normal",
+        }
+    )
     model = build_model(config.model, torch.Generator().manual_seed(3))
     x = torch.randn(BATCH, 1, 28, 28, generator=torch.Generator().manual_seed(4))
     y = torch.arange(BATCH) % 10
@@ -93,16 +106,25 @@ def test_rnn_statistics_per_time_step_match_reference() -> None:
     tape = Tape()
     F.cross_entropy(model(x, tape), y).backward()
     labels, values = measure(tape, model.watched_layers())
-    got = {(layer, t, metric): v for (layer, t, _n, metric), v in zip(labels, values.tolist(), strict=True)}
+    got = {
+        (layer, t, metric): v
+        for (layer, t, _n, metric), v in zip(labels, values.tolist(), strict=True)
+    }
     for index, (preact, grad) in enumerate(zip(preacts, grads, strict=True)):
         layer, t = index // 28 + 1, index % 28 + 1
-        assert got[(layer, t, "preact_var")] == pytest.approx(preact.detach().double().var().item(), rel=1e-9)
-        assert got[(layer, t, "grad_preact_var")] == pytest.approx(grad.double().var().item(), rel=1e-9)
+        assert got[(layer, t, "preact_var")] == pytest.approx(
+            preact.detach().double().var().item(), rel=1e-9
+        )
+        assert got[(layer, t, "grad_preact_var")] == pytest.approx(
+            grad.double().var().item(), rel=1e-9
+        )
     # h_0 = 0, so the first step's preact is the input projection alone
     w_ih = model.layers[0].w_ih
     first = w_ih(x.reshape(BATCH, 28, 28)[:, 0]).detach().double()
     assert got[(1, 1, "preact_var")] == pytest.approx(first.var().item(), rel=1e-9)
-    assert got[(1, 0, "w_rec_var")] == pytest.approx(model.layers[0].w_hh.weight.double().var().item())
+    assert got[(1, 0, "w_rec_var")] == pytest.approx(
+        model.layers[0].w_hh.weight.double().var().item()
+    )
 
 
 def test_moments_are_over_all_elements_not_per_unit() -> None:
@@ -118,7 +140,10 @@ def test_moments_are_over_all_elements_not_per_unit() -> None:
 
 
 def test_moments_keep_float64_precision_for_tiny_values() -> None:
-    tiny = torch.randn(1, 64, 32, dtype=torch.float32, generator=torch.Generator().manual_seed(0)) * 1e-20
+    tiny = (
+        torch.randn(1, 64, 32, dtype=torch.float32, generator=torch.Generator().manual_seed(0))
+        * 1e-20
+    )
     var = moments(tiny)[0, 1].item()
     assert var == pytest.approx(tiny.double().var().item(), rel=1e-12)
     assert var > 0  # float32 squares of 1e-20 would underflow to 0
@@ -144,7 +169,10 @@ def test_saturated_fraction_uses_the_activation_half_range() -> None:
 
 
 def test_dead_and_saturated_fractions_recorded_only_where_they_apply() -> None:
-    for activation, present, absent in (("relu", "dead_frac", "sat_frac"), ("tanh", "sat_frac", "dead_frac")):
+    for activation, present, absent in (
+        ("relu", "dead_frac", "sat_frac"),
+        ("tanh", "sat_frac", "dead_frac"),
+    ):
         config = make_config(**{"model.activation": activation})
         model = build_model(config.model, torch.Generator().manual_seed(0))
         tape = Tape()
@@ -159,7 +187,10 @@ def test_weight_statistics_match_the_parameters() -> None:
     tape = Tape()
     F.cross_entropy(model(torch.randn(8, 1, 28, 28), tape), torch.arange(8)).backward()
     labels, values = measure(tape, model.watched_layers())
-    got = {(layer, metric): v for (layer, _t, _n, metric), v in zip(labels, values.tolist(), strict=True)}
+    got = {
+        (layer, metric): v
+        for (layer, _t, _n, metric), v in zip(labels, values.tolist(), strict=True)
+    }
     weight = model.blocks[1].affine.weight
     assert got[(2, "w_var")] == pytest.approx(weight.double().var().item())
     assert got[(2, "w_norm")] == pytest.approx(weight.double().norm().item())
@@ -170,8 +201,12 @@ def test_weight_statistics_match_the_parameters() -> None:
 def test_first_non_finite_follows_the_computation_order() -> None:
     from initbench.probes import first_non_finite
 
-    labels = [(1, 0, "fc1", "grad_preact_var"), (3, 0, "fc3", "preact_var"),
-              (2, 0, "fc2", "grad_preact_var"), (3, 0, "fc3", "grad_preact_var")]
+    labels = [
+        (1, 0, "fc1", "grad_preact_var"),
+        (3, 0, "fc3", "preact_var"),
+        (2, 0, "fc2", "grad_preact_var"),
+        (3, 0, "fc3", "grad_preact_var"),
+    ]
     values = np.array([np.nan, 1.0, np.nan, np.nan])
     assert first_non_finite(labels, values, loss=np.inf) == {"what": "loss", "value": np.inf}
     # with a finite loss, the gradient nearest the output (layer 3) is where it started

@@ -31,8 +31,11 @@ def test_same_config_same_numbers_bit_for_bit() -> None:
 def test_probing_every_step_does_not_change_training() -> None:
     every = execute_run(make_config(**{"train.log_every": 1}).as_dict())
     rarely = execute_run(make_config(**{"train.log_every": 1000}).as_dict())
-    loss = lambda r: [v for s, m, v in zip(r.curves["step"], r.curves["metric"], r.curves["value"], strict=True)  # noqa: E731
-                      if m == "loss" and s == 6]
+
+    def loss(r):
+        curves = zip(r.curves["step"], r.curves["metric"], r.curves["value"], strict=True)
+        return [v for s, m, v in curves if m == "loss" and s == 6]
+
     assert loss(every) == loss(rarely)
     assert every.summary["test_loss"] == rarely.summary["test_loss"]
 
@@ -49,13 +52,27 @@ def test_step_zero_is_the_network_at_initialisation_and_last_step_is_trained() -
 
 def test_he_normal_relu_preserves_the_forward_second_moment() -> None:
     # He et al. 2015: with Var(W) = 2/fan_in, E[preact^2] is preserved across ReLU layers
-    config = make_config(**{"model.init": "he_normal", "model.depth": 12, "model.width": 256,
-                            "train.steps": 1, "train.batch_size": 128})
+    config = make_config(
+        **{
+            "model.init": "he_normal",
+            "model.depth": 12,
+            "model.width": 256,
+            "train.steps": 1,
+            "train.batch_size": 128,
+        }
+    )
     layers = _layers(execute_run(config.as_dict())).query("step == 0 and metric == 'preact_sq'")
     q = layers.sort_values("layer")["value"].to_numpy()
     assert q[-1] / q[1] == pytest.approx(1.0, abs=0.5)
-    xavier = make_config(**{"model.init": "xavier_normal", "model.depth": 12, "model.width": 256,
-                            "train.steps": 1, "train.batch_size": 128})
+    xavier = make_config(
+        **{
+            "model.init": "xavier_normal",
+            "model.depth": 12,
+            "model.width": 256,
+            "train.steps": 1,
+            "train.batch_size": 128,
+        }
+    )
     xq = _layers(execute_run(xavier.as_dict())).query("step == 0 and metric == 'preact_sq'")
     xq = xq.sort_values("layer")["value"].to_numpy()
     # Xavier on square ReLU layers: sigma_w^2 = 1, so q halves per layer: 2^-10 over 10 layers
@@ -63,9 +80,15 @@ def test_he_normal_relu_preserves_the_forward_second_moment() -> None:
 
 
 def test_divergence_is_recorded_with_step_and_layer_and_keeps_the_records() -> None:
-    config = make_config(**{"model.init": {"name": "normal", "std": 1.0},
-                            "model.depth": 6, "train.lr": 1.0, "train.steps": 20,
-                            "train.log_every": 5})
+    config = make_config(
+        **{
+            "model.init": {"name": "normal", "std": 1.0},
+            "model.depth": 6,
+            "train.lr": 1.0,
+            "train.steps": 20,
+            "train.log_every": 5,
+        }
+    )
     result = execute_run(config.as_dict())
     summary = result.summary
     assert summary["status"] == "diverged"
@@ -80,10 +103,13 @@ def test_divergence_is_recorded_with_step_and_layer_and_keeps_the_records() -> N
 
 
 def test_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path) -> None:
-    raw = {"name": "mixed", "data": {"name": "synthetic", "n_train": 64, "n_test": 32},
-           "model": {"depth": 2, "width": 8},
-           "train": {"steps": 3, "log_every": 1, "batch_size": 32},
-           "grid": {"train.batch_size": [32, 100]}}  # 100 > 64 examples: that run fails
+    raw = {
+        "name": "mixed",
+        "data": {"name": "synthetic", "n_train": 64, "n_test": 32},
+        "model": {"depth": 2, "width": 8},
+        "train": {"steps": 3, "log_every": 1, "batch_size": 32},
+        "grid": {"train.batch_size": [32, 100]},
+    }  # 100 > 64 examples: that run fails
     spec = build_spec(raw, "<test>", "")
     report = execute(plan(spec, tmp_path))
     assert report.counts == {"ok": 1, "failed": 1}
@@ -93,18 +119,25 @@ def test_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path) -> None:
 
 
 def test_diverging_run_does_not_stop_the_sweep(tmp_path) -> None:
-    raw = {"name": "div", "data": {"name": "synthetic", "n_train": 64, "n_test": 32},
-           "model": {"depth": 4, "width": 8, "init": {"name": "normal", "std": 1.0}},
-           "train": {"steps": 10, "log_every": 5, "batch_size": 32},
-           "grid": {"train.lr": [1.0, 0.0001]}}
+    raw = {
+        "name": "div",
+        "data": {"name": "synthetic", "n_train": 64, "n_test": 32},
+        "model": {"depth": 4, "width": 8, "init": {"name": "normal", "std": 1.0}},
+        "train": {"steps": 10, "log_every": 5, "batch_size": 32},
+        "grid": {"train.lr": [1.0, 0.0001]},
+    }
     report = execute(plan(build_spec(raw, "<test>", ""), tmp_path))
     assert report.counts["diverged"] == 1 and report.counts["ok"] == 1
 
 
 def test_complete_runs_are_skipped_and_force_redoes_them(tmp_path) -> None:
-    raw = {"name": "again", "data": {"name": "synthetic", "n_train": 64, "n_test": 32},
-           "model": {"depth": 1, "width": 4}, "train": {"steps": 2, "batch_size": 32},
-           "seeds": 2}
+    raw = {
+        "name": "again",
+        "data": {"name": "synthetic", "n_train": 64, "n_test": 32},
+        "model": {"depth": 1, "width": 4},
+        "train": {"steps": 2, "batch_size": 32},
+        "seeds": 2,
+    }
     spec = build_spec(raw, "<test>", "")
     assert execute(plan(spec, tmp_path)).counts["ok"] == 2
     again = plan(spec, tmp_path)
@@ -113,8 +146,12 @@ def test_complete_runs_are_skipped_and_force_redoes_them(tmp_path) -> None:
 
 
 def test_batches_are_seeded_full_and_cover_each_epoch() -> None:
-    first = list(zip(range(3), batch_indices(10, 3, seed=5, device=torch.device("cpu")), strict=False))
-    second = list(zip(range(3), batch_indices(10, 3, seed=5, device=torch.device("cpu")), strict=False))
+    first = list(
+        zip(range(3), batch_indices(10, 3, seed=5, device=torch.device("cpu")), strict=False)
+    )
+    second = list(
+        zip(range(3), batch_indices(10, 3, seed=5, device=torch.device("cpu")), strict=False)
+    )
     assert all(torch.equal(a, b) for (_, a), (_, b) in zip(first, second, strict=True))
     epoch = torch.cat([b for _, b in first])
     assert len(set(epoch.tolist())) == 9  # 3 full batches of one permutation, no repeats
