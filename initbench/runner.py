@@ -146,10 +146,13 @@ def _in_pool(
                 yield run, future.result()
             except BrokenProcessPool as exc:
                 yield run, _failed(run, experiment, f"worker process died: {exc}")
-    finally:
+    except BaseException:  # Ctrl-C or the consumer stopped: abandon the runs in flight
+        processes = list((getattr(pool, "_processes", None) or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
-        for process in list(getattr(pool, "_processes", {}).values()):
+        for process in processes:
             process.terminate()
+        raise
+    pool.shutdown(wait=True)
 
 
 def execute(
