@@ -168,7 +168,9 @@ INITIALIZERS.add(
 )
 
 
-def _apply_torch_default(t: torch.Tensor, p: Any, g: torch.Generator, fans: tuple[int, int]) -> None:
+def _apply_torch_default(
+    t: torch.Tensor, p: Any, g: torch.Generator, fans: tuple[int, int]
+) -> None:
     import torch
 
     bound = 1.0 / math.sqrt(fans[0])
@@ -384,9 +386,9 @@ INITIALIZERS.add(
         params=GainParams,
         apply=_apply_orthogonal,
         moments=_orthogonal_moments,
-        check=lambda p, shape: None
-        if len(shape) >= 2
-        else f"orthogonal needs a matrix, got shape {tuple(shape)}",
+        check=lambda p, shape: (
+            None if len(shape) >= 2 else f"orthogonal needs a matrix, got shape {tuple(shape)}"
+        ),
     ),
 )
 
@@ -452,7 +454,7 @@ def initialize(
     generator: torch.Generator,
     fans: tuple[int, int] | None = None,
 ) -> None:
-    """Fill ``tensor`` in place; ``fans`` default to the tensor's own (pass the weight's for a bias)."""
+    """Fill ``tensor`` in place; ``fans`` default to its own (pass the weight's for a bias)."""
     import torch
 
     entry, validated = resolve(name, params)

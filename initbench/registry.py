@@ -83,7 +83,7 @@ class Registry(Generic[T]):
         return iter(self._entries.items())
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return isinstance(name, str) and name in self._entries  # a dict/list: False, no TypeError
 
     def __len__(self) -> int:
         return len(self._entries)

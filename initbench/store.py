@@ -37,6 +37,8 @@ def _json_default(value: Any) -> Any:
 
 def _finite_or_str(value: Any) -> Any:
     """JSON has no NaN/Infinity: store non-finite floats as the strings 'nan', 'inf', '-inf'."""
+    if isinstance(value, np.generic):  # np.float32 is no float subclass: would be written NaN
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, Mapping):
@@ -48,7 +50,23 @@ def _finite_or_str(value: Any) -> Any:
 
 def to_json(data: Any) -> str:
     """Canonical JSON text (sorted keys, non-finite floats as strings)."""
-    return json.dumps(_finite_or_str(data), indent=2, sort_keys=True, default=_json_default)
+    return json.dumps(
+        _finite_or_str(data), indent=2, sort_keys=True, default=_json_default, allow_nan=False
+    )
+
+
+_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def _restore_non_finite(value: Any) -> Any:
+    """Inverse of :func:`_finite_or_str`: the strings 'nan', 'inf', '-inf' back to floats."""
+    if isinstance(value, str):
+        return _NON_FINITE.get(value, value)
+    if isinstance(value, dict):
+        return {k: _restore_non_finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore_non_finite(v) for v in value]
+    return value
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -125,15 +143,20 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
-    """Read a run's summary.json, refusing a newer results format."""
+    """Read a run's summary.json (non-finite values as floats), refusing a newer format."""
     summary = _read_json(run_dir / schema.SUMMARY_FILE)
     version = summary.get("format_version")
-    if not isinstance(version, int) or version > schema.FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ResultsError(
+            f"{run_dir / schema.SUMMARY_FILE}: missing or invalid format_version {version!r} "
+            f"(expected an integer <= {schema.FORMAT_VERSION})"
+        )
+    if version > schema.FORMAT_VERSION:
         raise ResultsError(
             f"{run_dir / schema.SUMMARY_FILE}: results format version {version!r} is newer than "
             f"this initbench reads ({schema.FORMAT_VERSION}); upgrade initbench"
         )
-    return summary
+    return _restore_non_finite(summary)
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -188,6 +211,15 @@ def _read_table(path: Path) -> Any:
         raise ResultsError(f"{path}: cannot read Parquet table ({exc})") from exc
 
 
+def _concat(frames: list[Any], columns: Mapping[str, str]) -> Any:
+    """The runs' long tables as one; with no runs, an empty table that still has the columns."""
+    import pandas as pd
+
+    if frames:
+        return pd.concat(frames, ignore_index=True)
+    return pd.DataFrame({c: pd.Series(dtype="object") for c in ("run_id", *columns)})
+
+
 def load_experiment(exp_dir: Path) -> Experiment:
     """Load every complete run of one experiment folder."""
     import pandas as pd
@@ -204,13 +236,12 @@ def load_experiment(exp_dir: Path) -> Experiment:
             frame = _read_table(run_dir / name)
             frame.insert(0, "run_id", run_dir.name)
             table.append(frame)
-    empty = {c: pd.Series(dtype="object") for c in ("run_id", *schema.LAYER_COLUMNS)}
     return Experiment(
         path=exp_dir,
         name=exp_dir.name,
         runs=pd.DataFrame(rows),
-        layers=pd.concat(layers, ignore_index=True) if layers else pd.DataFrame(empty),
-        curves=pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
+        layers=_concat(layers, schema.LAYER_COLUMNS),
+        curves=_concat(curves, schema.CURVE_COLUMNS),
         incomplete=incomplete,
     )
 
