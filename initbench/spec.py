@@ -27,6 +27,7 @@ import copy
 import hashlib
 import itertools
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,6 +237,25 @@ def run_id_of(config: Mapping[str, Any]) -> str:
 # --- the spec file -----------------------------------------------------------------------------
 
 
+def _check_seeds(value: Any) -> int | list[int]:
+    """A count n >= 1 (seeds 0..n-1) or a non-empty list of integers >= 0 (a repeated seed
+    is the same run, done once)."""
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if is_int and 1 <= value <= 10_000:
+        return value
+    if isinstance(value, list) and value and all(_is_seed(v) for v in value):
+        return value
+    raise PydanticCustomError(
+        "seeds",
+        "expected a count 1..10000 or a non-empty list of integers >= 0, got {got}",
+        {"got": repr(value)},
+    )
+
+
+def _is_seed(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+
+
 class SpecHeader(BaseModel):
     """Top level of a spec; the data/model/train sections are validated per run."""
 
@@ -247,10 +267,7 @@ class SpecHeader(BaseModel):
     model: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
-    seeds: (
-        Annotated[int, Field(ge=1, le=10_000)]
-        | Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
-    ) = 1
+    seeds: Annotated[Any, BeforeValidator(_check_seeds)] = 1
 
     def seed_list(self) -> list[int]:
         """Seeds as a list (a count n means 0..n-1)."""
@@ -296,6 +313,13 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+# PyYAML follows YAML 1.1, where a float needs a dot: `lr: 1e-3` would be the string '1e-3'.
+# Resolve YAML 1.2 floats (exponent without a dot) as floats, as scientists write them.
+_StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)?\.?[0-9_]*[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 
 def _line_map(
@@ -385,7 +409,7 @@ def parse_override(text: str) -> tuple[str, Any]:
             "--set", [Problem(text, "expected KEY=VALUE with a dotted key, e.g. train.steps=20")]
         )
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_StrictLoader) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise SpecError("--set", [Problem(key, f"value is not valid YAML: {exc}")]) from None
     return key, value
@@ -397,8 +421,21 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
     for text in overrides:
         key, value = parse_override(text)
         grid = data.get("grid")
-        if isinstance(grid, dict) and key in grid:
-            del grid[key]
+        if isinstance(grid, dict):
+            if key in grid:
+                del grid[key]
+            for axis in grid:
+                if key.startswith(f"{axis}."):
+                    raise SpecError(
+                        "--set",
+                        [
+                            Problem(
+                                key,
+                                f"the grid varies {axis}, which would replace this value; "
+                                f"override the whole axis instead: --set grid.{axis}=[...]",
+                            )
+                        ],
+                    )
         set_dotted(data, key, value)
     return data
 
@@ -519,9 +556,31 @@ def _check_grid_keys(header: SpecHeader, lines: Mapping[str, int]) -> list[Probl
     return problems
 
 
-def build_spec(raw: Any, source: str, text: str, lines: Mapping[str, int] | None = None) -> Spec:
+def _blame_overrides(problems: list[Problem], overridden: Iterable[str]) -> list[Problem]:
+    """Problems whose key a --set replaced point at the --set, not at the file's line."""
+    keys = tuple(overridden)
+    out = []
+    for p in problems:
+        culprit = next((k for k in keys if p.key == k or p.key.startswith(f"{k}.")), None)
+        out.append(Problem(p.key, f"{p.message} (from --set {culprit})", None) if culprit else p)
+    return out
+
+
+def build_spec(
+    raw: Any,
+    source: str,
+    text: str,
+    lines: Mapping[str, int] | None = None,
+    overridden: Iterable[str] = (),
+) -> Spec:
     """Validate a parsed spec and expand it into resolved run configs (or raise SpecError)."""
-    lines = lines or {}
+    try:
+        return _build_spec(raw, source, text, lines or {})
+    except SpecError as exc:
+        raise SpecError(source, _blame_overrides(exc.problems, overridden)) from None
+
+
+def _build_spec(raw: Any, source: str, text: str, lines: Mapping[str, int]) -> Spec:
     header = _validate_header(raw, source, lines)
     problems = _check_grid_keys(header, lines)
     if problems:
@@ -545,6 +604,8 @@ def load_spec(path: Path | str, overrides: Iterable[str] = ()) -> Spec:
     path = Path(path)
     text = read_spec_text(path)
     raw, lines = parse_yaml(text, str(path))
+    overrides = list(overrides)
     if isinstance(raw, dict):
         raw = apply_overrides(raw, overrides)
-    return build_spec(raw, str(path), text, lines)
+    keys = [parse_override(o)[0] for o in overrides]
+    return build_spec(raw, str(path), text, lines, overridden=keys)

@@ -654,11 +654,6 @@ def test_header_errors(write) -> None:
     assert (p.key, p.line) == ("name", 1) and "pattern" in p.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spec.py bug: a bad 'seeds' gives two problems, one keyed "
-    "'seeds.list[constrained-int].1' (pydantic's union-branch names leak into the dotted key)",
-)
 @pytest.mark.parametrize("seeds", ["[0, 1.5]", "[-1]", "0", "three"])
 def test_bad_seeds_one_clear_problem(write, seeds: str) -> None:
     err = spec_error(write(BASE_YAML + f"seeds: {seeds}\n"))
@@ -675,11 +670,6 @@ def test_bad_seeds_are_refused_with_key_and_line(write) -> None:
         assert shown in str(err)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spec.py bug: PyYAML resolves floats by YAML 1.1, so 1e-3 (no dot) is the string "
-    "'1e-3' and `lr: 1e-3` / `--set train.lr=1e-3` are refused as 'not a valid number'",
-)
 @pytest.mark.parametrize("how", ["yaml", "set"])
 def test_exponent_floats_without_a_dot(write, how: str) -> None:
     if how == "yaml":
@@ -825,11 +815,6 @@ def test_set_bad_syntax_from_load_spec(write) -> None:
     assert err.source == "--set" and "expected KEY=VALUE" in str(err)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spec.py bug: an error caused by a --set value is located at the YAML line of the "
-    "key it replaced (spec.yaml:6 for --set model.depth=0) and never mentions --set",
-)
 def test_error_from_set_names_the_override(write) -> None:
     err = spec_error(write(BASE_YAML), ("model.depth=0",))
     p = only_problem(err)
@@ -837,11 +822,6 @@ def test_error_from_set_names_the_override(write) -> None:
     assert "--set" in str(err) and p.line != 6
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spec.py bug: --set model.init.std=0.1 under a grid axis model.init is silently "
-    "dropped (the grid value replaces the whole init mapping after the override)",
-)
 def test_set_param_under_a_grid_axis_is_not_lost(write) -> None:
     path = write(BASE_YAML + "grid:\n  model.init: [normal]\n")
     try:
