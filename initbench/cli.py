@@ -153,6 +153,170 @@ def list_(topic: str | None) -> None:
         print_catalog(_console(), name)
 
 
+@main.command()
+@click.argument("results_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    default="terminal",
+    show_default=True,
+    type=click.Choice(["terminal", "markdown", "csv", "json", "html", "latex"]),
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the report to this file instead of stdout.",
+)
+@click.option(
+    "--plots",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also write every figure as PNG into this folder.",
+)
+@click.option("--per-layer", is_flag=True, help="Add the layer-by-layer tables behind verdicts.")
+@click.option(
+    "--select",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Only configurations with this config value, e.g. model.depth=30 (repeatable).",
+)
+@click.option(
+    "--ratio",
+    type=float,
+    default=100.0,
+    show_default=True,
+    help="End-to-end change (last/first) beyond which a pass vanishes or explodes.",
+)
+@click.option(
+    "--factor",
+    type=float,
+    default=1.5,
+    show_default=True,
+    help="Per-layer decay factor beyond which a pass vanishes or explodes.",
+)
+@click.option(
+    "--dead",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="dead_frac at or above which a layer is flagged dead.",
+)
+@click.option(
+    "--saturated",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="sat_frac at or above which a layer is flagged saturated.",
+)
+@click.option(
+    "--chance-margin",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="Test accuracy within this of chance (0.1) is flagged no-learning.",
+)
+@click.option(
+    "--init-tolerance",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="Relative w_var mismatch with the initializer's formula that is flagged.",
+)
+def report(
+    results_dir: Path,
+    fmt: str,
+    out: Path | None,
+    plots: Path | None,
+    per_layer: bool,
+    select: tuple[str, ...],
+    ratio: float,
+    factor: float,
+    dead: float,
+    saturated: float,
+    chance_margin: float,
+    init_tolerance: float,
+) -> None:
+    """Verdict tables (and plots) of the runs under RESULTS_DIR."""
+    from initbench import store
+    from initbench.analysis import Thresholds
+    from initbench.report import ReportError, generate
+
+    try:
+        thresholds = Thresholds(ratio, factor, dead, saturated, chance_margin, init_tolerance)
+        written = generate(
+            results_dir,
+            fmt=fmt,
+            out=out,
+            plots=plots,
+            per_layer=per_layer,
+            select=select,
+            thresholds=thresholds,
+        )
+    except (store.ResultsError, ReportError, ValueError) as exc:
+        _fail(str(exc))
+    for path in written:
+        click.echo(f"wrote {path}", err=True)
+
+
+@main.command("theory")
+@click.option("--activation", required=True, help="Activation name (see initbench list).")
+@click.option("--init", "init", required=True, help="Initializer name.")
+@click.option("--depth", type=click.IntRange(min=1), required=True)
+@click.option("--width", type=click.IntRange(min=1), required=True)
+@click.option("--arch", type=click.Choice(["mlp", "cnn", "rnn"]), default="mlp", show_default=True)
+@click.option(
+    "--q1",
+    type=float,
+    default=None,
+    help="Layer-1 preact second moment [default: from standardised inputs].",
+)
+@click.option("--sigma-b2", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--batchnorm/--no-batchnorm", default=False, show_default=True)
+@click.option("--recurrent-init", default=None, help="rnn only [default: --init].")
+@click.option("--padding-correction/--no-padding-correction", default=True, show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["terminal", "markdown", "csv", "json"]),
+    default="terminal",
+    show_default=True,
+)
+def theory_cmd(
+    activation: str,
+    init: str,
+    depth: int,
+    width: int,
+    arch: str,
+    q1: float | None,
+    sigma_b2: float,
+    batchnorm: bool,
+    recurrent_init: str | None,
+    padding_correction: bool,
+    fmt: str,
+) -> None:
+    """Mean-field prediction of per-layer variance at initialisation, without training."""
+    from initbench import theory
+
+    try:
+        text = theory.theory_text(
+            activation,
+            init,
+            depth,
+            width,
+            arch=arch,
+            q1=q1,
+            sigma_b2=sigma_b2,
+            batchnorm=batchnorm,
+            recurrent_init=recurrent_init,
+            padding_correction=padding_correction,
+            fmt=fmt,
+        )
+    except theory.TheoryError as exc:
+        _fail(str(exc))
+    click.echo(text, nl=False)
+
+
 @main.group()
 def data() -> None:
     """Dataset files: fetch the full MNIST-like datasets, show the cache folder."""
