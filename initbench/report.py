@@ -662,16 +662,21 @@ def _rich_table(table: Table) -> Any:
         caption_style="dim",
         box=box.SIMPLE_HEAD,
     )
-    for header, numeric in zip(table.columns, table.numeric, strict=True):
-        # fold, never truncate: an ellipsis inside a number would make it a wrong number
-        rich_table.add_column(header, justify="right" if numeric else "left", overflow="fold")
+    for index, (header, numeric) in enumerate(zip(table.columns, table.numeric, strict=True)):
+        # wrap between words only: a number is never cut, folded or ellipsed
+        words = [header, *(row[index].text for row in table.rows)]
+        widest = max(len(word) for text in words for word in text.split() or [""])
+        justify = "right" if numeric else "left"
+        rich_table.add_column(header, justify=justify, min_width=widest, overflow="fold")
     for row in table.rows:
         rich_table.add_row(*(Text(c.text, style=VERDICT_STYLES.get(c.style, "")) for c in row))
     return rich_table
 
 
 def print_terminal(document: Sequence[Section], console: Any) -> None:
-    """Draw the report with rich: verdicts coloured, notes under each table."""
+    """Draw the report with rich: verdicts coloured, notes under each table; a table wider
+    than the console is drawn at its own width (the terminal wraps it) rather than cut."""
+    from rich.measure import Measurement
     from rich.text import Text
 
     for section in document:
@@ -679,8 +684,11 @@ def print_terminal(document: Sequence[Section], console: Any) -> None:
         for line in section.lines:
             console.print(Text(line))
         for table in section.tables:
+            rich_table = _rich_table(table)
+            unbounded = console.options.update(max_width=10**6)
+            needed = Measurement.get(console, unbounded, rich_table).minimum
             console.print()
-            console.print(_rich_table(table))
+            console.print(rich_table, width=max(console.width, needed), crop=False)
 
 
 def _md_escape(text: str) -> str:
@@ -895,6 +903,9 @@ def render_json(reports: Sequence[ExperimentReport], th: Thresholds, per_layer: 
 # --- figures --------------------------------------------------------------------------------
 
 
+BAND_NOTE: Final = "line: mean over the seeds; band: their min..max"
+
+
 def _new_figure(ncols: int = 1) -> tuple[Figure, list[Any]]:
     from matplotlib.figure import Figure
 
@@ -974,9 +985,7 @@ def variance_figure(rep: ExperimentReport, direction: str) -> Figure | None:
         ax.set_xlabel("layer l (forward order)")
         ax.set_ylabel(f"{name} (all elements){' ' + what if what else ''}")
     what = "forward signal" if direction == "forward" else "backward gradient (dLoss/dpreact)"
-    fig.suptitle(
-        f"{rep.name}: {what} at initialisation (step 0); line = mean, band = min..max over seeds"
-    )
+    fig.suptitle(f"{rep.name}: {what} at initialisation (step 0)\n{BAND_NOTE}")
     _legend(fig, axes, rep)
     return fig
 
@@ -990,9 +999,7 @@ def time_figure(rep: ExperimentReport) -> Figure | None:
         _profile_panel(ax, rep, metric, "time step")
         ax.set_xlabel("time step t (top layer)")
         ax.set_ylabel(f"{metric} (all elements)")
-    fig.suptitle(
-        f"{rep.name}: variance across time at initialisation (step 0); band = min..max over seeds"
-    )
+    fig.suptitle(f"{rep.name}: variance across time at initialisation (step 0)\n{BAND_NOTE}")
     _legend(fig, axes, rep)
     return fig
 
