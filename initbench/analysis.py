@@ -35,12 +35,10 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
+from initbench.geometry import NUM_CLASSES, weight_shapes
 from initbench.initializers import expected_moments
 
-NUM_CLASSES: Final = 10  # every initbench dataset has the 10 digit classes (data.NUM_CLASSES)
 CHANCE_ACCURACY: Final = 1 / NUM_CLASSES
-MLP_INPUT: Final = 784  # 1 x 28 x 28 pixels, flattened (models.MLP)
-RNN_INPUT: Final = 28  # one image row per time step (models.RNN)
 ZERO_VARIANCE: Final = 1e-12  # a measured w_var below this is the exact 0 of a constant init
 SAMPLING_SIGMAS: Final = 5.0  # init check: sampling standard deviations always tolerated
 
@@ -329,24 +327,6 @@ def run_flags(row: Mapping[str, Any], th: Thresholds) -> list[str]:
 
 
 # --- initial weights against the initializer's formula -----------------------------------------
-
-
-def weight_shapes(arch: str, depth: int, width: int) -> list[tuple[int, str, tuple[int, ...]]]:
-    """(layer, tensor, shape) of every watched weight as models.py builds it: ``w`` (the
-    affine weight; input-to-hidden for an rnn) and, for an rnn, ``w_rec``."""
-    shapes: list[tuple[int, str, tuple[int, ...]]] = []
-    for layer in range(1, depth + 1):
-        first = layer == 1
-        if arch == "mlp":
-            shapes.append((layer, "w", (width, MLP_INPUT if first else width)))
-        elif arch == "cnn":
-            shapes.append((layer, "w", (width, 1 if first else width, 3, 3)))
-        elif arch == "rnn":
-            shapes.append((layer, "w", (width, RNN_INPUT if first else width)))
-            shapes.append((layer, "w_rec", (width, width)))
-        else:
-            raise ValueError(f"unknown architecture {arch!r}")
-    return shapes
 
 
 def run_config(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,15 +21,13 @@ import torch
 from torch import nn
 
 from initbench.activations import ACTIVATIONS, build_activation
+from initbench.geometry import IMAGE_SHAPE, NUM_CLASSES, cnn_strides
 from initbench.initializers import cannot_apply, compute_fans, initialize
 from initbench.registry import Registry
 
 if TYPE_CHECKING:
     from initbench.probes import Tape
     from initbench.spec import ModelConfig
-
-IMAGE_SHAPE = (1, 28, 28)  # (channels, height, width) every dataset provides
-NUM_CLASSES = 10
 
 
 @dataclass(frozen=True)
@@ -125,13 +123,6 @@ class MLP(InstrumentedModel):
         for block in self.blocks:
             yield "hidden", block.affine
         yield "readout", self.readout
-
-
-def cnn_strides(depth: int) -> list[int]:
-    """Stride of each conv layer: 2 at layers floor(depth/3)+1 and floor(2 depth/3)+1
-    (28x28 -> 14x14 -> 7x7 for depth >= 3), never at layer 1; 1 elsewhere."""
-    down = {depth // 3, (2 * depth) // 3} - {0}
-    return [2 if i in down else 1 for i in range(depth)]
 
 
 class CNN(InstrumentedModel):

@@ -64,6 +64,7 @@ from numpy.polynomial.legendre import leggauss
 from pydantic import ValidationError
 
 from initbench.activations import ACTIVATIONS
+from initbench.geometry import ARCHS, IMAGE_SIZE, RNN_STEPS, cnn_strides, input_weight_shapes
 from initbench.initializers import INITIALIZERS, compute_fans, expected_moments
 from initbench.registry import UnknownNameError
 
@@ -74,11 +75,6 @@ Array = np.ndarray
 Regime = Literal["ordered", "critical", "chaotic"]
 Moments = tuple[float, float, float]  # (E[phi], E[phi^2], E[phi'^2]) at one q
 
-IMAGE_SIZE = 28  # every dataset gives 1 x 28 x 28 images (models.IMAGE_SHAPE)
-MLP_INPUTS = IMAGE_SIZE * IMAGE_SIZE  # 784: the mlp's flattened input
-RNN_INPUTS = IMAGE_SIZE  # the rnn reads one row of 28 pixels per step ...
-RNN_STEPS = IMAGE_SIZE  # ... for 28 steps
-ARCHS = ("mlp", "cnn", "rnn")
 SELU_LAMBDA = 1.0507009873554804934193349852946  # Klambauer et al. 2017, as torch.nn.SELU
 SELU_ALPHA = 1.6732632423543772848170429916717
 SOFTPLUS_THRESHOLD = 20.0  # torch.nn.Softplus returns x where beta * x exceeds it
@@ -359,19 +355,6 @@ def critical_sigma_w2(
 # --- the shapes and spatial maps of initbench's models (models.py, without torch) ------------
 
 
-def cnn_strides(depth: int) -> list[int]:
-    """As models.cnn_strides: 2 at layers floor(depth/3)+1 and floor(2 depth/3)+1, else 1."""
-    down = {depth // 3, (2 * depth) // 3} - {0}
-    return [2 if i in down else 1 for i in range(depth)]
-
-
-def weight_shapes(arch: str, depth: int, width: int) -> list[tuple[int, ...]]:
-    """Shape of each watched layer's (input-to-hidden) weight, layer 1 first."""
-    first = {"mlp": (width, MLP_INPUTS), "cnn": (width, 1, 3, 3), "rnn": (width, RNN_INPUTS)}
-    rest = (width, width, 3, 3) if arch == "cnn" else (width, width)
-    return [first[arch]] + [rest] * (depth - 1)
-
-
 def tap_matrix(n_in: int, stride: int, zero_padding: bool = True) -> Array:
     """A (n_out x n_in): row o holds 1/3 at each input position that tap k = 0, 1, 2 of
     output o reads (3 taps, padding 1, ``stride``); taps on the zero padding are dropped,
@@ -444,7 +427,7 @@ def _sigma2(
 def _geometry(model: Mapping[str, Any], padding_correction: bool) -> Geometry | str:
     """The Geometry of a model section, or why no prediction can be made."""
     arch, depth, width = model["arch"], model["depth"], model["width"]
-    shapes = weight_shapes(arch, max(depth, 2), width)  # [1] is a hidden layer's
+    shapes = input_weight_shapes(arch, max(depth, 2), width)  # [1] is a hidden layer's
     scale = {s: _sigma2("model.init", model["init"], s) for s in dict.fromkeys(shapes)}
     rec: float | str = 0.0
     if arch == "rnn":
@@ -463,7 +446,7 @@ def _geometry(model: Mapping[str, Any], padding_correction: bool) -> Geometry | 
 
 def _bias_sigma2(model: Mapping[str, Any]) -> float | str:
     """sigma_b^2 of model.bias_init (with a hidden weight's fans), or why it is unusable."""
-    fans = compute_fans(weight_shapes(model["arch"], 2, model["width"])[1])
+    fans = compute_fans(input_weight_shapes(model["arch"], 2, model["width"])[1])
     return _sigma2("model.bias_init", model["bias_init"], (model["width"],), fans)
 
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from initbench import analysis
+from initbench import analysis, geometry
 from initbench.analysis import Thresholds, classify, decay
 
 TH = Thresholds()
@@ -460,7 +460,7 @@ def test_weight_shapes_match_the_models(arch):
         built.append((layer.index, "w", tuple(layer.weight.shape)))
         if layer.recurrent_weight is not None:
             built.append((layer.index, "w_rec", tuple(layer.recurrent_weight.shape)))
-    assert analysis.weight_shapes(arch, 4, 8) == built
+    assert geometry.weight_shapes(arch, 4, 8) == built
 
 
 def test_chance_matches_the_datasets():

@@ -21,7 +21,7 @@ import pytest
 import torch
 from numpy.polynomial.hermite_e import hermegauss
 
-from initbench import models, theory
+from initbench import geometry, models, theory
 from initbench.activations import ACTIVATIONS, build_activation
 from initbench.initializers import weight_scale_sigma2
 from initbench.probes import Tape
@@ -330,15 +330,13 @@ def test_predict_takes_a_resolved_run_config(config_factory: Callable[..., RunCo
     np.testing.assert_allclose(pred.columns["q"], 1.3)
 
 
-def test_shapes_and_strides_match_the_models(config_factory) -> None:
-    for depth in range(1, 13):
-        assert theory.cnn_strides(depth) == models.cnn_strides(depth)
+def test_shapes_match_the_models(config_factory) -> None:
     for arch in ("mlp", "cnn", "rnn"):
         cfg = config_factory(**{"model.arch": arch, "model.depth": 3, "model.width": 8})
         with torch.device("meta"):
             model = models.ARCHITECTURES.get(arch).build(cfg.model)
         shapes = [tuple(layer.weight.shape) for layer in model.watched_layers()]
-        assert shapes == theory.weight_shapes(arch, 3, 8)
+        assert shapes == geometry.input_weight_shapes(arch, 3, 8)
 
 
 def test_cnn_tap_matrix_gives_the_padding_and_stride_factors() -> None:

@@ -1,0 +1,49 @@
+"""Architecture geometry, torch-free: input layout, conv strides, watched weight shapes.
+
+models.py builds the networks from these; analysis.py and theory.py read them without
+importing torch. One definition, so the report's formula checks and the theory's fans
+can never drift from the networks that were trained.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+IMAGE_SHAPE: Final = (1, 28, 28)  # (channels, height, width) every dataset provides
+IMAGE_SIZE: Final = IMAGE_SHAPE[1]
+MLP_INPUTS: Final = IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]  # 784, flattened
+RNN_INPUTS: Final = IMAGE_SHAPE[0] * IMAGE_SHAPE[2]  # one row of 28 pixels per time step
+RNN_STEPS: Final = IMAGE_SHAPE[1]  # 28 rows = 28 time steps
+NUM_CLASSES: Final = 10
+ARCHS: Final = ("mlp", "cnn", "rnn")
+
+
+def cnn_strides(depth: int) -> list[int]:
+    """Stride of each conv layer: 2 at layers floor(depth/3)+1 and floor(2 depth/3)+1
+    (28x28 -> 14x14 -> 7x7 for depth >= 3), never at layer 1; 1 elsewhere."""
+    down = {depth // 3, (2 * depth) // 3} - {0}
+    return [2 if i in down else 1 for i in range(depth)]
+
+
+def weight_shapes(arch: str, depth: int, width: int) -> list[tuple[int, str, tuple[int, ...]]]:
+    """(layer, tensor, shape) of every watched weight as models.py builds it: ``w`` (the
+    affine weight; input-to-hidden for an rnn) and, for an rnn, ``w_rec``."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}")
+    first = {
+        "mlp": (width, MLP_INPUTS),
+        "cnn": (width, IMAGE_SHAPE[0], 3, 3),
+        "rnn": (width, RNN_INPUTS),
+    }[arch]
+    rest = (width, width, 3, 3) if arch == "cnn" else (width, width)
+    shapes: list[tuple[int, str, tuple[int, ...]]] = []
+    for layer in range(1, depth + 1):
+        shapes.append((layer, "w", first if layer == 1 else rest))
+        if arch == "rnn":
+            shapes.append((layer, "w_rec", (width, width)))
+    return shapes
+
+
+def input_weight_shapes(arch: str, depth: int, width: int) -> list[tuple[int, ...]]:
+    """Shape of each watched layer's ``w`` (input-to-hidden for an rnn), layer 1 first."""
+    return [shape for _, tensor, shape in weight_shapes(arch, depth, width) if tensor == "w"]
