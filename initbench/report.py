@@ -80,53 +80,6 @@ class Loaded:
     grid: dict[str, list[Any]]
 
 
-def _read_parquet(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
-        raise store.ResultsError(f"{path}: cannot read Parquet table ({exc})") from exc
-
-
-def _load_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
-    """One complete run, as store.load_experiment reads it (row, layers, curves)."""
-    summary = store.read_summary(run_dir)
-    config = summary.get("config", {})
-    if not isinstance(config, Mapping):
-        raise store.ResultsError(f"{run_dir / schema.SUMMARY_FILE}: 'config' is not a mapping")
-    row = {k: v for k, v in summary.items() if not isinstance(v, Mapping) and k != "config"}
-    row.update(store.flatten(config, "config."))
-    row["run_id"] = run_dir.name
-    tables = []
-    for name in (schema.LAYERS_FILE, schema.CURVES_FILE):
-        frame = _read_parquet(run_dir / name)
-        frame.insert(0, "run_id", run_dir.name)
-        tables.append(frame)
-    return row, tables[0], tables[1]
-
-
-def _load_run_by_run(exp_dir: Path) -> tuple[store.Experiment, dict[str, str]]:
-    """Fallback when store.load_experiment fails on a corrupt run: every readable run,
-    and for each unreadable one the reason."""
-    rows, layers, curves, incomplete, unreadable = [], [], [], [], {}
-    root = exp_dir / schema.RUNS_DIR
-    for child in sorted(root.iterdir()) if root.is_dir() else []:
-        temporary = child.name.startswith(schema.TMP_PREFIX) or not child.is_dir()
-        if temporary or not (child / schema.SUMMARY_FILE).is_file():
-            incomplete.append(child.name)
-        else:
-            try:
-                row, run_layers, run_curves = _load_run(child)
-            except store.ResultsError as exc:
-                unreadable[child.name] = str(exc)
-                continue
-            rows.append(row), layers.append(run_layers), curves.append(run_curves)
-    concat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # noqa: E731
-    experiment = store.Experiment(
-        exp_dir, exp_dir.name, pd.DataFrame(rows), concat(layers), concat(curves), incomplete
-    )
-    return experiment, unreadable
-
-
 def _spec_grid(exp_dir: Path) -> dict[str, list[Any]]:
     """The grid of the stored spec.yaml (its key and value order sorts the tables)."""
     import yaml
@@ -143,17 +96,14 @@ def _spec_grid(exp_dir: Path) -> dict[str, list[Any]]:
 
 def load(exp_dir: Path) -> Loaded:
     """Read one experiment folder; a corrupt run is named with its reason, never raised."""
-    try:
-        experiment, unreadable = store.load_experiment(exp_dir), {}
-    except store.ResultsError:
-        experiment, unreadable = _load_run_by_run(exp_dir)
+    experiment = store.load_experiment(exp_dir, skip_unreadable=True)
     return Loaded(
         exp_dir,
         experiment.runs,
         experiment.layers,
         experiment.curves,
         list(experiment.incomplete),
-        unreadable,
+        experiment.unreadable,
         _spec_grid(exp_dir),
     )
 

@@ -14,7 +14,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +179,7 @@ class Experiment:
     config flattened to dotted columns (``config.model.depth`` ...).
     ``layers`` and ``curves``: the long tables of all runs with a ``run_id`` column.
     ``incomplete``: run folders without summary.json and leftover temporary folders.
+    ``unreadable``: run id -> why it could not be read (``skip_unreadable`` only).
     """
 
     path: Path
@@ -187,6 +188,7 @@ class Experiment:
     layers: Any  # pandas.DataFrame
     curves: Any  # pandas.DataFrame
     incomplete: list[str]
+    unreadable: dict[str, str] = field(default_factory=dict)
 
 
 def _run_dirs(exp_dir: Path) -> tuple[list[Path], list[str]]:
@@ -220,22 +222,42 @@ def _concat(frames: list[Any], columns: Mapping[str, str]) -> Any:
     return pd.DataFrame({c: pd.Series(dtype="object") for c in ("run_id", *columns)})
 
 
-def load_experiment(exp_dir: Path) -> Experiment:
-    """Load every complete run of one experiment folder."""
+def read_run(run_dir: Path) -> tuple[dict[str, Any], Any, Any]:
+    """One complete run as (runs-table row, layers frame, curves frame), each frame with a
+    ``run_id`` column; raises ResultsError naming the file that cannot be read."""
+    summary = read_summary(run_dir)
+    config = summary.get("config", {})
+    if not isinstance(config, Mapping):
+        raise ResultsError(f"{run_dir / schema.SUMMARY_FILE}: 'config' is not a mapping")
+    row = {k: v for k, v in summary.items() if not isinstance(v, Mapping) and k != "config"}
+    row.update(flatten(config, "config."))
+    row["run_id"] = run_dir.name
+    frames = []
+    for name in (schema.LAYERS_FILE, schema.CURVES_FILE):
+        frame = _read_table(run_dir / name)
+        frame.insert(0, "run_id", run_dir.name)
+        frames.append(frame)
+    return row, frames[0], frames[1]
+
+
+def load_experiment(exp_dir: Path, skip_unreadable: bool = False) -> Experiment:
+    """Load every complete run of one experiment folder. A run that cannot be read raises
+    ResultsError, or with ``skip_unreadable`` is left out and listed in ``unreadable``."""
     import pandas as pd
 
     complete, incomplete = _run_dirs(exp_dir)
-    rows, layers, curves = [], [], []
+    rows, layers, curves, unreadable = [], [], [], {}
     for run_dir in complete:
-        summary = read_summary(run_dir)
-        row = {k: v for k, v in summary.items() if not isinstance(v, Mapping) and k != "config"}
-        row.update(flatten(summary.get("config", {}), "config."))
-        row["run_id"] = run_dir.name
+        try:
+            row, run_layers, run_curves = read_run(run_dir)
+        except ResultsError as exc:
+            if not skip_unreadable:
+                raise
+            unreadable[run_dir.name] = str(exc)
+            continue
         rows.append(row)
-        for table, name in ((layers, schema.LAYERS_FILE), (curves, schema.CURVES_FILE)):
-            frame = _read_table(run_dir / name)
-            frame.insert(0, "run_id", run_dir.name)
-            table.append(frame)
+        layers.append(run_layers)
+        curves.append(run_curves)
     return Experiment(
         path=exp_dir,
         name=exp_dir.name,
@@ -243,6 +265,7 @@ def load_experiment(exp_dir: Path) -> Experiment:
         layers=_concat(layers, schema.LAYER_COLUMNS),
         curves=_concat(curves, schema.CURVE_COLUMNS),
         incomplete=incomplete,
+        unreadable=unreadable,
     )
 
 

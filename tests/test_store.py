@@ -345,3 +345,14 @@ def test_find_experiments_errors(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(ResultsError, match="no such results folder"):
         find_experiments(tmp_path / "file")
+
+
+def test_skip_unreadable_collects_corrupt_runs_with_their_reason(exp: Path) -> None:
+    good = write_run(exp, make_result())
+    bad = write_run(exp, make_result(run_id="ffffffffffff"))
+    (bad / schema.LAYERS_FILE).write_bytes(b"PAR1 not really")
+    experiment = load_experiment(exp, skip_unreadable=True)
+    assert list(experiment.runs["run_id"]) == [good.name]
+    assert set(experiment.layers["run_id"]) == {good.name}
+    assert list(experiment.unreadable) == [bad.name]
+    assert "cannot read Parquet" in experiment.unreadable[bad.name]
