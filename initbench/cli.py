@@ -243,7 +243,14 @@ def report(
     from initbench.report import ReportError, generate
 
     try:
-        thresholds = Thresholds(ratio, factor, dead, saturated, chance_margin, init_tolerance)
+        thresholds = Thresholds(
+            ratio=ratio,
+            factor=factor,
+            dead=dead,
+            saturated=saturated,
+            chance_margin=chance_margin,
+            init_tolerance=init_tolerance,
+        )
         written = generate(
             results_dir,
             fmt=fmt,

@@ -50,31 +50,26 @@ def test_step_zero_is_the_network_at_initialisation_and_last_step_is_trained() -
     assert w0 == pytest.approx(1 / (3 * 16), rel=0.3)  # torch_default: Var = 1/(3 fan_in)
 
 
-def test_he_normal_relu_preserves_the_forward_second_moment() -> None:
-    # He et al. 2015: with Var(W) = 2/fan_in, E[preact^2] is preserved across ReLU layers
+def _step0_preact_sq(init: str, depth: int) -> np.ndarray:
+    """preact_sq per layer at initialisation of a wide ReLU mlp with ``init``."""
     config = make_config(
         **{
-            "model.init": "he_normal",
-            "model.depth": 12,
+            "model.init": init,
+            "model.depth": depth,
             "model.width": 256,
             "train.steps": 1,
             "train.batch_size": 128,
         }
     )
     layers = _layers(execute_run(config.as_dict())).query("step == 0 and metric == 'preact_sq'")
-    q = layers.sort_values("layer")["value"].to_numpy()
+    return layers.sort_values("layer")["value"].to_numpy()
+
+
+def test_he_normal_relu_preserves_the_forward_second_moment() -> None:
+    # He et al. 2015: with Var(W) = 2/fan_in, E[preact^2] is preserved across ReLU layers
+    q = _step0_preact_sq("he_normal", depth=12)
     assert q[-1] / q[1] == pytest.approx(1.0, abs=0.5)
-    xavier = make_config(
-        **{
-            "model.init": "xavier_normal",
-            "model.depth": 12,
-            "model.width": 256,
-            "train.steps": 1,
-            "train.batch_size": 128,
-        }
-    )
-    xq = _layers(execute_run(xavier.as_dict())).query("step == 0 and metric == 'preact_sq'")
-    xq = xq.sort_values("layer")["value"].to_numpy()
+    xq = _step0_preact_sq("xavier_normal", depth=12)
     # Xavier on square ReLU layers: sigma_w^2 = 1, so q halves per layer: 2^-10 over 10 layers
     assert xq[-1] / xq[1] == pytest.approx(2.0**-10, rel=0.5)
 
