@@ -62,20 +62,29 @@ def moments(stacked: torch.Tensor) -> torch.Tensor:
     return torch.stack([mean, var, flat.square().mean(dim=1)], dim=1)
 
 
+def _undefined_where_non_finite(stacked: torch.Tensor, fraction: torch.Tensor) -> torch.Tensor:
+    """A fraction is undefined (NaN) for a group member with any non-finite element: a NaN
+    compares False, so it would otherwise count as 'never active' or 'not saturated'."""
+    finite = torch.isfinite(stacked.detach().reshape(stacked.shape[0], -1)).all(dim=1)
+    return torch.where(finite, fraction, torch.full_like(fraction, torch.nan))
+
+
 def dead_fraction(stacked: torch.Tensor) -> torch.Tensor:
     """(G, B, units[, H, W]) -> (G,): fraction of units (channels) never > 0 over the
-    batch (and spatial positions)."""
+    batch (and spatial positions); NaN where the input has a non-finite element."""
     positive = stacked.detach() > 0
     reduce_dims = [1, *range(3, stacked.dim())]
     alive = positive.amax(dim=reduce_dims) if reduce_dims else positive
-    return 1.0 - alive.double().mean(dim=1)
+    return _undefined_where_non_finite(stacked, 1.0 - alive.double().mean(dim=1))
 
 
 def saturated_fraction(stacked: torch.Tensor, low: float, high: float) -> torch.Tensor:
-    """(G, ...) -> (G,): fraction of elements beyond 99% of the half-range from the centre."""
+    """(G, ...) -> (G,): fraction of elements beyond 99% of the half-range from the centre;
+    NaN where the activation has a non-finite element."""
     centre, half = (low + high) / 2, (high - low) / 2
     flat = stacked.detach().reshape(stacked.shape[0], -1)
-    return ((flat - centre).abs() > SATURATION_FRACTION * half).double().mean(dim=1)
+    saturated = ((flat - centre).abs() > SATURATION_FRACTION * half).double().mean(dim=1)
+    return _undefined_where_non_finite(stacked, saturated)
 
 
 def _groups(items: dict[tuple[int, int], torch.Tensor]) -> list[list[tuple[int, int]]]:

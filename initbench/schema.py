@@ -73,9 +73,10 @@ LAYER_METRICS: Final[dict[str, str]] = {
     **_moments("grad_preact", "dLoss/d preact, the back-propagated signal"),
     **_moments("grad_normed", "dLoss/d normed (only with batchnorm)"),
     "dead_frac": "fraction of units (channels for a CNN) whose activation input is <= 0 for "
-    "every element of the batch (rectifier-like activations only)",
+    "every element of the batch (rectifier-like activations only; NaN if the input has a "
+    "non-finite element)",
     "sat_frac": "fraction of activation elements beyond 99% of the activation's half-range "
-    "from its centre (bounded activations: tanh, sigmoid)",
+    "from its centre (bounded activations: tanh, sigmoid; NaN if non-finite)",
     "w_mean": "mean of the layer's weight (input-to-hidden for an rnn)",
     "w_var": "variance of the layer's weight elements (unbiased)",
     "w_norm": "Frobenius norm of the layer's weight",

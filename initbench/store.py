@@ -229,7 +229,8 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], Any, Any]:
     config = summary.get("config", {})
     if not isinstance(config, Mapping):
         raise ResultsError(f"{run_dir / schema.SUMMARY_FILE}: 'config' is not a mapping")
-    row = {k: v for k, v in summary.items() if not isinstance(v, Mapping) and k != "config"}
+    # nested summary keys (diverged_at, versions) become dotted columns like the config's
+    row = flatten({k: v for k, v in summary.items() if k != "config"})
     row.update(flatten(config, "config."))
     row["run_id"] = run_dir.name
     frames = []

@@ -214,3 +214,11 @@ def test_first_non_finite_follows_the_computation_order() -> None:
     values[1] = np.inf  # a forward statistic comes before the loss and every gradient
     assert first_non_finite(labels, values, loss=np.inf)["what"] == "preact_var"
     assert first_non_finite(labels, np.ones(4), loss=1.0) is None
+
+
+def test_fractions_are_undefined_where_the_tensor_is_not_finite() -> None:
+    z = torch.tensor([[[-1.0, -2.0], [-1.0, float("nan")]], [[-1.0, -2.0], [-3.0, -4.0]]])
+    dead = dead_fraction(z)  # group 0 has a NaN: undefined, not "dead"; group 1 all dead
+    assert torch.isnan(dead[0]) and dead[1].item() == 1.0
+    sat = saturated_fraction(torch.tensor([[0.999, float("inf")], [0.999, 0.0]]), -1.0, 1.0)
+    assert torch.isnan(sat[0]) and sat[1].item() == pytest.approx(0.5)

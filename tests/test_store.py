@@ -356,3 +356,14 @@ def test_skip_unreadable_collects_corrupt_runs_with_their_reason(exp: Path) -> N
     assert set(experiment.layers["run_id"]) == {good.name}
     assert list(experiment.unreadable) == [bad.name]
     assert "cannot read Parquet" in experiment.unreadable[bad.name]
+
+
+def test_nested_summary_keys_become_dotted_columns(exp: Path) -> None:
+    result = make_result(status="diverged")
+    result.summary["diverged_at"] = {"what": "preact_var", "layer": 3, "t": 0, "name": "fc3"}
+    write_run(exp, result)
+    runs = load_experiment(exp).runs
+    assert runs.loc[0, "diverged_at.what"] == "preact_var" and runs.loc[0, "diverged_at.layer"] == 3
+    result.summary["versions"] = {"torch": "2.13.0"}
+    write_run(exp, result)
+    assert load_experiment(exp).runs.loc[0, "versions.torch"] == "2.13.0"
