@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -80,9 +80,16 @@ def check_data(spec: Spec) -> None:
 
 
 def plan(spec: Spec, out: Path, force: bool = False) -> Plan:
-    """Decide which runs to execute; complete runs are skipped unless ``force``."""
+    """Decide which runs to execute; complete runs are skipped unless ``force``.
+
+    Reads only: raises ResultsError for a folder that is not an initbench experiment, or
+    a complete run this version cannot read (a newer results format, a corrupt summary).
+    """
     exp_dir = out / spec.name
+    store.check_experiment_folder(exp_dir)
     done = [] if force else [r.run_id for r in spec.runs if store.is_complete(exp_dir, r.run_id)]
+    for run_id in done:
+        store.read_summary(store.run_path(exp_dir, run_id))
     todo = tuple(r for r in spec.runs if r.run_id not in set(done))
     return Plan(spec, exp_dir, todo, tuple(done))
 
@@ -105,7 +112,7 @@ def _worker_init(threads: int) -> None:
 
 def _in_process(
     runs: tuple[RunConfig, ...], experiment: str, device: str, threads: int | None
-) -> Iterator[tuple[RunConfig, schema.RunResult]]:
+) -> Generator[tuple[RunConfig, schema.RunResult], None, None]:
     from initbench.train import execute_run
 
     for run in runs:
@@ -128,7 +135,7 @@ def _failed(run: RunConfig, experiment: str, message: str) -> schema.RunResult:
 
 def _in_pool(
     runs: tuple[RunConfig, ...], experiment: str, device: str, threads: int, workers: int
-) -> Iterator[tuple[RunConfig, schema.RunResult]]:
+) -> Generator[tuple[RunConfig, schema.RunResult], None, None]:
     from initbench.train import execute_run
 
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
@@ -163,20 +170,48 @@ def execute(
     on_start: Callable[[int], None] = lambda total: None,
     on_result: Callable[[RunConfig, schema.RunResult], None] = lambda run, result: None,
 ) -> SweepReport:
-    """Run every planned run, writing each as it finishes; returns the counts."""
+    """Run every planned run under the folder's lock, writing each as it finishes.
+
+    Raises ResultsLockedError if another process is writing the folder, and ResultsError
+    if a result cannot be written (disk full, permission denied): the runs written
+    before stay complete, and the same command resumes.
+    """
     report = SweepReport(skipped=len(sweep.done))
     started = time.perf_counter()
-    if sweep.todo:
-        store.write_spec(sweep.experiment_dir, sweep.spec.text)
-    on_start(len(sweep.todo))
-    if workers > 1 and len(sweep.todo) > 1:
-        per_worker = threads or max(1, (os.cpu_count() or 1) // workers)
-        results = _in_pool(sweep.todo, sweep.spec.name, device, per_worker, workers)
-    else:
-        results = _in_process(sweep.todo, sweep.spec.name, device, threads)
-    for run, result in results:
-        store.write_run(sweep.experiment_dir, result)
-        report.record(result)
-        on_result(run, result)
+    with store.experiment_lock(sweep.experiment_dir):
+        store.remove_stale_temporaries(sweep.experiment_dir)
+        if sweep.todo:
+            _write(report, lambda: store.write_spec(sweep.experiment_dir, sweep.spec.text))
+        on_start(len(sweep.todo))
+        results = _results(sweep, workers, device, threads)
+        try:
+            for run, result in results:
+                _write(report, lambda r=result: store.write_run(sweep.experiment_dir, r))
+                report.record(result)
+                on_result(run, result)
+        finally:
+            results.close()  # stops and reaps a worker pool on any exit
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _results(
+    sweep: Plan, workers: int, device: str, threads: int | None
+) -> Generator[tuple[RunConfig, schema.RunResult], None, None]:
+    if workers > 1 and len(sweep.todo) > 1:
+        per_worker = threads or max(1, (os.cpu_count() or 1) // workers)
+        return _in_pool(sweep.todo, sweep.spec.name, device, per_worker, workers)
+    return _in_process(sweep.todo, sweep.spec.name, device, threads)
+
+
+def _write(report: SweepReport, write: Callable[[], object]) -> None:
+    """Run one write; an OSError becomes a ResultsError that says what is safe."""
+    try:
+        write()
+    except OSError as exc:
+        finished = sum(report.counts.values())
+        raise store.ResultsError(
+            f"cannot write results: {exc.strerror or exc} ({exc.filename or 'results folder'}); "
+            f"the {finished} run(s) written before are complete; fix this and run the same "
+            "command again to do only what is missing"
+        ) from exc

@@ -32,6 +32,7 @@ LAYERS_FILE: Final = "layers.parquet"
 CURVES_FILE: Final = "curves.parquet"
 SUMMARY_FILE: Final = "summary.json"
 TMP_PREFIX: Final = ".tmp-"
+LOCK_FILE: Final = ".initbench.lock"  # held (flock) by the one process writing the folder
 
 Status = Literal["ok", "diverged", "failed"]
 STATUSES: Final = ("ok", "diverged", "failed")

@@ -8,12 +8,14 @@ killed process (``.tmp-*``) are never read as results.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,72 @@ from initbench import schema
 
 class ResultsError(Exception):
     """A results folder that cannot be read or written as asked."""
+
+
+class ResultsLockedError(ResultsError):
+    """Another process is writing to the same experiment folder."""
+
+
+@contextlib.contextmanager
+def experiment_lock(exp_dir: Path) -> Iterator[None]:
+    """Hold the experiment folder's lock while writing to it. The lock is an flock on
+    ``.initbench.lock``: the kernel releases it when the holder exits, even by SIGKILL,
+    so a crashed run never leaves the folder locked."""
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    handle = (exp_dir / schema.LOCK_FILE).open("a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise ResultsLockedError(
+                f"{exp_dir}: {holder} is already running a sweep into this folder; "
+                "wait for it to finish (it writes every run it completes), or use another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"initbench pid {os.getpid()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing the file releases the flock
+
+
+def remove_stale_temporaries(exp_dir: Path) -> int:
+    """Delete leftovers of a killed writer (``runs/.tmp-*``); call only under the lock.
+    Returns how many were removed."""
+    runs = exp_dir / schema.RUNS_DIR
+    stale = [p for p in runs.glob(f"{schema.TMP_PREFIX}*")] if runs.is_dir() else []
+    stale += list(exp_dir.glob(f"{schema.TMP_PREFIX}*")) if exp_dir.is_dir() else []
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return len(stale)
+
+
+_EXPERIMENT_ENTRIES = {schema.SPEC_FILE, schema.RUNS_DIR, schema.LOCK_FILE}
+
+
+def check_experiment_folder(exp_dir: Path) -> None:
+    """Refuse to write into a folder that is not an initbench experiment folder."""
+    if not exp_dir.exists():
+        return
+    if not exp_dir.is_dir():
+        raise ResultsError(f"{exp_dir}: exists and is not a folder")
+    foreign = sorted(
+        p.name
+        for p in exp_dir.iterdir()
+        if p.name not in _EXPERIMENT_ENTRIES and not p.name.startswith(schema.TMP_PREFIX)
+    )
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise ResultsError(
+            f"{exp_dir}: not an initbench experiment folder (it holds {shown}); "
+            "choose another --out or spec name"
+        )
 
 
 def _json_default(value: Any) -> Any:
