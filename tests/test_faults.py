@@ -273,3 +273,22 @@ def test_random_documents_round_trip_through_yaml(tmp_path: Path) -> None:
     path = tmp_path / "ok.yaml"
     path.write_text(yaml.safe_dump({"name": "ok", "data": "synthetic", "seeds": [3, 1]}))
     assert [r.seed for r in load_spec(path).runs] == [3, 1]
+
+
+def test_out_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    spec = tmp_path / "faults.yaml"
+    spec.write_text(SLOW_SPEC)
+    not_a_folder = tmp_path / "results"
+    not_a_folder.write_text("")
+    result = CliRunner().invoke(main, ["run", str(spec), "--out", str(not_a_folder)])
+    assert result.exit_code == 2 and "exists and is not a folder" in result.output
+
+
+def test_orthogonal_bias_is_refused_before_running(tmp_path: Path) -> None:
+    spec = tmp_path / "faults.yaml"
+    spec.write_text(SLOW_SPEC + "\n")
+    result = CliRunner().invoke(
+        main, ["validate", str(spec), "--set", "model.bias_init=orthogonal"]
+    )
+    assert result.exit_code == 2
+    assert "model.bias_init: orthogonal cannot initialise a bias vector" in result.output
