@@ -124,3 +124,20 @@ def test_list_shows_every_registry_entry(topic: str) -> None:
 def test_every_shipped_config_validates(config: Path) -> None:
     result = _run("validate", str(config))
     assert result.exit_code == 0, result.output
+
+
+TINY_OVERRIDES = ["train.steps=2", "train.log_every=1", "seeds=1", "model.depth=2", "model.width=8"]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_every_shipped_config_runs_at_a_tiny_size(config: Path, tmp_path: Path) -> None:
+    args = ["run", str(config), "--out", str(tmp_path)]
+    for override in TINY_OVERRIDES:
+        args += ["--set", override]
+    result = _run(*args)
+    assert result.exit_code == 0, result.output
+    statuses = [
+        json.loads(summary.read_text())["status"]
+        for summary in tmp_path.glob("*/runs/*/summary.json")
+    ]
+    assert statuses and "failed" not in statuses, result.output
