@@ -22,11 +22,22 @@ Decay of one variance profile v (``preact_var`` forward, ``grad_preact_var`` bac
 
 Each run is analysed at step 0 (``init``) and at its last logged step (``last``: the
 trained network, or the step where a diverged run went non-finite).
+
+Theory beside measurement (step 0): each run's factors and ratios are also predicted by
+:func:`initbench.theory.predict` from the run's own measured layer-1 ``preact_sq`` (q1;
+rnn: per time step, as layer 1's input drive), ``theory_<quantity>_init``. Over a
+configuration's n seeds, d = ln(measured / predicted) per seed; ``theory-mismatch`` where
+|mean d| > max(K ln(1 + theory_tolerance), t sd(d) sqrt(1 + 1/n)), K = 1 for a factor and
+L - 1 for a ratio, t the 97.5% Student-t quantile with n - 1 dof: theory lies outside the
+95% prediction interval of one network (the finite-width spread the seeds show) and off
+by more than the tolerance per layer. One seed: not evaluated.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +46,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
+from initbench import theory
 from initbench.geometry import NUM_CLASSES, weight_shapes
 from initbench.initializers import expected_moments
 
@@ -70,6 +82,8 @@ THRESHOLD_HELP: Final[dict[str, str]] = {
     "chance_margin": "flag 'no-learning' when test accuracy <= chance (0.1) + this margin",
     "init_tolerance": "flag 'init-mismatch' when |w_var / formula - 1| at step 0 exceeds "
     "this (widened to 5 sampling standard deviations for small weights)",
+    "theory_tolerance": "flag 'theory-mismatch' only when measurement and mean-field theory "
+    "differ by more than this per layer (relative), besides exceeding the seeds' spread",
 }
 
 
@@ -83,6 +97,7 @@ class Thresholds:
     saturated: float = 0.5  # half the activation elements in the flat 1% of tanh/sigmoid
     chance_margin: float = 0.05  # "within a few points of chance"
     init_tolerance: float = 0.05  # relative; catches e.g. an uncorrected truncated normal (0.77x)
+    theory_tolerance: float = 0.05  # per layer, relative: issue 8's "agree to within 0.05"
 
     def __post_init__(self) -> None:
         problems = [f"{n} must be > 1" for n in ("ratio", "factor") if not getattr(self, n) > 1]
@@ -91,8 +106,11 @@ class Thresholds:
         ]
         if not 0 <= self.chance_margin < 1 - CHANCE_ACCURACY:
             problems.append(f"chance_margin must be in [0, {1 - CHANCE_ACCURACY:g})")
-        if not self.init_tolerance > 0:
-            problems.append("init_tolerance must be > 0")
+        problems += [
+            f"{n} must be > 0"
+            for n in ("init_tolerance", "theory_tolerance")
+            if not getattr(self, n) > 0
+        ]
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -254,6 +272,25 @@ def status_text(status: Any, diverged_step: Any) -> str:
     return str(status)
 
 
+def diverged_where(record: Mapping[str, Any]) -> str:
+    """Where a diverged run first went non-finite, from the runs table's ``diverged_at.*``
+    columns: 'preact_var of fc3 (layer 3) = inf', 'the loss = nan'; '' if not recorded."""
+    what = record.get("diverged_at.what")
+    if _missing(what):
+        return ""
+    value = record.get("diverged_at.value")
+    shown = "" if _missing(value) else f" = {number(value):.3g}"
+    if what == "loss":
+        return f"the loss{shown}"
+    name, layer, t = (record.get(f"diverged_at.{k}") for k in ("name", "layer", "t"))
+    where = f"layer {int(layer)}" if not _missing(layer) else ""
+    if not _missing(t) and int(t) > 0:
+        where += f", time step {int(t)}"
+    if _missing(name):
+        return f"{what} of {where or 'an unrecorded layer'}{shown}"
+    return f"{what} of {name}{f' ({where})' if where else ''}{shown}"
+
+
 def _outcome(record: Mapping[str, Any]) -> dict[str, Any]:
     run_id = record.get("run_id")
     try:
@@ -266,6 +303,7 @@ def _outcome(record: Mapping[str, Any]) -> dict[str, Any]:
         "seed": record.get("config.seed"),
         "status": record.get("status"),
         "status_text": status_text(record.get("status"), record.get("diverged_step")),
+        "diverged_at": diverged_where(record),
         "error": None if error is None or pd.isna(error) else str(error),
         "final_loss": final_loss,
         "test_accuracy": accuracy,
@@ -273,14 +311,17 @@ def _outcome(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _worst(stats: RunStats, step: int, metric: str) -> float:
-    """Largest value of a metric over layers (and time steps); NaN if never recorded or if
-    the step's activation input (preact, normed) is non-finite: a NaN compares as
-    'never > 0', so dead_frac there would count broken units as dead."""
+    """Largest value of a metric over layers (and time steps); NaN if never recorded or
+    undefined at this step. probes.py stores dead_frac / sat_frac as NaN for a tensor with
+    a non-finite element, and the max propagates that NaN. Results written before that
+    change (same format version) hold a number there (a NaN compares as 'never > 0', so
+    broken units counted as dead), hence the step is also undefined wherever the
+    activation input (preact, normed) is non-finite."""
     rows = stats.rows(step, metric)
     inputs = [stats.value[stats.rows(step, m)] for m in ("preact_var", "normed_var")]
     if not len(rows) or not np.isfinite(np.concatenate(inputs)).all():
         return math.nan
-    return float(np.max(stats.value[rows]))
+    return float(np.max(stats.value[rows]))  # NaN if any layer's fraction is undefined
 
 
 def signal_at(
@@ -441,6 +482,262 @@ def _init_summary(check: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+# --- theory beside measurement ----------------------------------------------------------------
+
+# quantity -> (key of theory.Prediction.summary(), label in tables); all at step 0
+THEORY_QUANTITIES: Final = {
+    "fwd_factor": ("forward_decay", "fwd factor"),
+    "fwd_ratio": ("forward_last_first", "fwd ratio"),
+    "bwd_factor": ("backward_decay", "bwd factor"),
+    "bwd_ratio": ("backward_first_last", "bwd ratio"),
+}
+THEORY_LEVEL: Final = 0.95  # two-sided level of the prediction interval of one network
+RNN_DRIVE_NOTE: Final = (
+    "rnn depth 1: layer 1's measured preact_sq at each time step sets the input drive, so "
+    "its forward profile is the measurement itself: no forward prediction"
+)
+
+
+@dataclass(frozen=True)
+class RunTheory:
+    """The mean-field prediction (:func:`initbench.theory.predict`) of one run at step 0,
+    from the run's own layer 1: q1 = its measured ``preact_sq`` at step 0 (rnn: at every
+    time step, turned into layer 1's input drive by :func:`theory.rnn_input_drive`)."""
+
+    prediction: theory.Prediction | None
+    q1: float  # layer 1's measured preact_sq at step 0 (rnn: at t = 1); NaN if not recorded
+    reason: str = ""  # why there is no prediction (with ``forward`` False: no forward one)
+    forward: bool = True  # whether the forward profile is a prediction (not for rnn depth 1)
+
+
+def _layer1_sq(stats: RunStats) -> np.ndarray:
+    """Layer 1's preact_sq at step 0: one value (mlp, cnn) or one per time step (rnn)."""
+    rows = stats.rows(0, "preact_sq")
+    rows = rows[stats.layer[rows] == 1]
+    timed = stats.t[rows] > 0
+    rows = rows[timed] if timed.any() else rows
+    return stats.value[rows[np.argsort(stats.t[rows], kind="stable")]]
+
+
+@functools.lru_cache(maxsize=1024)
+def _prediction(model_json: str, q1: tuple[float, ...] | None) -> theory.Prediction:
+    """theory.predict for a model section (as JSON, to be hashable) and layer 1's measured
+    preact_sq (rnn: per time step); None: only the config is needed (for its reason)."""
+    model = json.loads(model_json)
+    if q1 is None:
+        return theory.predict(model)
+    if model.get("arch") == "rnn":
+        return theory.predict(model, q1=theory.rnn_input_drive(model, q1))
+    return theory.predict(model, q1=q1[0])
+
+
+def _q1_problem(sq: np.ndarray) -> str:
+    if not len(sq):
+        return "layer 1's preact_sq was not recorded at step 0, so there is no q1"
+    shown = ", ".join(f"{v:.3g}" for v in sq[:3]) + (" ..." if len(sq) > 3 else "")
+    return f"layer 1's preact_sq at step 0 is not finite and > 0 ({shown}): no q1"
+
+
+def run_theory(record: Mapping[str, Any], run_layers: pd.DataFrame | RunStats) -> RunTheory:
+    """The prediction for one run (its runs row and long table), or why there is none: the
+    config's reason first (non-zero-mean init ...), then a missing or unusable q1."""
+    sq = _layer1_sq(_as_stats(run_layers))
+    usable = bool(len(sq)) and bool(np.isfinite(sq).all() and (sq > 0).all())
+    model = run_config(record).get("model", {})
+    try:
+        key = json.dumps(model, sort_keys=True, default=str)
+        pred = _prediction(key, tuple(sq.tolist()) if usable else None)
+    except (theory.TheoryError, KeyError, ValueError, TypeError) as exc:
+        why = getattr(exc, "message", None) or str(exc)
+        return RunTheory(None, math.nan, f"theory cannot use this config: {why}")
+    q1 = float(sq[0]) if len(sq) else math.nan
+    if not pred.ok:
+        return RunTheory(None, q1, str(pred.reason))
+    if not usable:
+        return RunTheory(None, q1, _q1_problem(sq))
+    if pred.model["arch"] == "rnn" and int(pred.model["depth"]) == 1:
+        return RunTheory(pred, q1, RNN_DRIVE_NOTE, forward=False)
+    return RunTheory(pred, q1)
+
+
+def theory_summary(rt: RunTheory) -> dict[str, Any]:
+    """One run's predicted ``theory_<quantity>_init`` (THEORY_QUANTITIES, defined as the
+    measured ones), ``theory_q1``, ``theory_positions`` (layers, or the top layer's time
+    steps, the decay runs over) and ``theory_note_init`` (why a prediction is missing)."""
+    out: dict[str, Any] = {f"theory_{q}_init": math.nan for q in THEORY_QUANTITIES}
+    out.update(theory_q1=rt.q1, theory_positions=math.nan, theory_note_init=rt.reason)
+    if rt.prediction is None:
+        return out
+    summary = rt.prediction.summary()
+    for quantity, (key, _) in THEORY_QUANTITIES.items():
+        if rt.forward or quantity.startswith("bwd"):
+            out[f"theory_{quantity}_init"] = float(summary[key])
+    layer = rt.prediction.columns["layer"]
+    top = layer == layer.max() if rt.prediction.model["arch"] == "rnn" else np.ones(len(layer))
+    out["theory_positions"] = int(np.count_nonzero(top))
+    return out
+
+
+def _gradient_anchor(stats: RunStats, layer: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Measured grad_preact_var at step 0 where each row's gradient enters: layer L (mlp,
+    cnn) or the row's layer at its last time step (rnn); NaN where not recorded."""
+    rows = stats.rows(0, "grad_preact_var")
+    keys = zip(stats.layer[rows].tolist(), stats.t[rows].tolist(), strict=True)
+    measured = dict(zip(keys, stats.value[rows].tolist(), strict=True))
+    if (t > 0).any():
+        ends = {lay: (lay, int(t[layer == lay].max())) for lay in set(layer.tolist())}
+    else:
+        ends = {lay: (int(layer.max()), 0) for lay in set(layer.tolist())}
+    return np.array([measured.get(ends[lay], math.nan) for lay in layer.tolist()], dtype=float)
+
+
+def theory_layers(rt: RunTheory, run_layers: pd.DataFrame | RunStats) -> pd.DataFrame:
+    """One run's predicted step-0 profiles, rows (layer, t) as in its long table:
+    ``theory_preact_var_init`` = q from the run's q1, and ``theory_grad_preact_var_init`` =
+    the predicted bwd_ratio times the measured grad_preact_var where the gradient enters
+    (layer L; rnn: each layer's last time step): theory predicts how the gradient changes,
+    not the readout's scale. No rows without a prediction."""
+    columns = ["layer", "t", "theory_preact_var_init", "theory_grad_preact_var_init"]
+    if rt.prediction is None:
+        return pd.DataFrame(columns=columns)
+    c = rt.prediction.columns
+    layer, t = c["layer"].astype(np.int64), c["t"].astype(np.int64)
+    anchor = _gradient_anchor(_as_stats(run_layers), layer, t)
+    return pd.DataFrame(
+        {
+            "layer": layer,
+            "t": t,
+            "theory_preact_var_init": c["q"] if rt.forward else np.full(len(layer), math.nan),
+            "theory_grad_preact_var_init": c["bwd_ratio"] * anchor,
+        }
+    )
+
+
+def theory_mean(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Mean over runs (seeds) of :func:`theory_layers` per (layer, t), NaN propagating;
+    ``theory_n``: the runs with a prediction (runs without one have no rows)."""
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=["layer", "t", "theory_n"])
+    both = pd.concat(frames, ignore_index=True)
+    grouped = both.groupby(["layer", "t"], sort=True)
+    values = [c for c in both.columns if c.startswith("theory_")]
+    table = grouped[values].agg(_nan_mean)
+    table["theory_n"] = grouped.size()
+    return table.reset_index()
+
+
+def theory_profile(mean: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """(positions, values, unit) of a :func:`theory_mean` column ``theory_<metric>_init``
+    the way :func:`profile` reads a measurement: over layers, or an rnn's top layer's t."""
+    column = f"theory_{metric}_init"
+    if mean.empty or column not in mean:
+        return np.zeros(0), np.zeros(0), "layer"
+    t, layer = mean["t"].to_numpy(np.int64), mean["layer"].to_numpy(np.int64)
+    values = mean[column].to_numpy(float)
+    if (t > 0).any():
+        top = (t > 0) & (layer == layer[t > 0].max())
+        return t[top], values[top], "time step"
+    return layer[t == 0], values[t == 0], "layer"
+
+
+def _t_central(t: float, dof: int) -> float:
+    """P(|T| < t) for Student's t with an integer dof >= 1, exactly (Abramowitz & Stegun
+    26.7.3 odd dof, 26.7.4 even dof)."""
+    theta = math.atan(t / math.sqrt(dof))
+    c2, total, term = math.cos(theta) ** 2, 1.0, 1.0
+    if dof % 2 == 0:
+        for k in range(1, dof // 2):
+            term *= c2 * (2 * k - 1) / (2 * k)
+            total += term
+        return math.sin(theta) * total
+    if dof == 1:
+        return 2 * theta / math.pi
+    for k in range(1, (dof - 1) // 2):
+        term *= c2 * 2 * k / (2 * k + 1)
+        total += term
+    return 2 / math.pi * (theta + math.sin(theta) * math.cos(theta) * total)
+
+
+def student_t_quantile(p: float, dof: int) -> float:
+    """The p-quantile (0.5 < p < 1) of Student's t with dof >= 1 degrees of freedom, by
+    bisection on the exact distribution: 12.706 at p = 0.975 and dof 1, 4.303 at dof 2."""
+    if not 0.5 < p < 1 or dof < 1:
+        raise ValueError(f"need 0.5 < p < 1 and dof >= 1, got p={p}, dof={dof}")
+    target, lo, hi = 2 * p - 1, 0.0, 1.0
+    while _t_central(hi, dof) < target:
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1e-13 * hi:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _t_central(mid, dof) < target else (lo, mid)
+    return (lo + hi) / 2
+
+
+def theory_allowed(logs: np.ndarray, layers: float, th: Thresholds) -> float:
+    """The largest |mean ln(measured / theory)| that still agrees, for n >= 2 seeds:
+    max(layers * ln(1 + theory_tolerance), t * sd * sqrt(1 + 1/n)), t the 97.5% quantile
+    of Student's t with n - 1 dof and sd the seeds' sample std (n - 1) of the logs: the
+    half-width of the 95% prediction interval of one more network of this configuration."""
+    n = len(logs)
+    quantile = student_t_quantile((1 + THEORY_LEVEL) / 2, n - 1)
+    spread = quantile * float(np.std(logs, ddof=1)) * math.sqrt(1 + 1 / n)
+    return max(layers * math.log1p(th.theory_tolerance), spread)
+
+
+def _theory_quantity(
+    measured: np.ndarray, predicted: np.ndarray, layers: float, th: Thresholds
+) -> tuple[str, float, float]:
+    """(state, mean ln(measured / theory), allowed) of one quantity over the seeds; state
+    'consistent', 'theory-mismatch', 'undefined' (a log not finite) or 'not evaluated' (1 seed)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log(measured / predicted)
+    if not len(logs) or not np.isfinite(logs).all():
+        return "undefined", math.nan, math.nan
+    mean = float(np.mean(logs))
+    if len(logs) < 2:
+        return "not evaluated", mean, math.nan
+    allowed = theory_allowed(logs, layers, th)
+    return ("theory-mismatch" if abs(mean) > allowed else "consistent"), mean, allowed
+
+
+def _check_text(states: Mapping[str, str]) -> str:
+    """The 'vs theory' cell from the states of the four quantities."""
+    names = {q: label for q, (_, label) in THEORY_QUANTITIES.items()}
+    bad = [names[q] for q, s in states.items() if s == "theory-mismatch"]
+    undefined = [names[q] for q, s in states.items() if s == "undefined"]
+    if bad:
+        return "theory-mismatch: " + ", ".join(bad)
+    if "not evaluated" in states.values():
+        return "not evaluated (1 seed)"
+    if len(undefined) == len(states):
+        return "undefined"
+    return "consistent" + (f"; undefined: {', '.join(undefined)}" if undefined else "")
+
+
+def theory_check(group: pd.DataFrame, th: Thresholds) -> dict[str, Any]:
+    """Measured against predicted over one configuration's seeds: ``theory_check`` (text),
+    ``theory_mismatch`` (quantities), ``theory_logdev_<q>`` (mean ln(measured / theory))
+    and ``theory_allowed_<q>`` (see :func:`theory_allowed`), ``theory_note``."""
+    notes = dict.fromkeys(n for n in group["theory_note_init"] if n)
+    out: dict[str, Any] = {"theory_note": "; ".join(notes)}
+    predicted = group[[f"theory_{q}_init" for q in THEORY_QUANTITIES]].to_numpy(float)
+    states = {}
+    for quantity in THEORY_QUANTITIES:
+        layers = 1.0 if quantity.endswith("factor") else float(group["theory_positions"].max() - 1)
+        state, dev, allowed = _theory_quantity(
+            group[f"{quantity}_init"].to_numpy(float),
+            group[f"theory_{quantity}_init"].to_numpy(float),
+            layers,
+            th,
+        )
+        states[quantity] = state
+        out[f"theory_logdev_{quantity}"], out[f"theory_allowed_{quantity}"] = dev, allowed
+    found = np.isfinite(predicted).any()
+    out["theory_check"] = _check_text(states) if found else "no prediction"
+    out["theory_mismatch"] = ", ".join(q for q, s in states.items() if s == "theory-mismatch")
+    return out
+
+
 # --- all runs -------------------------------------------------------------------------------
 
 
@@ -448,7 +745,7 @@ def analyse_run(
     record: Mapping[str, Any], run_layers: pd.DataFrame | RunStats, th: Thresholds
 ) -> dict[str, Any]:
     """Every per-run number and verdict: outcome, decay at step 0 and at the last logged
-    step, worst dead/sat fractions, the init check and the flags."""
+    step, worst dead/sat fractions, the init check, the theory's prediction and the flags."""
     stats = _as_stats(run_layers)
     last = stats.steps[-1] if stats.steps else None
     out = _outcome(record)
@@ -456,6 +753,7 @@ def analyse_run(
     out.update(signal_at(stats, 0, "init", th))
     out.update(signal_at(stats, last if last is not None else 0, "last", th))
     out.update(_init_summary(init_check(record, stats, th)))
+    out.update(theory_summary(run_theory(record, stats)))
     out["flags"] = ", ".join(run_flags(out, th))
     return out
 
@@ -604,6 +902,7 @@ def numeric_columns() -> list[str]:
     """Per-run numeric columns that configurations aggregate as mean and std."""
     cols = [f"{d}_{k}_{tag}" for tag in TAGS for d in DIRECTIONS for k in ("factor", "ratio")]
     cols += [f"{m}_max_{tag}" for tag in TAGS for m in ("dead", "sat")]
+    cols += [f"theory_{q}_init" for q in THEORY_QUANTITIES] + ["theory_q1"]
     return [*cols, "init_worst_ratio", "final_loss", "test_accuracy"]
 
 
@@ -655,7 +954,7 @@ def _nan_std(values: pd.Series) -> float:
     return _mean_std(values.to_numpy(float))[1]
 
 
-def _config_row(group: pd.DataFrame) -> dict[str, Any]:
+def _config_row(group: pd.DataFrame, th: Thresholds) -> dict[str, Any]:
     row: dict[str, Any] = {"seeds": len(group)}
     row["seed_list"] = " ".join(str(s) for s in sorted(group["seed"].dropna().tolist()))
     row["run_ids"] = " ".join(sorted(group["run_id"]))
@@ -667,19 +966,24 @@ def _config_row(group: pd.DataFrame) -> dict[str, Any]:
         row[column] = combine(group[column])
     for column in numeric_columns():
         row[f"{column}_mean"], row[f"{column}_std"] = _mean_std(group[column].to_numpy(float))
+    row.update(theory_check(group, th))
     return row
 
 
-def aggregate(analysed: pd.DataFrame, keys: ConfigKeys) -> pd.DataFrame:
+def aggregate(
+    analysed: pd.DataFrame, keys: ConfigKeys, th: Thresholds | None = None
+) -> pd.DataFrame:
     """One row per configuration (varying keys first), seeds aggregated: numbers as
-    ``<col>_mean`` / ``<col>_std``, verdicts combined, flags counted; sorted by ranks."""
+    ``<col>_mean`` / ``<col>_std``, verdicts combined, flags counted, measurement checked
+    against theory (:func:`theory_check`); sorted by ranks."""
+    th = th or Thresholds()
     joined = analysed.join(keys.labels, on="run_id")
     varying = list(keys.varying)
     rows = []
     groups = joined.groupby(varying, sort=False, dropna=False) if varying else [((), joined)]
     for values, group in groups:
         values = values if isinstance(values, tuple) else (values,)
-        rows.append({**dict(zip(varying, values, strict=True)), **_config_row(group)})
+        rows.append({**dict(zip(varying, values, strict=True)), **_config_row(group, th)})
     table = pd.DataFrame(rows)
     if varying and len(table):
         order = sorted(

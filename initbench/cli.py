@@ -260,6 +260,14 @@ def list_(topic: str | None) -> None:
     show_default=True,
     help="Relative w_var mismatch with the initializer's formula that is flagged.",
 )
+@click.option(
+    "--theory-tolerance",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="Per-layer relative difference from mean-field theory below which no "
+    "theory-mismatch is flagged (besides the seeds' spread).",
+)
 def report(
     results_dir: Path,
     fmt: str,
@@ -273,6 +281,7 @@ def report(
     saturated: float,
     chance_margin: float,
     init_tolerance: float,
+    theory_tolerance: float,
 ) -> None:
     """Verdict tables (and plots) of the runs under RESULTS_DIR."""
     from initbench import store
@@ -287,6 +296,7 @@ def report(
             saturated=saturated,
             chance_margin=chance_margin,
             init_tolerance=init_tolerance,
+            theory_tolerance=theory_tolerance,
         )
         written = generate(
             results_dir,

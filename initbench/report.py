@@ -133,6 +133,27 @@ class ExperimentReport:
         """The analysed runs as dicts."""
         return self.runs.to_dict("records")
 
+    @cached_property
+    def theory(self) -> dict[str, pd.DataFrame]:
+        """run id -> :func:`analysis.theory_layers` of each selected run (no rows where theory
+        makes no prediction), from the run's step-0 statistics."""
+        layers = self.loaded.layers
+        if self.runs.empty or layers.empty:
+            return {}
+        step0 = layers[(layers["step"] == 0) & layers["run_id"].isin(self.runs["run_id"])]
+        stats = {r: analysis.RunStats(f) for r, f in step0.groupby("run_id", sort=False)}
+        empty = analysis.RunStats(step0.iloc[0:0])
+        runs, out = self.loaded.runs, {}
+        for record in runs[runs["run_id"].isin(self.runs["run_id"])].to_dict("records"):
+            run_stats = stats.get(record["run_id"], empty)
+            predicted = analysis.run_theory(record, run_stats)
+            out[record["run_id"]] = analysis.theory_layers(predicted, run_stats)
+        return out
+
+    def theory_mean(self, run_ids: Sequence[str]) -> pd.DataFrame:
+        """:func:`analysis.theory_mean` over some of the selected runs (a configuration)."""
+        return analysis.theory_mean([self.theory[r] for r in run_ids if r in self.theory])
+
     def config_runs(self) -> list[tuple[str, list[str]]]:
         """(legend label, run ids) of every configuration, in table order."""
         varying = self.keys.varying if self.keys else ()
@@ -224,7 +245,7 @@ def build_report(
     except ValueError as exc:
         report.notes.append(f"cannot analyse these results: {exc}")
         return report
-    configs = analysis.aggregate(runs, keys)
+    configs = analysis.aggregate(runs, keys, th)
     selected = _select(configs, keys, wanted) if wanted else configs
     if selected is None:
         report.notes.append(f"--select: no key {', '.join(sorted(wanted))} in this experiment")
@@ -346,6 +367,11 @@ def _has(configs: pd.DataFrame, column: str) -> bool:
     return bool(configs[f"{column}_mean"].notna().any())
 
 
+def has_theory(configs: pd.DataFrame) -> bool:
+    """Whether theory predicts something for some configuration."""
+    return any(_has(configs, f"theory_{q}_init") for q in analysis.THEORY_QUANTITIES)
+
+
 def _init_columns(rep: ExperimentReport) -> list[Column]:
     c = rep.configs
     cols = [
@@ -363,6 +389,21 @@ def _init_columns(rep: ExperimentReport) -> list[Column]:
     cols += [_stat_col("dead", "dead_max_init")] if _has(c, "dead_max_init") else []
     cols += [_stat_col("sat", "sat_max_init")] if _has(c, "sat_max_init") else []
     return [*cols, _stat_col("w_var/formula", "init_worst_ratio")]
+
+
+def _theory_check_cell(row: Mapping[str, Any]) -> Cell:
+    text = str(row["theory_check"])
+    return Cell(text, "flag" if text.startswith("theory-mismatch") else "")
+
+
+def _theory_columns(rep: ExperimentReport) -> list[Column]:
+    """Each measured step-0 factor and ratio with the predicted one beside it."""
+    cols = [*_key_cols(rep.keys), _stat_col("q1", "theory_q1")]
+    for quantity, (_, header) in analysis.THEORY_QUANTITIES.items():
+        predicted = f"theory_{quantity}_init_mean"
+        cols.append(_stat_col(header, f"{quantity}_init"))
+        cols.append(Column("theory", lambda r, c=predicted: Cell(fmt_num(r[c]))))
+    return [*cols, Column("vs theory", _theory_check_cell, numeric=False)]
 
 
 def _last_columns(rep: ExperimentReport) -> list[Column]:
@@ -417,6 +458,14 @@ INIT_NOTES: Final = [
 ]
 
 
+THEORY_TITLE: Final = "Theory beside measurement (step 0)"
+THEORY_TABLE_NOTES: Final = [
+    "q1: layer 1's measured preact_sq at step 0 (rnn: at time step 1), where the prediction starts",
+    "fwd factor, fwd ratio, bwd factor, bwd ratio: measured, as in the step-0 table; beside "
+    "each, theory: the predicted value",
+]
+
+
 def _config_label(row: Mapping[str, Any], keys: analysis.ConfigKeys) -> str:
     return ", ".join(f"{k}={format_value(row[k])}" for k in keys.varying) or "all runs"
 
@@ -436,6 +485,62 @@ def _run_notes(rep: ExperimentReport, columns: Sequence[tuple[str, str]]) -> lis
     seeds = {label: n for label, n in labels.values()}
     return [
         f"{lab}: {what}: {note} ({n}/{seeds[lab]} seeds)" for (lab, what, note), n in counts.items()
+    ]
+
+
+def theory_notes(th: Thresholds, seeds: Sequence[int] = ()) -> list[str]:
+    """The definitions of the theory columns and of the 'vs theory' check; ``seeds``: the
+    seed counts of the configurations, whose t quantiles are then printed too."""
+    tol = f"{th.theory_tolerance:g}"
+    level = analysis.THEORY_LEVEL
+    quantiles = [
+        f"n = {n}: t = {analysis.student_t_quantile((1 + level) / 2, n - 1):.4g}"
+        for n in sorted({int(n) for n in seeds if n >= 2})
+    ]
+    return [
+        "theory: the mean-field prediction at step 0 (initbench theory: infinite width, "
+        "i.i.d. zero-mean weights and biases) for each seed, its q1 = that seed's measured "
+        "layer-1 preact_sq at step 0 (rnn: at every time step, as layer 1's input drive), "
+        "then the mean over the seeds; factor and ratio defined as the measured ones",
+        "vs theory: per seed d = ln(measured / theory) of the fwd and bwd factor and ratio; "
+        f"theory-mismatch where |mean d| > max(K ln(1 + {tol}), t sd(d) sqrt(1 + 1/n)) for one "
+        "of them: K = 1 for a factor, L - 1 for a ratio (L layers; rnn: time steps), sd = "
+        "sample std over the n seeds (n - 1), t = the "
+        f"{(1 + level) / 2:.1%} quantile of Student's t with n - 1 degrees of freedom"
+        + (f" ({'; '.join(quantiles)})" if quantiles else "")
+        + f": theory lies outside the {level:.0%} prediction interval of one network of this "
+        "configuration (the finite-width spread, estimated from the seeds) and is off by more "
+        f"than {tol} per layer; otherwise consistent (few seeds give a wide interval: csv and "
+        "json list mean d and the bound as theory_logdev_* and theory_allowed_*). One seed: "
+        "not evaluated (no spread). undefined: a d is not finite (a measured 0, inf or NaN, "
+        "or a seed without a prediction)",
+    ]
+
+
+def _theory_reasons(rep: ExperimentReport) -> list[str]:
+    """Why theory predicts nothing (or less) for some configurations: each reason once."""
+    by_reason: dict[str, list[str]] = {}
+    for row in rep.config_rows:
+        if row.get("theory_note"):
+            by_reason.setdefault(row["theory_note"], []).append(_config_label(row, rep.keys))
+    everywhere = len(rep.config_rows)
+    return [
+        f"theory, {'every configuration' if len(labels) == everywhere else '; '.join(labels)}: "
+        f"{reason}"
+        for reason, labels in by_reason.items()
+    ]
+
+
+def _diverged_notes(rep: ExperimentReport) -> list[str]:
+    """Where each diverged run first went non-finite (summary.json: diverged_at)."""
+    labels = {
+        r: _config_label(row, rep.keys) for row in rep.config_rows for r in row["run_ids"].split()
+    }
+    return [
+        f"{labels.get(r['run_id'], 'run')}: run {r['run_id']} (seed {r['seed']}) "
+        f"{r['status_text']}: {r['diverged_at'] or 'where is not recorded'}"
+        for r in rep.run_rows
+        if r["status"] == "diverged"
     ]
 
 
@@ -471,11 +576,18 @@ def summary_tables(rep: ExperimentReport, th: Thresholds) -> list[Table]:
     init_notes = [*INIT_NOTES, CELL_NOTE, *th.describe(), *notes["init"]]
     init_notes += _run_notes(rep, [("init check", "init_note")])
     last_notes = [*_trained_notes(rep), CELL_NOTE, *th.describe(), *notes["last"]]
+    last_notes += _diverged_notes(rep)
     title = f"After training ({_trained_at(rep)}) and outcome"
-    return [
-        _table("At initialisation (step 0)", _init_columns(rep), rep.config_rows, init_notes),
-        _table(title, _last_columns(rep), rep.config_rows, [*last_notes, *_failed_notes(rep)]),
-    ]
+    tables = [_table("At initialisation (step 0)", _init_columns(rep), rep.config_rows, init_notes)]
+    if has_theory(rep.configs):
+        seeds = rep.configs["seeds"].tolist()
+        theory_notes_ = [*THEORY_TABLE_NOTES, CELL_NOTE, *theory_notes(th, seeds)]
+        theory_notes_ += _theory_reasons(rep)
+        tables.append(_table(THEORY_TITLE, _theory_columns(rep), rep.config_rows, theory_notes_))
+    else:
+        init_notes += _theory_reasons(rep)
+    last_notes += _failed_notes(rep)
+    return [*tables, _table(title, _last_columns(rep), rep.config_rows, last_notes)]
 
 
 # --- per-layer tables -----------------------------------------------------------------------
@@ -486,6 +598,9 @@ def _per_layer_frames(rep: ExperimentReport, run_ids: list[str], th: Thresholds)
     last = rep.runs.set_index("run_id")["last_step"]
     last_steps = {r: int(last[r]) for r in run_ids if r in last.index and not pd.isna(last[r])}
     signal = analysis.per_layer(rep.loaded.layers, last_steps)
+    theory = rep.theory_mean(run_ids)
+    if len(theory) and len(signal):
+        signal = signal.merge(theory, on=["layer", "t"], how="left")
     records = rep.loaded.runs.set_index("run_id", drop=False)
     layers = rep.loaded.layers
     checks = [
@@ -505,6 +620,9 @@ def _signal_columns(signal: pd.DataFrame) -> list[Column]:
             name = f"{metric}_{tag}"
             if f"{name}_mean" in signal.columns:
                 cols.append(Column(f"{metric} {at}", lambda r, c=name: Cell(fmt_stat(r, c, "n"))))
+            predicted = f"theory_{name}"
+            if predicted in signal.columns and signal[predicted].notna().any():
+                cols.append(Column(f"{metric} theory", lambda r, c=predicted: Cell(fmt_num(r[c]))))
     return cols
 
 
@@ -528,19 +646,40 @@ def _mismatch_cell(row: Mapping[str, Any]) -> Cell:
     return Cell(text, "flag" if row["mismatches"] else "")
 
 
-def per_layer_tables(rep: ExperimentReport, th: Thresholds) -> list[Table]:
-    """For each (selected) configuration: its layer-by-layer signal and initial weights."""
-    tables = []
+PER_LAYER_THEORY_NOTE: Final = (
+    "preact_var theory, grad_preact_var theory: the mean-field prediction at step 0, mean "
+    "over the seeds with one. preact_var: q from the seed's measured layer-1 preact_sq (so "
+    "layer 1, and an rnn's layer 1 at every time step, is that measurement); "
+    "grad_preact_var: the predicted change from where the gradient enters, times the "
+    "seed's measured grad_preact_var there (layer L; rnn: each layer's last time step): "
+    "theory predicts the profile, not the readout's scale"
+)
+
+
+def _per_layer_notes(row: Mapping[str, Any], signal: pd.DataFrame) -> list[str]:
+    """What the layer-by-layer table's columns are, and why theory is missing if it is."""
     notes = [
         "mean ± std over the seeds (n = runs with the value); @0 = step 0, @last = each "
         "run's last logged step (a diverged run: the step it went non-finite)",
         "rows: watched layers l in forward order; rnn: each layer at each time step t",
     ]
+    predicted = [c for c in signal.columns if c.startswith("theory_") and c != "theory_n"]
+    if predicted and signal[predicted].notna().to_numpy().any():
+        notes.append(PER_LAYER_THEORY_NOTE)
+    if row.get("theory_note"):
+        notes.append(f"theory: {row['theory_note']}")
+    return notes
+
+
+def per_layer_tables(rep: ExperimentReport, th: Thresholds) -> list[Table]:
+    """For each (selected) configuration: its layer-by-layer signal and initial weights."""
+    tables = []
     for row in rep.config_rows:
         label, run_ids = _config_label(row, rep.keys), row["run_ids"].split()
         signal, checks = _per_layer_frames(rep, run_ids, th)
         title = f"Layer by layer: {label}"
-        tables.append(_table(title, _signal_columns(signal), signal, [*notes, *th.describe()]))
+        notes = [*_per_layer_notes(row, signal), *th.describe()]
+        tables.append(_table(title, _signal_columns(signal), signal, notes))
         weights = analysis.init_table(checks)
         columns = _weight_columns() if len(weights) else []
         wnotes = [
@@ -844,7 +983,7 @@ def render_json(reports: Sequence[ExperimentReport], th: Thresholds, per_layer: 
         "report_version": REPORT_VERSION,
         "initbench": initbench.__version__,
         "thresholds": asdict(th),
-        "definitions": [*INIT_NOTES, CELL_NOTE, *th.describe()],
+        "definitions": [*INIT_NOTES, CELL_NOTE, *th.describe(), *theory_notes(th)],
         "experiments": [_json_experiment(r, th, per_layer) for r in reports],
     }
     return store.to_json(document) + "\n"
@@ -854,6 +993,9 @@ def render_json(reports: Sequence[ExperimentReport], th: Thresholds, per_layer: 
 
 
 BAND_NOTE: Final = "line: mean over the seeds; band: their min..max"
+THEORY_STYLE: Final = {"linestyle": "--", "linewidth": 1.2}  # the mean-field prediction
+THEORY_LABEL: Final = "dashed: mean-field theory"
+MARKERS: Final = (".", "x", "+", "^")  # measured lines beyond 10 colours (dashes = theory)
 
 
 def _new_figure(ncols: int = 1) -> tuple[Figure, list[Any]]:
@@ -873,11 +1015,16 @@ def _style(index: int) -> dict[str, Any]:
 
 def _legend(fig: Figure, axes: list[Any], rep: ExperimentReport) -> None:
     """One legend right of the data, entries in table order, titled with the varying keys."""
-    handles, labels = axes[0].get_legend_handles_labels()
-    if not handles:
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    if not entries:
         return
     order = {label: i for i, (label, _) in enumerate(rep.config_runs())}
-    pairs = sorted(zip(handles, labels, strict=True), key=lambda p: order.get(p[1], len(order)))
+    pairs = sorted(
+        ((h, label) for label, h in entries.items()), key=lambda p: order.get(p[1], len(order))
+    )
     title = ", ".join(rep.keys.varying) if rep.keys and rep.keys.varying else None
     fig.legend(*zip(*pairs, strict=True), loc="outside right center", title=title, fontsize="small")
 
@@ -887,19 +1034,23 @@ def _profile_panel(ax: Any, rep: ExperimentReport, metric: str, unit: str) -> li
     returns the configurations with values a log axis cannot draw (<= 0 or non-finite)."""
     from matplotlib.ticker import MaxNLocator
 
-    undrawn = []
+    undrawn, theory = [], False
     configs = list(enumerate(rep.config_runs()))
     for index, (label, run_ids) in reversed(configs):  # deep first: shallow lines on top
         frame, got = analysis.band(rep.loaded.layers, run_ids, metric)
         if frame.empty or got != unit:
             continue
-        style = _style(index)
+        colour = _style(index)["color"]
         x = frame["position"].to_numpy(float)
-        ax.plot(x, frame["mean"], marker=".", label=label, **style)
-        ax.fill_between(x, frame["lo"], frame["hi"], color=style["color"], alpha=0.2, lw=0)
+        marker = MARKERS[index // 10 % len(MARKERS)]
+        ax.plot(x, frame["mean"], marker=marker, label=label, color=colour, linestyle="-")
+        ax.fill_between(x, frame["lo"], frame["hi"], color=colour, alpha=0.2, lw=0)
+        theory = _theory_line(ax, rep, run_ids, metric, unit, colour) or theory
         values = frame[["mean", "lo", "hi"]].to_numpy(float)
         if not (np.isfinite(values) & (values > 0)).all():
             undrawn.append(label)
+    if theory:  # one legend entry for every dashed line
+        ax.plot([], [], color="0.3", label=THEORY_LABEL, **THEORY_STYLE)
     ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, which="major", alpha=0.3)
@@ -907,6 +1058,18 @@ def _profile_panel(ax: Any, rep: ExperimentReport, metric: str, unit: str) -> li
         text = "not drawn where 0 or non-finite: " + "; ".join(undrawn)
         ax.text(0.01, 0.01, text, transform=ax.transAxes, fontsize=7, va="bottom")
     return undrawn
+
+
+def _theory_line(
+    ax: Any, rep: ExperimentReport, run_ids: list[str], metric: str, unit: str, colour: Any
+) -> bool:
+    """The predicted profile of one configuration (mean over its seeds), dashed in the
+    configuration's colour; False where theory predicts nothing for it."""
+    x, y, got = analysis.theory_profile(rep.theory_mean(run_ids), metric)
+    if got != unit or not np.isfinite(y).any():
+        return False
+    ax.plot(x, y, color=colour, gid="theory", **THEORY_STYLE)
+    return True
 
 
 def _has_unit(rep: ExperimentReport, metric: str, unit: str) -> bool:

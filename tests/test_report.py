@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from initbench import store
+from initbench import store, theory
 from initbench.analysis import Thresholds
 from initbench.report import FIG_DPI, FIG_SIZE, ReportError, generate
 from initbench.spec import build_spec
@@ -50,6 +50,15 @@ grid: {model.batchnorm: [false, true]}
 model: {arch: mlp, width: 16, depth: 3}
 train: {steps: 10, log_every: 5, batch_size: 32, lr: 1000000.0}
 grid: {model.init: [zeros, he_normal, identity]}
+""",
+    # theory beside measurement: tanh makes the prediction depend on q1; uniform [0, 1]
+    # has a non-zero mean, so theory predicts nothing for it
+    "theory": SYNTHETIC
+    + """\
+model: {arch: mlp, width: 32, depth: 4, activation: tanh}
+train: {steps: 2, log_every: 1, batch_size: 32}
+grid: {model.init: [xavier_normal, uniform]}
+seeds: 2
 """,
 }
 PNG_SIZE = (round(FIG_SIZE[0] * FIG_DPI), round(FIG_SIZE[1] * FIG_DPI))
@@ -153,7 +162,7 @@ def test_terminal_shows_every_experiment_table_and_threshold(results: Path):
 
 
 def test_csv_has_one_row_per_configuration_with_keys_as_columns(configs: pd.DataFrame):
-    assert len(configs) == 4 + 2 + 2 + 3
+    assert len(configs) == 4 + 2 + 2 + 3 + 2
     for column in (
         "experiment",
         "model.init",
@@ -188,7 +197,7 @@ def test_json_holds_configurations_runs_and_thresholds(results: Path):
 def test_markdown_tables_are_well_formed(results: Path):
     out = text_of(results, "markdown")
     tables = re.findall(r"^### .*\n\n(\|.*\|\n)(\|[-:|]+\|\n)((?:\|.*\|\n)+)", out, re.M)
-    assert len(tables) == 2 * len(SPECS)
+    assert len(tables) == 3 * len(SPECS)  # step 0, theory beside it, after training
     for header, rule, body in tables:
         columns = header.count(" | ") + 1
         assert rule.count("|") - 1 == columns
@@ -199,7 +208,7 @@ def test_markdown_tables_are_well_formed(results: Path):
 
 def test_latex_escapes_and_uses_booktabs(results: Path):
     out = text_of(results, "latex")
-    assert out.count(r"\begin{tabular}") == 2 * len(SPECS)
+    assert out.count(r"\begin{tabular}") == 3 * len(SPECS)
     assert r"xavier\_normal" in out and "xavier_normal" not in out
     assert r"$\pm$" in out and "±" not in out
     assert r"\toprule" in out and r"\bottomrule" in out
@@ -361,3 +370,138 @@ def test_known_effects_are_stated_where_they_apply(results: Path):
 def test_one_seed_has_no_plus_minus(results: Path):
     out = text_of(results / "odd", "markdown")
     assert "±" not in out.split("### At initialisation")[1].split("- fwd factor")[0]
+
+
+# --------------------------------------------------------------------------------------
+# Theory beside measurement
+
+
+def predicted_from_files(run_dir: Path) -> dict[str, float]:
+    """theory.predict on one stored run, independently of analysis.py: its config.json and
+    its layer-1 preact_sq at step 0 (rnn: per time step, as the input drive)."""
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    layers = pd.read_parquet(run_dir / "layers.parquet")
+    q = layers.query("step == 0 and layer == 1 and metric == 'preact_sq'").sort_values("t")
+    q1 = q["value"].to_numpy()
+    if config["model"]["arch"] == "rnn":
+        prediction = theory.predict(config, q1=theory.rnn_input_drive(config, q1))
+    else:
+        prediction = theory.predict(config, q1=float(q1[0]))
+    return prediction.summary()
+
+
+SUMMARY_KEYS = {
+    "fwd_factor": "forward_decay",
+    "fwd_ratio": "forward_last_first",
+    "bwd_factor": "backward_decay",
+    "bwd_ratio": "backward_first_last",
+}
+
+
+@pytest.mark.parametrize("experiment", ["mlp_relu", "theory", "rnn_tanh", "cnn_bn"])
+def test_predicted_columns_equal_theory_predict_for_the_run_configs(results, configs, experiment):
+    rows = configs[(configs["experiment"] == experiment) & (configs["model.init"] != "uniform")]
+    assert len(rows)
+    for row in rows.to_dict("records"):
+        runs = [results / experiment / "runs" / r for r in row["run_ids"].split()]
+        predicted = [predicted_from_files(run) for run in runs]
+        for quantity, key in SUMMARY_KEYS.items():
+            expected = np.mean([p[key] for p in predicted])
+            assert row[f"theory_{quantity}_init_mean"] == pytest.approx(expected, rel=1e-9)
+        assert row["theory_check"] in ("consistent", "not evaluated (1 seed)")
+
+
+def test_relu_he_and_xavier_are_consistent_with_theory(configs: pd.DataFrame):
+    mlp = configs[configs["experiment"] == "mlp_relu"].set_index(["model.depth", "model.init"])
+    assert mlp.loc[(8, "xavier_normal"), "theory_fwd_factor_init_mean"] == pytest.approx(0.5)
+    assert mlp.loc[(8, "he_normal"), "theory_bwd_ratio_init_mean"] == pytest.approx(1.0)
+    assert set(mlp["theory_check"]) == {"consistent"}
+    assert mlp["theory_allowed_fwd_factor"].notna().all()
+
+
+def test_no_prediction_for_uniform_init_with_its_reason_once(results: Path, configs):
+    row = configs[(configs["experiment"] == "theory") & (configs["model.init"] == "uniform")]
+    assert row["theory_check"].tolist() == ["no prediction"]
+    assert row["theory_fwd_factor_init_mean"].isna().all()
+    out = text_of(results / "theory", "markdown")
+    section = out.split("### Theory beside measurement (step 0)")[1].split("### After")[0]
+    assert "| uniform | 2 |" in section and "| no prediction |" in section
+    reason = "has mean 0.5 per element, not 0: the mean-field map assumes i.i.d. zero-mean"
+    assert out.count(reason) == 1
+    assert "- theory, model.init=uniform: model.init 'uniform'" in section
+    assert "(n = 2: t = 12.71)" in section  # the quantile the check used
+
+
+def test_theory_mismatch_fires_where_theory_is_given_the_wrong_init(results, tmp_path):
+    """Xavier runs re-labelled normal(std=0.02): theory then predicts a 150-fold drop per
+    layer while the stored statistics halve. he_normal, untouched, stays consistent."""
+    exp = tmp_path / "mlp_relu"
+    shutil.copytree(results / "mlp_relu", exp)
+    for run in (exp / "runs").iterdir():
+        summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+        if summary["config"]["model"]["init"]["name"] == "xavier_normal":
+            summary["config"]["model"]["init"] = {"name": "normal", "mean": 0.0, "std": 0.02}
+            (run / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    frame = pd.read_csv(io.StringIO(text_of(exp, "csv"))).set_index(["model.depth", "model.init"])
+    wrong = frame.loc[(8, "normal(std=0.02)")]
+    assert wrong["theory_check"].startswith("theory-mismatch: fwd factor")
+    assert "fwd_factor" in wrong["theory_mismatch"]
+    assert abs(wrong["theory_logdev_fwd_factor"]) > wrong["theory_allowed_fwd_factor"]
+    assert frame.loc[(8, "he_normal"), "theory_check"] == "consistent"
+    assert "theory-mismatch: fwd factor" in text_of(exp, "terminal")
+
+
+def test_per_layer_table_has_the_predicted_columns(results: Path):
+    select = ["model.depth=8", "model.init=xavier_normal"]
+    frame = pd.read_csv(
+        io.StringIO(text_of(results / "mlp_relu", "csv", per_layer=True, select=select))
+    )
+    assert {"theory_preact_var_init", "theory_grad_preact_var_init"} <= set(frame.columns)
+    # xavier on the square 32 x 32 layers with ReLU halves q per layer, from each seed's q1
+    q1 = [
+        pd.read_parquet(results / "mlp_relu" / "runs" / r / "layers.parquet")
+        .query("step == 0 and layer == 1 and metric == 'preact_sq'")["value"]
+        .iloc[0]
+        for r in frame["run_ids"].iloc[0].split()
+    ]
+    expected = np.mean(q1) * 0.5 ** (frame["layer"].to_numpy() - 1)
+    assert frame["theory_preact_var_init"].to_numpy() == pytest.approx(expected, rel=1e-9)
+    out = text_of(results / "mlp_relu", "markdown", per_layer=True, select=select)
+    assert "| preact_var theory |" in out and "| grad_preact_var theory |" in out
+
+
+def test_variance_figures_draw_theory_as_dashed_lines(results: Path):
+    from initbench import report
+
+    (rep,) = report.build_reports(results / "theory", Thresholds())
+    for direction in ("forward", "backward"):
+        fig = report.variance_figure(rep, direction)
+        lines = fig.axes[0].get_lines()
+        dashed = [line for line in lines if line.get_gid() == "theory"]
+        assert len(dashed) == 1  # xavier only: uniform [0, 1] has no prediction
+        assert all(line.get_linestyle() == "--" for line in dashed)
+        measured = [line for line in lines if line.get_label() in ("uniform", "xavier_normal")]
+        assert [line.get_linestyle() for line in measured] == ["-", "-"]
+        legend = [text.get_text() for text in fig.legends[0].get_texts()]
+        assert legend == ["xavier_normal", "uniform", "dashed: mean-field theory"]
+    forward = report.variance_figure(rep, "forward").axes[0]
+    (line,) = [line for line in forward.get_lines() if line.get_gid() == "theory"]
+    run_ids = rep.configs.set_index("model.init").loc["xavier_normal", "run_ids"].split()
+    expected = rep.theory_mean(run_ids)["theory_preact_var_init"].to_numpy()
+    assert np.asarray(line.get_ydata()) == pytest.approx(expected, rel=1e-12)
+
+
+def test_diverged_runs_say_where_they_went_non_finite(results: Path):
+    runs = store.load_experiment(results / "odd").runs.set_index("config.model.init.name")
+    diverged = runs.loc["he_normal"]
+    assert diverged["status"] == "diverged"
+    where = f"{diverged['diverged_at.what']} of {diverged['diverged_at.name']}"
+    out = text_of(results / "odd", "markdown")
+    note = re.search(
+        rf"- model.init=he_normal: run {diverged['run_id']} \(seed 0\) diverged at step "
+        rf"{int(diverged['diverged_step'])}: (.*)",
+        out,
+    )
+    assert note and note.group(1).startswith(
+        f"{where} (layer {int(diverged['diverged_at.layer'])})"
+    )
