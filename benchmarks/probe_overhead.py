@@ -1,48 +1,75 @@
-"""Per-step time of initbench's training loop against a plain PyTorch loop.
+"""initbench's cost against plain PyTorch: per-step probe overhead, sweep workers, start-up.
 
-Same model, data, optimizer and batches; the plain loop has no tape, no statistics and
-no per-step loss check. Configurations are interleaved and repeated, and the median
-per-step time of each is reported with the ratios. Not part of the test suite.
+1. Per-step time of ``Trainer.train()`` (probes, per-step loss check, curves) against a
+   textbook loop over the same model, data, optimizer and batches (zero_grad, forward,
+   cross-entropy, backward, step; no tape, no statistics, no loss check). The variants
+   of a configuration run interleaved in one process, in a rotating order, and each
+   ratio is the median over repeats of the variant's time over the plain loop's time
+   from the same repeat, so slow drifts of a shared machine cancel.
+2. Wall time of ``initbench run`` on a sweep of 8 small runs with ``--workers 1`` and
+   ``--workers 2`` (fresh processes, as a user runs it).
+3. Wall time of ``initbench --help`` and ``initbench list``.
 
-    python benchmarks/probe_overhead.py [--steps 100] [--repeats 3] [--json out.json]
+The machine, versions and load averages are recorded with the results. Not part of the
+test suite:
+
+    python benchmarks/probe_overhead.py [--steps 100] [--repeats 5] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from initbench.spec import build_spec
+from initbench.spec import TrainConfig, build_spec, set_dotted
 from initbench.train import Trainer
 
-CASES = [  # (label, dotted overrides) - the headline's model at its depths, plus cnn/rnn
-    ("mlp d5 w128", {"model.depth": 5}),
-    ("mlp d30 w128", {"model.depth": 30}),
-    ("mlp d30 w256", {"model.depth": 30, "model.width": 256}),
+DEFAULT_LOG_EVERY = TrainConfig.model_fields["log_every"].default  # initbench's default: 10
+CASES = [  # (label, dotted overrides): issue 7's mlp depths x widths, a cnn, an rnn
+    *(
+        (f"mlp d{depth} w{width}", {"model.depth": depth, "model.width": width})
+        for width in (64, 256)
+        for depth in (5, 10, 30)
+    ),
+    ("mlp d30 w128", {"model.depth": 30}),  # the headline experiment's deepest-but-one net
     ("cnn d5 w16", {"model.arch": "cnn", "model.depth": 5, "model.width": 16}),
     (
         "rnn d1 w64",
         {"model.arch": "rnn", "model.depth": 1, "model.width": 64, "model.activation": "tanh"},
     ),
 ]
-HEADLINE = {
+HEADLINE = {  # configs/relu_he_vs_xavier.yaml's settings
     "name": "bench",
     "data": {"name": "mnist5k"},
     "model": {"arch": "mlp", "width": 128, "activation": "relu", "init": "he_normal"},
     "train": {"optimizer": {"name": "sgd", "momentum": 0.9}, "lr": 0.01, "batch_size": 128},
 }
+SWEEP_SPEC = """\
+name: bench_sweep
+description: 8 small runs for the workers benchmark
+data: {name: mnist5k}
+model: {arch: mlp, width: 64, activation: relu}
+train: {optimizer: {name: sgd, momentum: 0.9}, lr: 0.01, batch_size: 128, steps: 150}
+grid:
+  model.init: [he_normal, xavier_normal]
+  model.depth: [5, 10]
+seeds: 2
+"""
 
 
 def _config(overrides: dict[str, Any], steps: int, log_every: int) -> Any:
-    from initbench.spec import set_dotted
-
     raw = json.loads(json.dumps(HEADLINE))
     for key, value in {**overrides, "train.steps": steps, "train.log_every": log_every}.items():
         set_dotted(raw, key, value)
@@ -73,49 +100,156 @@ def time_plain(overrides: dict[str, Any], steps: int) -> float:
     return (time.perf_counter() - started) / (steps + 1)
 
 
-def main() -> None:
-    """Run the interleaved measurements and print/write the table."""
+def load() -> float:
+    """The 1-minute load average (other work on the machine distorts timings); NaN if
+    the system does not say."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except OSError:
+        return float("nan")
+
+
+def measure_case(
+    label: str, overrides: dict[str, Any], steps: int, repeats: int, intervals: list[int]
+) -> dict[str, Any]:
+    """Median ms per step of the plain loop and of initbench at each logging interval,
+    and the median over repeats of each paired ratio to the plain loop."""
+    variants = ["plain", *(f"log_every_{k}" for k in intervals)]
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    load_before = load()
+    for repeat in range(repeats):
+        for variant in variants[repeat % len(variants) :] + variants[: repeat % len(variants)]:
+            every = None if variant == "plain" else int(variant.rsplit("_", 1)[1])
+            if every is None:
+                times[variant].append(time_plain(overrides, steps))
+            else:
+                times[variant].append(time_initbench(overrides, steps, every))
+    row: dict[str, Any] = {"case": label}
+    for variant in variants:
+        row[f"{variant}_ms"] = statistics.median(times[variant]) * 1e3
+        if variant != "plain":
+            pairs = zip(times[variant], times["plain"], strict=True)
+            row[f"ratio_{variant}"] = statistics.median(v / p for v, p in pairs)
+    row["load_before"], row["load_after"] = load_before, load()
+    return row
+
+
+def time_sweep(workers: int, spec: Path) -> float:
+    """Wall seconds of ``initbench run SPEC --workers N`` into a fresh folder."""
+    with tempfile.TemporaryDirectory() as out:
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "initbench.cli", "run", str(spec), "--out", out,
+             "--workers", str(workers)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        return time.perf_counter() - started
+
+
+def measure_sweep(repeats: int) -> dict[str, Any]:
+    """Sweep wall time with 1 and 2 workers (interleaved, median) and the speed-up."""
+    with tempfile.TemporaryDirectory() as folder:
+        spec = Path(folder) / "bench_sweep.yaml"
+        spec.write_text(SWEEP_SPEC)
+        load_before, times = load(), {1: [], 2: []}
+        for _ in range(repeats):
+            for workers in (1, 2):
+                times[workers].append(time_sweep(workers, spec))
+    one, two = statistics.median(times[1]), statistics.median(times[2])
+    return {
+        "runs": 8,
+        "workers_1_s": one,
+        "workers_2_s": two,
+        "speedup": one / two,
+        "load_before": load_before,
+        "load_after": load(),
+    }
+
+
+def measure_startup(repeats: int = 3) -> dict[str, float]:
+    """Best wall seconds of ``initbench --help`` and ``initbench list`` (fresh processes)."""
+    result = {}
+    for name, args in (("help_s", ["--help"]), ("list_s", ["list"])):
+        samples = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "initbench.cli", *args], check=True, capture_output=True
+            )
+            samples.append(time.perf_counter() - started)
+        result[name] = min(samples)
+    return result
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines()
+                 if ln.startswith("model name")]  # fmt: skip
+        model = names[0] if names else model
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def markdown(rows: list[dict[str, Any]], intervals: list[int]) -> str:
+    """The per-step table as markdown: ms per step, and the ratio to the plain loop."""
+    head = "| case | plain ms | " + " | ".join(f"log_every {k}" for k in intervals) + " | load |"
+    lines = [head, "|---" * (len(intervals) + 3) + "|"]
+    for row in rows:
+        cells = [
+            f"{row[f'log_every_{k}_ms']:.2f} ({row[f'ratio_log_every_{k}']:.2f}x)"
+            for k in intervals
+        ]
+        loads = f"{row['load_before']:.2f}-{row['load_after']:.2f}"
+        lines.append(f"| {row['case']} | {row['plain_ms']:.2f} | {' | '.join(cells)} | {loads} |")
+    return "\n".join(lines)
+
+
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--default-log-every", type=int, default=25)
-    parser.add_argument("--json", default=None)
-    args = parser.parse_args()
-    time_plain(CASES[0][1], 5)  # warm-up: first optimizer creation imports torch._dynamo
+    parser.add_argument("--steps", type=int, default=100, help="steps per timed run")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats per case")
+    parser.add_argument(
+        "--intervals", default=f"1,{DEFAULT_LOG_EVERY},25", help="logging intervals to time"
+    )
+    parser.add_argument("--cases", default="", help="only cases whose label contains one of "
+                        "these comma-separated words")  # fmt: skip
+    parser.add_argument("--sweep-repeats", type=int, default=1, help="0 skips the sweep")
+    parser.add_argument("--json", default=None, help="also write everything as JSON here")
+    return parser.parse_args()
+
+
+def main() -> None:
+    """Run the measurements, print them, and write the JSON."""
+    args = _arguments()
+    intervals = [int(k) for k in args.intervals.split(",")]
+    words = [w for w in args.cases.split(",") if w]
+    info = machine()
+    print(json.dumps(info), flush=True)
+    time_plain(CASES[0][1], 5)  # warm-up: the first optimizer creation imports torch._dynamo
     rows = []
     for label, overrides in CASES:
-        samples: dict[str, list[float]] = {"plain": [], "every": [], "default": []}
-        for _ in range(args.repeats):
-            samples["plain"].append(time_plain(overrides, args.steps))
-            samples["every"].append(time_initbench(overrides, args.steps, 1))
-            samples["default"].append(time_initbench(overrides, args.steps, args.default_log_every))
-        med = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
-        rows.append(
-            {
-                "case": label,
-                "plain_ms": med["plain"],
-                "log_every_1_ms": med["every"],
-                f"log_every_{args.default_log_every}_ms": med["default"],
-                "ratio_every_step": med["every"] / med["plain"],
-                "ratio_default": med["default"] / med["plain"],
-            }
-        )
-        print(
-            f"{label:14} plain {med['plain']:7.2f} ms  every step {med['every']:7.2f} ms "
-            f"(x{med['every'] / med['plain']:.2f})  log_every {args.default_log_every} "
-            f"{med['default']:7.2f} ms (x{med['default'] / med['plain']:.2f})",
-            flush=True,
-        )
-    meta = {
-        "machine": platform.processor() or platform.machine(),
-        "cores": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "steps": args.steps,
-        "repeats": args.repeats,
-    }
+        if words and not any(w in label for w in words):
+            continue
+        rows.append(measure_case(label, overrides, args.steps, args.repeats, intervals))
+        print(json.dumps(rows[-1]), flush=True)
+    print(markdown(rows, intervals), flush=True)
+    sweep = measure_sweep(args.sweep_repeats) if args.sweep_repeats else None
+    startup = measure_startup()
+    print(json.dumps({"sweep": sweep, "startup": startup}), flush=True)
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"meta": meta, "rows": rows}, handle, indent=2)
+        settings = {"steps": args.steps, "repeats": args.repeats, "intervals": intervals}
+        result = {"machine": info, "settings": settings, "per_step": rows}
+        Path(args.json).write_text(json.dumps({**result, "sweep": sweep, "startup": startup}))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from pydantic import Field, model_validator
 import initbench
 from initbench import schema
 from initbench.models import InstrumentedModel, build_model
-from initbench.probes import Recorder, Tape, first_non_finite, global_grad_norm, measure
+from initbench.probes import Probe, Recorder, Tape, first_non_finite
 from initbench.registry import Params, Registry
 from initbench.spec import RunConfig
 
@@ -170,6 +170,7 @@ class Trainer:
         self.model: InstrumentedModel = build_model(cfg.model, init_generator).to(self.device)
         self.model.train()
         self.layers = self.model.watched_layers()
+        self.probe = Probe(self.layers, list(self.model.parameters()))
         self.optimizer = build_optimizer(self.model, cfg)
         self.train_x = self.data.train_x.to(self.device)
         self.train_y = self.data.train_y.to(self.device)
@@ -189,22 +190,22 @@ class Trainer:
 
     def _probe(self, step: int, tape: Tape, logits, y, window: list[torch.Tensor]) -> None:
         """Record this step's statistics and curve points with one device-to-host copy."""
-        labels, stats = measure(tape, self.layers)
+        launched = self.probe.launch(tape)
         head = torch.stack(
             [
                 window[-1].double(),
                 torch.stack(window).double().mean(),
                 (logits.detach().argmax(dim=1) == y).double().mean(),
-                global_grad_norm(list(self.model.parameters())),
             ]
         )
-        host = torch.cat([head, stats]).cpu().numpy()  # the one device-to-host copy
-        self.recorder.add(step, labels, host[4:])
+        host = torch.cat([head, launched.vector]).cpu().numpy()  # the one device-to-host copy
+        labels, values, grad_norm = launched.finish(host[3:])
+        self.recorder.add(step, labels, values)
         for name, value in zip(
-            ("loss", "loss_avg", "train_accuracy", "grad_norm"), host[:4], strict=True
+            ("loss", "loss_avg", "train_accuracy", "grad_norm"), [*host[:3], grad_norm], strict=True
         ):
             self.curves.append((step, name, float(value)))
-        where = first_non_finite(labels, host[4:], float(host[0]))
+        where = first_non_finite(labels, values, float(host[0]))
         if where is not None:
             raise Diverged(step, where)
 
@@ -217,11 +218,12 @@ class Trainer:
             index = next(self.batches)
             x, y = self.train_x[index], self.train_y[index]
             probe = step % log_every == 0 or step == steps
-            tape = Tape() if probe else None
+            tape = Tape(store=self.probe.store) if probe else None
             logits, loss = self._forward_backward(x, y, tape)
             window.append(loss.detach())
             if not probe and not math.isfinite(loss.item()):
-                tape = Tape()  # re-measure this very step to locate the first non-finite layer
+                # re-measure this very step to locate the first non-finite layer
+                tape = Tape(store=self.probe.store)
                 logits, loss = self._forward_backward(x, y, tape)
                 probe = True
             if probe:

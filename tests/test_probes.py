@@ -2,7 +2,10 @@
 
 The reference captures each affine/batchnorm/activation output with forward hooks and
 differentiates the loss with torch.autograd.grad - a path independent of the Tape - and
-computes every statistic by its definition in schema.LAYER_METRICS.
+computes every statistic by its definition in schema.LAYER_METRICS. The probe computes
+in float32 (with compensation), so values agree at float32 precision: relative 1e-5, a
+mean to 1e-5 of its tensor's RMS. tests/test_fast_path.py covers every model, metric
+and path (fast, two-pass, non-finite) against the same kind of reference.
 """
 
 from __future__ import annotations
@@ -52,7 +55,18 @@ def _reference(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict
             flat = tensor.double().flatten()
             stats[(layer, f"grad_{quantity}_var")] = flat.var().item()
             stats[(layer, f"grad_{quantity}_mean")] = flat.mean().item()
+            stats[(layer, f"grad_{quantity}_sq")] = (flat**2).mean().item()
     return stats
+
+
+def _assert_close(key: tuple, got: dict[tuple, float], want: dict[tuple, float]) -> None:
+    """Float32 precision: relative 1e-5; a mean to 1e-5 of the tensor's RMS."""
+    layer, metric = key
+    if metric.endswith("_mean"):
+        rms = want[(layer, metric.replace("_mean", "_sq"))] ** 0.5
+        assert abs(got[key] - want[key]) <= 1e-5 * rms, (key, got[key], want[key])
+    else:
+        assert got[key] == pytest.approx(want[key], rel=1e-5, abs=0), key
 
 
 def _measured(model: Any, x: torch.Tensor, y: torch.Tensor) -> dict[tuple, float]:
@@ -84,8 +98,8 @@ def test_tape_statistics_match_hook_reference(arch: str, batchnorm: bool, activa
     reference = _reference(model, x, y)
     measured = _measured(model, x, y)
     assert reference, "reference captured nothing"
-    for key, expected in reference.items():
-        assert measured[key] == pytest.approx(expected, rel=1e-5, abs=1e-12), key
+    for key in reference:
+        _assert_close(key, measured, reference)
     if batchnorm:
         for layer in range(1, config.model.depth + 1):
             # batchnorm's output has per-channel batch variance ~1 (biased, eps), so ~1 overall
@@ -113,17 +127,17 @@ def test_rnn_statistics_per_time_step_match_reference() -> None:
     for index, (preact, grad) in enumerate(zip(preacts, grads, strict=True)):
         layer, t = index // 28 + 1, index % 28 + 1
         assert got[(layer, t, "preact_var")] == pytest.approx(
-            preact.detach().double().var().item(), rel=1e-9
+            preact.detach().double().var().item(), rel=1e-5
         )
         assert got[(layer, t, "grad_preact_var")] == pytest.approx(
-            grad.double().var().item(), rel=1e-9
+            grad.double().var().item(), rel=1e-5
         )
     # h_0 = 0, so the first step's preact is the input projection alone
     w_ih = model.layers[0].w_ih
     first = w_ih(x.reshape(BATCH, 28, 28)[:, 0]).detach().double()
-    assert got[(1, 1, "preact_var")] == pytest.approx(first.var().item(), rel=1e-9)
+    assert got[(1, 1, "preact_var")] == pytest.approx(first.var().item(), rel=1e-5)
     assert got[(1, 0, "w_rec_var")] == pytest.approx(
-        model.layers[0].w_hh.weight.double().var().item()
+        model.layers[0].w_hh.weight.double().var().item(), rel=1e-5
     )
 
 
@@ -135,17 +149,18 @@ def test_moments_are_over_all_elements_not_per_unit() -> None:
     mean, var, sq = moments(stacked)[0].tolist()
     assert var == pytest.approx(torch.cat([row, row]).double().var().item())
     assert var > 0.3  # while the per-unit variance over the batch is exactly 0
-    assert mean == pytest.approx(0.0, abs=1e-12)
+    assert mean == pytest.approx(0.0, abs=1e-6)  # float32 precision of an RMS-0.58 tensor
     assert sq == pytest.approx((row.double() ** 2).mean().item())
 
 
-def test_moments_keep_float64_precision_for_tiny_values() -> None:
+def test_moments_keep_their_precision_for_tiny_values() -> None:
     tiny = (
         torch.randn(1, 64, 32, dtype=torch.float32, generator=torch.Generator().manual_seed(0))
         * 1e-20
     )
     var = moments(tiny)[0, 1].item()
-    assert var == pytest.approx(tiny.double().var().item(), rel=1e-12)
+    # abs=0: pytest's default abs of 1e-12 would accept any value near 1e-40
+    assert var == pytest.approx(tiny.double().var().item(), rel=1e-6, abs=0)
     assert var > 0  # float32 squares of 1e-20 would underflow to 0
 
 
@@ -192,9 +207,9 @@ def test_weight_statistics_match_the_parameters() -> None:
         for (layer, _t, _n, metric), v in zip(labels, values.tolist(), strict=True)
     }
     weight = model.blocks[1].affine.weight
-    assert got[(2, "w_var")] == pytest.approx(weight.double().var().item())
-    assert got[(2, "w_norm")] == pytest.approx(weight.double().norm().item())
-    assert got[(2, "grad_w_norm")] == pytest.approx(weight.grad.double().norm().item())
+    assert got[(2, "w_var")] == pytest.approx(weight.double().var().item(), rel=1e-5)
+    assert got[(2, "w_norm")] == pytest.approx(weight.double().norm().item(), rel=1e-5)
+    assert got[(2, "grad_w_norm")] == pytest.approx(weight.grad.double().norm().item(), rel=1e-5)
     assert np.isclose(got[(2, "w_var")] * 32, 2.0, rtol=0.3)  # he_normal: fan_in * Var = 2
 
 
