@@ -67,7 +67,7 @@ _REF_REGISTRIES: Final = {
     "bias_init": ("initializers", "INITIALIZERS"),
     "activation": ("activations", "ACTIVATIONS"),
     "data": ("data", "DATASETS"),
-    "optimizer": ("train", "OPTIMIZERS"),
+    "optimizer": ("optimizers", "OPTIMIZERS"),
 }
 
 

@@ -26,14 +26,16 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import platformdirs
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from initbench.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
 
 Normalize = Literal["standard", "none", "per_pixel"]
 
@@ -138,6 +140,8 @@ def normalize_pair(
     per pixel position, std floored at PER_PIXEL_STD_FLOOR x the global std; ``none``:
     pixels stay in [0, 1]. Returns the tensors and a JSON-able record of what was used.
     """
+    import torch  # here, not at the top: listing and validating never load data
+
     if mode == "none":
         return train, test, {"mode": "none"}
     var, mean = torch.var_mean(train, correction=0)  # population statistics
@@ -224,6 +228,8 @@ def _synthetic_split(
 
 def load_synthetic(params: SyntheticParams, seed: int) -> Dataset:
     """Build the synthetic dataset: same (params, seed) -> bit-identical tensors."""
+    import torch  # here, not at the top: listing and validating never load data
+
     protos = synthetic_prototypes(params.task_seed, pad=params.shift)
     rng = np.random.default_rng([seed, 0xDA7A])
     train_np, train_labels = _synthetic_split(protos, params.n_train, params, rng)
@@ -309,6 +315,8 @@ def _to_dataset(
     info: dict[str, Any],
 ) -> Dataset:
     """uint8 (N, 28, 28) images + labels -> normalised float32 (N, 1, 28, 28) Dataset."""
+    import torch  # here, not at the top: listing and validating never load data
+
     train_x = torch.from_numpy(train[0]).unsqueeze(1).float().div_(255.0)
     test_x = torch.from_numpy(test[0]).unsqueeze(1).float().div_(255.0)
     train_x, test_x, norm = normalize_pair(train_x, test_x, normalize)

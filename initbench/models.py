@@ -13,7 +13,7 @@ watched (it has no activation) but is initialised like the hidden layers.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from initbench.activations import ACTIVATIONS, build_activation
+from initbench.architectures import ARCHITECTURES
 from initbench.geometry import IMAGE_SHAPE, NUM_CLASSES, cnn_strides
 from initbench.initializers import cannot_apply, compute_fans, initialize
-from initbench.registry import Registry
 
 if TYPE_CHECKING:
     from initbench.probes import Tape
@@ -225,44 +225,6 @@ class RNN(InstrumentedModel):
         yield "readout", self.readout
 
 
-@dataclass(frozen=True)
-class Architecture:
-    """One architecture: what it is, what it watches, and its builder."""
-
-    summary: str
-    watched: str
-    build: Callable[[Any], InstrumentedModel]
-
-
-ARCHITECTURES: Registry[Architecture] = Registry("architecture")
-ARCHITECTURES.add(
-    "mlp",
-    Architecture(
-        "784 -> depth x [Linear(width) -> BatchNorm1d? -> act] -> Linear(10)",
-        "each hidden Linear with its batchnorm and activation: fc1..fc<depth>",
-        MLP,
-    ),
-)
-ARCHITECTURES.add(
-    "cnn",
-    Architecture(
-        "depth x [Conv2d 3x3 -> BatchNorm2d? -> act], stride 2 at 1/3 and 2/3 of depth, "
-        "global average pool -> Linear(10)",
-        "each conv with its batchnorm and activation: conv1..conv<depth>",
-        CNN,
-    ),
-)
-ARCHITECTURES.add(
-    "rnn",
-    Architecture(
-        "Elman RNN over 28 rows of 28 pixels, depth stacked layers of width units, "
-        "readout from the last state",
-        "each layer at each time step t = 1..28: rnn1..rnn<depth>",
-        RNN,
-    ),
-)
-
-
 def _init_ref(config: ModelConfig, role: str) -> dict[str, Any]:
     ref = config.recurrent_init if role == "recurrent" else config.init
     return dict(ref or config.init)
@@ -285,7 +247,7 @@ def initialize_model(model: InstrumentedModel, generator: torch.Generator) -> No
 
 def build_model(config: ModelConfig, generator: torch.Generator) -> InstrumentedModel:
     """Build the network of ``config`` and initialise it from ``generator``."""
-    model = ARCHITECTURES.get(config.arch).build(config)
+    model = ARCHITECTURES.get(config.arch).model_class()(config)
     initialize_model(model, generator)
     return model
 
@@ -293,7 +255,7 @@ def build_model(config: ModelConfig, generator: torch.Generator) -> Instrumented
 def init_problems(config: ModelConfig) -> list[tuple[str, str]]:
     """(key, reason) for every initializer in ``config`` that cannot apply to its tensor."""
     with torch.device("meta"):
-        model = ARCHITECTURES.get(config.arch).build(config)
+        model = ARCHITECTURES.get(config.arch).model_class()(config)
     problems = []
     for role, module in model.affine_layers():
         key = "model.recurrent_init" if role == "recurrent" else "model.init"

@@ -138,12 +138,12 @@ def _ref(module: str, attr: str, kind: str) -> Any:
 InitRef = _ref("initializers", "INITIALIZERS", "initializer")
 ActivationRef = _ref("activations", "ACTIVATIONS", "activation")
 DatasetRef = _ref("data", "DATASETS", "dataset")
-OptimizerRef = _ref("train", "OPTIMIZERS", "optimizer")
+OptimizerRef = _ref("optimizers", "OPTIMIZERS", "optimizer")
 
 
 def _check_arch(value: Any) -> str:
     try:
-        _registry("models", "ARCHITECTURES")().get(value)
+        _registry("architectures", "ARCHITECTURES")().get(value)
     except UnknownNameError as exc:
         raise PydanticCustomError("unknown_name", "{msg}", {"msg": exc.message}) from None
     return str(value)

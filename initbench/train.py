@@ -17,7 +17,7 @@ import math
 import platform
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,76 +25,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
 
 import initbench
 from initbench import schema
 from initbench.models import InstrumentedModel, build_model
+from initbench.optimizers import build_optimizer
 from initbench.probes import Probe, Recorder, Tape, first_non_finite
-from initbench.registry import Params, Registry
 from initbench.spec import RunConfig
 
 EVAL_CHUNK = 2048  # test examples per forward pass during evaluation
-
-
-# --- optimizers -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Optimizer:
-    """An optimizer: its parameters and how to build it (lr and weight_decay from train)."""
-
-    summary: str
-    params: type[Params]
-    build: Callable[[list[torch.nn.Parameter], float, float, Any], torch.optim.Optimizer]
-
-
-class SGDParams(Params):
-    momentum: float = Field(default=0.0, ge=0, lt=1)
-    nesterov: bool = False
-
-    @model_validator(mode="after")
-    def _nesterov_needs_momentum(self) -> SGDParams:
-        if self.nesterov and self.momentum == 0:
-            raise ValueError("nesterov needs momentum > 0")
-        return self
-
-
-class AdamParams(Params):
-    beta1: float = Field(default=0.9, ge=0, lt=1)
-    beta2: float = Field(default=0.999, ge=0, lt=1)
-    eps: float = Field(default=1e-8, gt=0)
-
-
-OPTIMIZERS: Registry[Optimizer] = Registry("optimizer")
-OPTIMIZERS.add(
-    "sgd",
-    Optimizer(
-        "SGD with optional (Nesterov) momentum: exposes the scale differences between inits",
-        SGDParams,
-        lambda ps, lr, wd, p: torch.optim.SGD(
-            ps, lr=lr, momentum=p.momentum, nesterov=p.nesterov, weight_decay=wd
-        ),
-    ),
-)
-OPTIMIZERS.add(
-    "adam",
-    Optimizer(
-        "Adam (Kingma & Ba 2015): per-parameter scaling hides much of an init's scale",
-        AdamParams,
-        lambda ps, lr, wd, p: torch.optim.Adam(
-            ps, lr=lr, betas=(p.beta1, p.beta2), eps=p.eps, weight_decay=wd
-        ),
-    ),
-)
-
-
-def build_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Optimizer:
-    """The optimizer of ``config.train`` over all of ``model``'s parameters."""
-    ref = dict(config.train.optimizer)
-    entry = OPTIMIZERS.get(ref.pop("name"))
-    params = entry.params.model_validate(ref)
-    return entry.build(list(model.parameters()), config.train.lr, config.train.weight_decay, params)
 
 
 # --- seeding and data order ---------------------------------------------------------------------

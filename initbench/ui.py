@@ -107,8 +107,8 @@ def _registry_rows(topic: str) -> tuple[list[str], list[list[str]]]:
         "initializers": ("initializers", "INITIALIZERS"),
         "activations": ("activations", "ACTIVATIONS"),
         "datasets": ("data", "DATASETS"),
-        "architectures": ("models", "ARCHITECTURES"),
-        "optimizers": ("train", "OPTIMIZERS"),
+        "architectures": ("architectures", "ARCHITECTURES"),
+        "optimizers": ("optimizers", "OPTIMIZERS"),
     }[topic]
     registry = getattr(importlib.import_module(f"initbench.{module}"), attr)
     if topic == "initializers":

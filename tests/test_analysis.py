@@ -449,12 +449,12 @@ def test_rnn_checks_the_recurrent_weight_against_recurrent_init():
 def test_weight_shapes_match_the_models(arch):
     import torch
 
-    from initbench.models import ARCHITECTURES
+    from initbench.architectures import ARCHITECTURES
     from initbench.spec import ModelConfig
 
     config = ModelConfig.model_validate({"arch": arch, "depth": 4, "width": 8}).resolved()
     with torch.device("meta"):
-        model = ARCHITECTURES.get(arch).build(config)
+        model = ARCHITECTURES.get(arch).model_class()(config)
     built = []
     for layer in model.watched_layers():
         built.append((layer.index, "w", tuple(layer.weight.shape)))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -141,3 +143,20 @@ def test_every_shipped_config_runs_at_a_tiny_size(config: Path, tmp_path: Path) 
         for summary in tmp_path.glob("*/runs/*/summary.json")
     ]
     assert statuses and "failed" not in statuses, result.output
+
+
+def test_help_list_and_report_never_import_torch(spec_file: Path, tmp_path: Path) -> None:
+    # issue 7: start-up under 1 s; importing torch alone takes 2 s here
+    out = tmp_path / "results"
+    assert _run("run", str(spec_file), "--out", str(out)).exit_code == 0
+    script = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from initbench.cli import main\n"
+        "for args in (['--help'], ['list'], ['report', sys.argv[1], '--format', 'markdown']):\n"
+        "    result = CliRunner().invoke(main, args, catch_exceptions=False)\n"
+        "    assert result.exit_code == 0, (args, result.output)\n"
+        "    assert 'torch' not in sys.modules, args\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

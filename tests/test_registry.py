@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from initbench.activations import ACTIVATIONS
+from initbench.architectures import ARCHITECTURES
 from initbench.data import DATASETS
 from initbench.initializers import INITIALIZERS
-from initbench.models import ARCHITECTURES
+from initbench.optimizers import OPTIMIZERS
 from initbench.registry import Registry, UnknownNameError
-from initbench.train import OPTIMIZERS
 
 
 @pytest.fixture
