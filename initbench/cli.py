@@ -7,10 +7,12 @@ Exit codes: 0 success, 1 some runs failed or diverged (``run`` only, and only wi
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -26,7 +28,10 @@ def _console(stderr: bool = False) -> Any:
 
 
 def _fail(message: str) -> None:
-    _console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    from rich.markup import escape
+
+    # escaped: messages hold brackets, e.g. pip install "initbench[dask]"
+    _console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     sys.exit(EXIT_BAD_INPUT)
 
 
@@ -76,6 +81,78 @@ def _check_out(out: Path) -> None:
         _fail(f"--out {out}: cannot write there ({exc.strerror})")
 
 
+_EXECUTOR_HELP = (
+    "Where runs execute: local processes; a Dask cluster (--scheduler, or a local one); or "
+    'Slurm jobs. dask and slurm need the extra: pip install "initbench[dask]".'
+)
+
+
+def _executor_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The executor options of ``run`` (see initbench.executors.OPTION_EXECUTORS)."""
+    options = [
+        click.option(
+            "--executor",
+            type=click.Choice(["local", "dask", "slurm"]),
+            default="local",
+            show_default=True,
+            help=_EXECUTOR_HELP,
+        ),
+        click.option(
+            "--workers",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Runs in parallel: local processes, or the local Dask cluster's workers "
+            "[default: 1; dask: cores / --cpus-per-run].",
+        ),
+        click.option(
+            "--threads",
+            type=click.IntRange(min=1),
+            default=None,
+            help="local: torch threads per run [default: cores / workers].",
+        ),
+        click.option(
+            "--scheduler",
+            metavar="ADDRESS",
+            default=None,
+            help="dask: a running scheduler, e.g. tcp://host:8786 [default: start a local "
+            "cluster].",
+        ),
+        click.option(
+            "--cpus-per-run",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="dask, slurm: torch threads of each run, and the cores it holds.",
+        ),
+        click.option(
+            "--retries",
+            type=click.IntRange(min=0),
+            default=2,
+            show_default=True,
+            help="dask, slurm: times a run lost with its worker is resubmitted before it is "
+            "recorded failed.",
+        ),
+        click.option(
+            "--jobs",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="slurm: jobs to submit; each is one Dask worker that does runs one by one.",
+        ),
+        click.option(
+            "--partition", default=None, help="slurm: partition [default: the cluster's]."
+        ),
+        click.option(
+            "--walltime", default="01:00:00", show_default=True, help="slurm: time limit per job."
+        ),
+        click.option("--memory", default="4GB", show_default=True, help="slurm: memory per job."),
+        click.option("--account", default=None, help="slurm: account to charge."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=True, path_type=str))
 @click.option(
@@ -86,41 +163,27 @@ def _check_out(out: Path) -> None:
     help="Results folder; runs go to OUT/<spec name>/runs/<run_id>/.",
 )
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Runs in parallel, each in its own process.",
-)
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="torch threads per run [default: cores / workers].",
-)
+@_executor_options
 @click.option(
     "--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True
 )
 @click.option("--force", is_flag=True, help="Redo runs that are already complete.")
 @click.option("--strict", is_flag=True, help="Exit 1 if any run failed or diverged.")
 @click.option("--yes", is_flag=True, help=f"Run a sweep of more than {LARGE_SWEEP} runs unasked.")
+@click.pass_context
 def run(
+    ctx: click.Context,
     spec: str,
     out: Path,
     overrides: tuple[str, ...],
-    workers: int,
-    threads: int | None,
     device: str,
     force: bool,
     strict: bool,
     yes: bool,
+    **executor: Any,
 ) -> None:
     """Train every run of SPEC, recording per-layer statistics under --out."""
-    from initbench.runner import execute
-    from initbench.store import ResultsError
-    from initbench.ui import SweepProgress, print_sweep_summary
-
+    options = _check_executor(ctx, executor)
     loaded = _load(spec, overrides)
     _check_out(out)
     sweep = _plan(spec, loaded, out, force)
@@ -130,10 +193,56 @@ def run(
         f"[bold]{loaded.name}[/]: {len(loaded.runs)} runs, "
         f"{len(sweep.done)} already complete, {len(sweep.todo)} to run → {sweep.experiment_dir}"
     )
+    report = _execute(console, sweep, options, device)
+    from initbench.ui import print_sweep_summary
+
+    print_sweep_summary(console, report)
+    if strict and (report.counts["failed"] or report.counts["diverged"]):
+        sys.exit(1)
+
+
+def _check_executor(ctx: click.Context, executor: dict[str, Any]) -> Any:
+    """The executor options, checked before anything else (exit 2 with the fix if bad)."""
+    from initbench.executors import ExecutorError, ExecutorOptions, check_options
+
+    options = ExecutorOptions(**executor)
+    given = [n for n in executor if ctx.get_parameter_source(n) is not ParameterSource.DEFAULT]
     try:
-        with SweepProgress(console, loaded.grid_keys) as progress:
-            report = execute(sweep, workers, device, threads, progress.start, progress.advance)
-    except ResultsError as exc:
+        check_options(options, given)
+    except ExecutorError as exc:
+        _fail(str(exc))
+    return options
+
+
+def _execute(console: Any, sweep: Any, options: Any, device: str) -> Any:
+    """Run the sweep on the chosen executor with a progress bar; exits 2 on executor or
+    write errors, 130 on Ctrl-C (finished runs kept)."""
+    from initbench.executors import ExecutorError, open_backend
+    from initbench.runner import execute
+    from initbench.store import ResultsError
+    from initbench.ui import SweepProgress
+
+    try:
+        with open_backend(options, len(sweep.todo)) as backend:
+            if backend.describe():
+                console.print(backend.describe(), soft_wrap=True)
+            with SweepProgress(console, sweep.spec.grid_keys) as progress:
+
+                def on_retry(run: Any, attempt: int, cause: str) -> None:
+                    progress.progress.console.print(
+                        f"[yellow]retry {attempt}/{options.retries}[/] {run.run_id}  {cause}",
+                        soft_wrap=True,
+                    )
+
+                return execute(
+                    sweep,
+                    device=device,
+                    on_start=progress.start,
+                    on_result=progress.advance,
+                    backend=backend,
+                    on_retry=on_retry,
+                )
+    except (ExecutorError, ResultsError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         _console(stderr=True).print(
@@ -142,9 +251,6 @@ def run(
             soft_wrap=True,
         )
         sys.exit(EXIT_INTERRUPTED)
-    print_sweep_summary(console, report)
-    if strict and (report.counts["failed"] or report.counts["diverged"]):
-        sys.exit(1)
 
 
 def _plan(spec_path: str, loaded: Any, out: Path, force: bool) -> Any:

@@ -1,26 +1,24 @@
-"""A sweep: plan (skip complete runs), execute (in-process or a process pool), write.
+"""A sweep: plan (skip complete runs), execute (in-process, a process pool, Dask), write.
 
 Workers only compute: each calls :func:`initbench.train.execute_run` on a plain config
-dict and returns the RunResult; the driver alone writes results, atomically, as they
-arrive. A run that fails or diverges is recorded and the sweep goes on. Interrupting
-(Ctrl-C) abandons the runs in flight - nothing of them is written - and keeps every
-finished one, so re-running the same command does only what is missing.
+dict and returns the RunResult (see :mod:`initbench.executors`); the driver alone writes
+results, atomically, as they arrive. A run that fails or diverges is recorded and the
+sweep goes on. Interrupting (Ctrl-C) abandons the runs in flight - nothing of them is
+written - and keeps every finished one, so re-running the same command does only what
+is missing.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Generator
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from initbench import schema, store
+from initbench.executors import Backend, OnRetry, local_backend
 from initbench.spec import Problem, RunConfig, Spec, SpecError
 
 
@@ -104,64 +102,6 @@ def describe(run: RunConfig, keys: tuple[str, ...]) -> str:
     return " ".join([*parts, f"seed={run.seed}"])
 
 
-def _worker_init(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def _in_process(
-    runs: tuple[RunConfig, ...], experiment: str, device: str, threads: int | None
-) -> Generator[tuple[RunConfig, schema.RunResult], None, None]:
-    from initbench.train import execute_run
-
-    for run in runs:
-        yield run, execute_run(run.as_dict(), experiment, device, threads)
-
-
-def _failed(run: RunConfig, experiment: str, message: str) -> schema.RunResult:
-    summary = {
-        "format_version": schema.FORMAT_VERSION,
-        "run_id": run.run_id,
-        "experiment": experiment,
-        "status": "failed",
-        "steps_planned": run.train.steps,
-        "steps_done": 0,
-        "error": message,
-        "config": run.as_dict(),
-    }
-    return schema.RunResult(run.run_id, run.as_dict(), summary)
-
-
-def _in_pool(
-    runs: tuple[RunConfig, ...], experiment: str, device: str, threads: int, workers: int
-) -> Generator[tuple[RunConfig, schema.RunResult], None, None]:
-    from initbench.train import execute_run
-
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(method)  # never fork after torch has run
-    pool = ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_worker_init, initargs=(threads,)
-    )
-    futures: dict[Future[schema.RunResult], RunConfig] = {
-        pool.submit(execute_run, run.as_dict(), experiment, device, threads): run for run in runs
-    }
-    try:
-        for future in as_completed(futures):
-            run = futures[future]
-            try:
-                yield run, future.result()
-            except BrokenProcessPool as exc:
-                yield run, _failed(run, experiment, f"worker process died: {exc}")
-    except BaseException:  # Ctrl-C or the consumer stopped: abandon the runs in flight
-        processes = list((getattr(pool, "_processes", None) or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for process in processes:
-            process.terminate()
-        raise
-    pool.shutdown(wait=True)
-
-
 def execute(
     sweep: Plan,
     workers: int = 1,
@@ -169,12 +109,17 @@ def execute(
     threads: int | None = None,
     on_start: Callable[[int], None] = lambda total: None,
     on_result: Callable[[RunConfig, schema.RunResult], None] = lambda run, result: None,
+    backend: Backend | None = None,
+    on_retry: OnRetry = lambda run, attempt, cause: None,
 ) -> SweepReport:
     """Run every planned run under the folder's lock, writing each as it finishes.
 
-    Raises ResultsLockedError if another process is writing the folder, and ResultsError
-    if a result cannot be written (disk full, permission denied): the runs written
-    before stay complete, and the same command resumes.
+    ``backend`` is where runs execute (see :mod:`initbench.executors`; a Dask cluster, ...);
+    without one, ``workers`` processes with ``threads`` torch threads each, or this process.
+    Whatever the backend, only this process writes. Raises ResultsLockedError if another
+    process is writing the folder, and ResultsError if a result cannot be written (disk
+    full, permission denied): the runs written before stay complete, and the same command
+    resumes.
     """
     report = SweepReport(skipped=len(sweep.done))
     started = time.perf_counter()
@@ -183,25 +128,25 @@ def execute(
         if sweep.todo:
             _write(report, lambda: store.write_spec(sweep.experiment_dir, sweep.spec.text))
         on_start(len(sweep.todo))
-        results = _results(sweep, workers, device, threads)
+        if backend is None:
+            backend = local_backend(workers, threads, len(sweep.todo))
+        results = _results(sweep, backend, device, on_retry)
         try:
             for run, result in results:
                 _write(report, lambda r=result: store.write_run(sweep.experiment_dir, r))
                 report.record(result)
                 on_result(run, result)
         finally:
-            results.close()  # stops and reaps a worker pool on any exit
+            results.close()  # stops the workers' runs in flight on any early exit
     report.seconds = time.perf_counter() - started
     return report
 
 
 def _results(
-    sweep: Plan, workers: int, device: str, threads: int | None
+    sweep: Plan, backend: Backend, device: str, on_retry: OnRetry
 ) -> Generator[tuple[RunConfig, schema.RunResult], None, None]:
-    if workers > 1 and len(sweep.todo) > 1:
-        per_worker = threads or max(1, (os.cpu_count() or 1) // workers)
-        return _in_pool(sweep.todo, sweep.spec.name, device, per_worker, workers)
-    return _in_process(sweep.todo, sweep.spec.name, device, threads)
+    """The (run, result) pairs of the sweep's runs from ``backend``, as they finish."""
+    return backend.results(sweep.todo, sweep.spec.name, device, on_retry)
 
 
 def _write(report: SweepReport, write: Callable[[], object]) -> None:

@@ -1,0 +1,461 @@
+"""Where a sweep's runs execute: in this process, a local process pool, a Dask cluster, Slurm.
+
+Every executor calls the same top-level function, :func:`initbench.train.execute_run`, on a
+plain resolved-config dict, and hands the RunResult back to the driver, which alone writes
+results (see :mod:`initbench.runner`). The process pool and Dask share one loop
+(:func:`stream`) over standard ``concurrent.futures`` futures (Dask's through
+``Client.get_executor()``): results are yielded as they finish, a run lost with its worker
+is resubmitted up to ``retries`` times and then yielded as ``failed`` with the cause.
+
+Dask (``distributed``, ``dask-jobqueue``) is an optional extra, imported only inside the
+functions that need it: ``initbench --help`` and local runs never import it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    CancelledError,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    wait,
+)
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from initbench import schema
+from initbench.spec import RunConfig
+
+EXECUTORS: Final = ("local", "dask", "slurm")
+INSTALL_EXTRA: Final = 'pip install "initbench[dask]"'
+CONNECT_TIMEOUT: float = 10.0  # seconds to reach a --scheduler before giving up
+
+# Option name -> the executors it applies to; given with another one it is an error.
+OPTION_EXECUTORS: Final[dict[str, tuple[str, ...]]] = {
+    "workers": ("local", "dask"),
+    "threads": ("local",),
+    "scheduler": ("dask",),
+    "cpus_per_run": ("dask", "slurm"),
+    "retries": ("dask", "slurm"),
+    "jobs": ("slurm",),
+    "partition": ("slurm",),
+    "walltime": ("slurm",),
+    "memory": ("slurm",),
+    "account": ("slurm",),
+}
+
+# Scheduler settings of the clusters initbench starts: a worker's death fails its task at
+# once (KilledWorker), so --retries alone decides how often a run is resubmitted; and a
+# one-thread worker holds one run at a time, so a death loses only the run it was running.
+SCHEDULER_CONFIG: Final[dict[str, Any]] = {
+    "distributed.scheduler.allowed-failures": 0,
+    "distributed.scheduler.worker-saturation": 1.0,
+}
+
+_WALLTIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")  # the forms sbatch --time accepts
+
+RunPair = tuple[RunConfig, schema.RunResult]
+OnRetry = Callable[[RunConfig, int, str], None]  # run, attempt number (1 = first retry), cause
+
+
+class ExecutorError(Exception):
+    """Executor options that cannot work: unknown executor, misplaced option, missing extra,
+    unreachable scheduler. The message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """Where and how runs execute (the ``initbench run`` executor options)."""
+
+    executor: str = "local"
+    workers: int | None = None  # local: processes; dask without --scheduler: cluster workers
+    threads: int | None = None  # local: torch threads per run
+    scheduler: str | None = None  # dask: address of a running scheduler
+    cpus_per_run: int = 1  # dask, slurm: torch threads per run, cores each run holds
+    retries: int = 2  # dask, slurm: resubmissions of a run lost with its worker
+    jobs: int = 1  # slurm: jobs, one Dask worker each
+    partition: str | None = None
+    walltime: str = "01:00:00"
+    memory: str = "4GB"
+    account: str | None = None
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_options(options: ExecutorOptions, given: Iterable[str] = ()) -> None:
+    """Raise ExecutorError for an unknown executor, an option given (``given``: option
+    names set on the command line) that applies only to another executor, a bad Slurm
+    value, or a missing Dask extra."""
+    kind = options.executor
+    if kind not in EXECUTORS:
+        raise ExecutorError(f"unknown executor {kind!r}; choose one of {', '.join(EXECUTORS)}")
+    misplaced = [n for n in given if n in OPTION_EXECUTORS and kind not in OPTION_EXECUTORS[n]]
+    if misplaced:
+        details = "; ".join(
+            f"{_flag(n)} applies to --executor {' or '.join(OPTION_EXECUTORS[n])}"
+            for n in misplaced
+        )
+        raise ExecutorError(f"not an option of --executor {kind}: {details}")
+    if kind == "dask" and options.scheduler and "workers" in given:
+        raise ExecutorError(
+            "--workers sets the size of the local Dask cluster; with --scheduler the cluster's "
+            "own workers run the runs (leave out --workers)"
+        )
+    if kind != "local":
+        require_extra(kind)
+    if kind == "slurm":
+        _check_slurm_values(options)
+
+
+def require_extra(kind: str) -> None:
+    """Raise ExecutorError, with the install command, if the Dask extra is missing."""
+    modules = ["distributed"] + (["dask_jobqueue"] if kind == "slurm" else [])
+    for module in modules:
+        try:
+            __import__(module)
+        except ImportError as exc:
+            raise ExecutorError(
+                f"--executor {kind} needs the optional Dask extra ({module} cannot be "
+                f"imported: {exc}); install it with: {INSTALL_EXTRA}"
+            ) from None
+
+
+def _check_slurm_values(options: ExecutorOptions) -> None:
+    from dask.utils import parse_bytes
+
+    if not _WALLTIME.match(options.walltime):
+        raise ExecutorError(
+            f"--walltime {options.walltime!r}: use Slurm's forms, e.g. 01:30:00, 90, 2-00:00:00"
+        )
+    try:
+        parse_bytes(options.memory)
+    except (ValueError, TypeError):
+        raise ExecutorError(
+            f"--memory {options.memory!r}: give a size such as 4GB or 500MB"
+        ) from None
+
+
+# --- the shared loop ---------------------------------------------------------------------
+
+
+def failed_result(run: RunConfig, experiment: str, message: str) -> schema.RunResult:
+    """The RunResult recorded for a run that produced none (its worker was lost)."""
+    summary = {
+        "format_version": schema.FORMAT_VERSION,
+        "run_id": run.run_id,
+        "experiment": experiment,
+        "status": "failed",
+        "steps_planned": run.train.steps,
+        "steps_done": 0,
+        "error": message,
+        "config": run.as_dict(),
+    }
+    return schema.RunResult(run.run_id, run.as_dict(), summary)
+
+
+def _cause(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".rstrip(": ")
+
+
+def stream(
+    submit: Callable[[RunConfig, int], Future[schema.RunResult]],
+    runs: Iterable[RunConfig],
+    experiment: str,
+    retries: int,
+    lost: tuple[type[BaseException], ...],
+    on_retry: OnRetry,
+) -> Generator[RunPair, None, None]:
+    """Submit every run (``submit(run, attempt)``) and yield (run, result) as each finishes.
+
+    A future that raises one of ``lost`` (its worker died) is resubmitted up to ``retries``
+    times, then yielded as ``failed`` with the cause; any other exception (the task could
+    not run on the worker) is yielded as ``failed`` at once. The caller cancels what is
+    still pending when the generator stops early.
+    """
+    pending: dict[Future[schema.RunResult], tuple[RunConfig, int]] = {
+        submit(run, 0): (run, 0) for run in runs
+    }
+    while pending:
+        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for future in done:
+            run, attempt = pending.pop(future)
+            result, cause = _settle(future, run, attempt, experiment, retries, lost)
+            if result is not None:
+                yield run, result
+                continue
+            on_retry(run, attempt + 1, cause)
+            pending[submit(run, attempt + 1)] = (run, attempt + 1)
+
+
+def _settle(
+    future: Future[schema.RunResult],
+    run: RunConfig,
+    attempt: int,
+    experiment: str,
+    retries: int,
+    lost: tuple[type[BaseException], ...],
+) -> tuple[schema.RunResult | None, str]:
+    """A finished future's RunResult, or (None, cause) when the run is to be resubmitted."""
+    try:
+        return future.result(), ""
+    except lost as exc:
+        cause = f"worker lost{_times(attempt)}: {_cause(exc)}"
+        return (failed_result(run, experiment, cause) if attempt >= retries else None), cause
+    except Exception as exc:  # the task could not run there; retrying would not help
+        return failed_result(run, experiment, f"error on the worker: {_cause(exc)}"), ""
+
+
+def _times(attempt: int) -> str:
+    return "" if attempt == 0 else f" {attempt + 1} times ({attempt} retries)"
+
+
+# --- backends ------------------------------------------------------------------------------
+
+
+class Backend(Protocol):
+    """Somewhere runs execute; yields (run, result) pairs as they finish."""
+
+    def describe(self) -> str:
+        """One line for the terminal ('' for the local default)."""
+        ...
+
+    def results(
+        self, runs: tuple[RunConfig, ...], experiment: str, device: str, on_retry: OnRetry
+    ) -> Generator[RunPair, None, None]:
+        """Execute ``runs``; closing the generator early abandons the runs in flight."""
+        ...
+
+
+@dataclass(frozen=True)
+class InProcess:
+    """Runs one after another in this process."""
+
+    threads: int | None = None
+
+    def describe(self) -> str:
+        """Nothing to say: the default."""
+        return ""
+
+    def results(
+        self, runs: tuple[RunConfig, ...], experiment: str, device: str, on_retry: OnRetry
+    ) -> Generator[RunPair, None, None]:
+        """Execute ``runs`` in order, here."""
+        from initbench.train import execute_run
+
+        for run in runs:
+            yield run, execute_run(run.as_dict(), experiment, device, self.threads)
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+@dataclass(frozen=True)
+class ProcessPool:
+    """A local process pool (forkserver, else spawn: never fork after torch has run)."""
+
+    workers: int
+    threads: int
+
+    def describe(self) -> str:
+        """Nothing to say: the default."""
+        return ""
+
+    def results(
+        self, runs: tuple[RunConfig, ...], experiment: str, device: str, on_retry: OnRetry
+    ) -> Generator[RunPair, None, None]:
+        """Execute ``runs`` in the pool; a dead worker breaks the pool, so no retries."""
+        from initbench.train import execute_run
+
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        pool = ProcessPoolExecutor(
+            self.workers, mp_context=context, initializer=_worker_init, initargs=(self.threads,)
+        )
+
+        def submit(run: RunConfig, attempt: int) -> Future[schema.RunResult]:
+            return pool.submit(execute_run, run.as_dict(), experiment, device, self.threads)
+
+        try:
+            yield from stream(submit, runs, experiment, 0, (BrokenProcessPool,), on_retry)
+        except BaseException:  # Ctrl-C or the consumer stopped: abandon the runs in flight
+            processes = list((getattr(pool, "_processes", None) or {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.terminate()
+            raise
+        pool.shutdown(wait=True)
+
+
+def local_backend(workers: int, threads: int | None, runs: int) -> Backend:
+    """The default: a process pool for several workers and runs, else this process."""
+    if workers > 1 and runs > 1:
+        return ProcessPool(workers, threads or max(1, (os.cpu_count() or 1) // workers))
+    return InProcess(threads)
+
+
+@dataclass
+class DaskBackend:
+    """Runs as tasks of a Dask cluster, through ``Client.get_executor()``."""
+
+    client: Any
+    threads: int
+    retries: int
+    description: str
+
+    def describe(self) -> str:
+        """Where the runs go."""
+        return self.description
+
+    def results(
+        self, runs: tuple[RunConfig, ...], experiment: str, device: str, on_retry: OnRetry
+    ) -> Generator[RunPair, None, None]:
+        """Execute ``runs`` on the cluster; Ctrl-C or an early stop cancels what is pending."""
+        from initbench.train import execute_run
+
+        executor: Executor = self.client.get_executor(pure=False, retries=0)
+        token = uuid.uuid4().hex[:8]
+
+        def submit(run: RunConfig, attempt: int) -> Future[schema.RunResult]:
+            key = f"initbench-{run.run_id}-{token}-{attempt}"
+            return executor.submit(
+                execute_run, run.as_dict(), experiment, device, self.threads, key=key
+            )
+
+        try:
+            yield from stream(submit, runs, experiment, self.retries, _dask_lost(), on_retry)
+        finally:
+            executor.shutdown(wait=False)  # cancels every task still pending
+
+
+def _dask_lost() -> tuple[type[BaseException], ...]:
+    """The exceptions of a task lost with its worker or its scheduler connection."""
+    from distributed.comm.core import CommClosedError
+    from distributed.scheduler import KilledWorker
+
+    return (KilledWorker, CommClosedError, CancelledError)
+
+
+# --- opening an executor -----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def open_backend(options: ExecutorOptions, runs: int) -> Iterator[Backend]:
+    """The backend for ``options`` and ``runs`` runs to do, closed (cluster included) on
+    exit. Raises ExecutorError if it cannot start (bad options, missing extra, scheduler
+    out of reach, no sbatch). Starts no cluster when there is nothing to run."""
+    check_options(options)
+    if options.executor == "local":
+        yield local_backend(options.workers or 1, options.threads, runs)
+        return
+    if runs == 0:
+        yield InProcess()
+        return
+    with contextlib.ExitStack() as stack:
+        client, description = _connect(options, runs, stack)
+        yield DaskBackend(client, options.cpus_per_run, options.retries, description)
+
+
+def _connect(options: ExecutorOptions, runs: int, stack: contextlib.ExitStack) -> tuple[Any, str]:
+    """A Dask client for ``options`` (closed by ``stack``) and a line saying where it is."""
+    from distributed import Client
+
+    if options.executor == "dask" and options.scheduler:
+        client = stack.enter_context(_scheduler_client(options.scheduler))
+        workers = len(client.scheduler_info().get("workers", {}))
+        return client, f"dask: scheduler {options.scheduler}, {workers} worker(s) now"
+    if options.executor == "dask":
+        cluster = stack.enter_context(local_cluster(options, runs))
+        workers = len(cluster.workers)
+        where = f"dask: local cluster, {workers} worker(s) x {options.cpus_per_run} cpu"
+    else:
+        if shutil.which("sbatch") is None:
+            raise ExecutorError(
+                "--executor slurm submits Slurm jobs, but sbatch is not on PATH here; run "
+                "initbench on a machine that can submit jobs (a login node)"
+            )
+        cluster = stack.enter_context(slurm_cluster(options))
+        cluster.scale(jobs=options.jobs)
+        where = _slurm_description(options)
+    client = stack.enter_context(Client(cluster, set_as_default=False))
+    return client, where
+
+
+def _slurm_description(options: ExecutorOptions) -> str:
+    partition = options.partition or "default partition"
+    return (
+        f"slurm: {options.jobs} job(s) submitted ({partition}, {options.cpus_per_run} cpu, "
+        f"{options.memory}, {options.walltime}), one Dask worker each; runs start as jobs start"
+    )
+
+
+@contextlib.contextmanager
+def _scheduler_client(address: str) -> Iterator[Any]:
+    from distributed import Client
+
+    try:
+        client = Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+    except (OSError, TimeoutError, ValueError, TypeError) as exc:
+        raise ExecutorError(
+            f"--scheduler {address}: cannot reach a Dask scheduler there within "
+            f"{CONNECT_TIMEOUT:g} s ({_cause(exc)}); check the address (e.g. tcp://host:8786) "
+            "and that the scheduler is running, or leave out --scheduler to start a local cluster"
+        ) from None
+    with client:
+        yield client
+
+
+def local_cluster(options: ExecutorOptions, runs: int) -> Any:
+    """A LocalCluster of worker processes with one thread each: ``--workers``, or as many
+    as the cores hold runs of ``--cpus-per-run`` cores (never more than ``runs``)."""
+    import dask
+    from distributed import LocalCluster
+
+    fit = max(1, (os.cpu_count() or 1) // options.cpus_per_run)
+    workers = max(1, min(options.workers or fit, runs))
+    with dask.config.set(SCHEDULER_CONFIG):
+        return LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},  # not 8787: may be taken
+            silence_logs=logging.ERROR,
+        )
+
+
+def slurm_cluster(options: ExecutorOptions) -> Any:
+    """A dask-jobqueue SLURMCluster whose every job is one Dask worker that runs one run at
+    a time with ``--cpus-per-run`` cores, so many runs share a job. Submits nothing until
+    scaled; ``job_script()`` shows the batch script."""
+    import dask
+    from dask_jobqueue import SLURMCluster
+
+    cpus = options.cpus_per_run
+    with dask.config.set(SCHEDULER_CONFIG):
+        return SLURMCluster(
+            cores=1,  # the worker's task slots: one run at a time ...
+            job_cpu=cpus,  # ... holding this many cores (sbatch --cpus-per-task)
+            processes=1,
+            memory=options.memory,
+            walltime=options.walltime,
+            queue=options.partition,
+            account=options.account,
+            job_name="initbench",
+            job_script_prologue=[f"export OMP_NUM_THREADS={cpus}"],
+            scheduler_options={"dashboard": False, "dashboard_address": ":0"},
+        )
