@@ -723,11 +723,84 @@ def header_lines(rep: ExperimentReport) -> list[str]:
     return [*lines, *(f"note: {n}" for n in rep.notes)]
 
 
+FINDINGS_NOTES: Final = [
+    "each line gathers the configurations of the tables below that share a verdict, flag "
+    "or check; nothing here is measured anew",
+    "a flag with a count (1/2) holds for that many of the configuration's seeds",
+]
+
+
+def _grouped(rows: Sequence[Mapping[str, Any]], keys: analysis.ConfigKeys, column: str):
+    """Distinct non-empty values of ``column`` in first-seen order, each with the labels
+    of the configurations that have it."""
+    groups: dict[str, list[str]] = {}
+    for row in rows:
+        value = row.get(column)
+        if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
+            continue
+        groups.setdefault(str(value), []).append(_short_label(row, keys))
+    return groups.items()
+
+
+def _short_label(row: Mapping[str, Any], keys: analysis.ConfigKeys) -> str:
+    """'depth=30 init=xavier_normal': the varying keys by their last name."""
+    parts = [f"{k.rsplit('.', 1)[-1]}={format_value(row[k])}" for k in keys.varying]
+    return " ".join(parts) or "all runs"
+
+
+def _flag_findings(rows: Sequence[Mapping[str, Any]], keys: analysis.ConfigKeys):
+    """(flag, labels) for every flag some configuration has, with its seed count."""
+    for flag in analysis.FLAGS:
+        labels = []
+        for row in rows:
+            for item in filter(None, (f.strip() for f in str(row["flags"]).split(","))):
+                if item == flag or item.startswith(f"{flag} "):
+                    count = item[len(flag) :].strip()
+                    labels.append(_short_label(row, keys) + (f" ({count})" if count else ""))
+        if labels:
+            yield f"flagged {flag}", labels
+
+
+def _best_accuracy(rep: ExperimentReport) -> list[tuple[str, list[str]]]:
+    """The configuration with the highest mean test accuracy, with its value."""
+    scored = [r for r in rep.config_rows if not pd.isna(r.get("test_accuracy_mean"))]
+    if not scored:
+        return []
+    best = max(scored, key=lambda r: r["test_accuracy_mean"])
+    value = fmt_stat(best, "test_accuracy")
+    return [(f"highest test accuracy: {value}", [_short_label(best, rep.keys)])]
+
+
+def findings_table(rep: ExperimentReport) -> Table | None:
+    """The experiment's answer in a few lines: which configurations vanish, explode or
+    stay stable at step 0 and after training, which are flagged, which trained best, and
+    how the step-0 measurements compare with theory - all read off the tables below."""
+    if rep.keys is None or rep.configs.empty:
+        return None
+    rows, keys = rep.config_rows, rep.keys
+    lines: list[tuple[str, list[str]]] = []
+    for tag, when in (("init", "at step 0"), ("last", f"at {_trained_at(rep)}")):
+        for prefix, name in DIRECTIONS:
+            for verdict, labels in _grouped(rows, keys, f"{prefix}_verdict_{tag}"):
+                lines.append((f"{name} {verdict} {when}", labels))
+    lines += list(_flag_findings(rows, keys))
+    lines += _best_accuracy(rep)
+    if has_theory(rep.configs):
+        lines += [(f"vs theory: {c}", labels) for c, labels in _grouped(rows, keys, "theory_check")]
+    total = len(rows)
+    body = [
+        [Cell(finding), Cell(f"all {total}" if len(labels) == total > 1 else "; ".join(labels))]
+        for finding, labels in lines
+    ]
+    return Table("Findings", ["finding", "configurations"], [False, False], body, FINDINGS_NOTES)
+
+
 def sections(reports: Sequence[ExperimentReport], th: Thresholds, per_layer: bool) -> list[Section]:
     """The format-neutral document: one section per experiment."""
     out = []
     for rep in reports:
-        tables = summary_tables(rep, th)
+        findings = findings_table(rep)
+        tables = ([findings] if findings else []) + summary_tables(rep, th)
         if per_layer and rep.keys is not None:
             tables += per_layer_tables(rep, th)
         out.append(Section(rep.name, header_lines(rep), tables))

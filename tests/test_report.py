@@ -194,10 +194,35 @@ def test_json_holds_configurations_runs_and_thresholds(results: Path):
     assert "per_layer" not in odd
 
 
+def _findings(out: str, experiment: str) -> dict[str, str]:
+    """finding -> configurations, from one experiment's Findings table in markdown."""
+    section = out.split(f"## {experiment}\n", 1)[1].split("\n## ", 1)[0]
+    table = section.split("### Findings\n", 1)[1].strip().split("\n\n", 1)[0]
+    rows = [line.strip("|").split(" | ") for line in table.splitlines()[2:]]
+    return {finding.strip(): where.strip() for finding, where in rows}
+
+
+def test_findings_gather_the_configurations_of_each_verdict_and_flag(results: Path):
+    out = text_of(results, "markdown")
+    mlp = _findings(out, "mlp_relu")
+    assert (
+        mlp["forward vanishing at step 0"]
+        == "depth=3 init=xavier_normal; depth=8 init=xavier_normal"
+    )
+    assert mlp["forward stable at step 0"] == "depth=3 init=he_normal; depth=8 init=he_normal"
+    assert any(f.startswith("highest test accuracy: ") for f in mlp)
+    odd = _findings(out, "odd")
+    assert odd["flagged diverged"] == "init=he_normal"
+    assert odd["forward collapsed at step 0"] == "init=zeros"
+    theory_rows = _findings(out, "theory")
+    assert theory_rows["vs theory: no prediction"] == "init=uniform"
+    assert theory_rows["forward vanishing at step 0"] == "all 2"
+
+
 def test_markdown_tables_are_well_formed(results: Path):
     out = text_of(results, "markdown")
     tables = re.findall(r"^### .*\n\n(\|.*\|\n)(\|[-:|]+\|\n)((?:\|.*\|\n)+)", out, re.M)
-    assert len(tables) == 3 * len(SPECS)  # step 0, theory beside it, after training
+    assert len(tables) == 4 * len(SPECS)  # findings, step 0, theory beside it, after training
     for header, rule, body in tables:
         columns = header.count(" | ") + 1
         assert rule.count("|") - 1 == columns
@@ -208,7 +233,9 @@ def test_markdown_tables_are_well_formed(results: Path):
 
 def test_latex_escapes_and_uses_booktabs(results: Path):
     out = text_of(results, "latex")
-    assert out.count(r"\begin{tabular}") == 3 * len(SPECS)
+    assert out.count(r"\begin{tabular}") == 4 * len(
+        SPECS
+    )  # findings, step 0, theory, after training
     assert r"xavier\_normal" in out and "xavier_normal" not in out
     assert r"$\pm$" in out and "±" not in out
     assert r"\toprule" in out and r"\bottomrule" in out
