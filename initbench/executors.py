@@ -440,12 +440,15 @@ def local_cluster(options: ExecutorOptions, runs: int) -> Any:
 
 def slurm_cluster(options: ExecutorOptions) -> Any:
     """A dask-jobqueue SLURMCluster whose every job is one Dask worker that runs one run at
-    a time with ``--cpus-per-run`` cores, so many runs share a job. Submits nothing until
-    scaled; ``job_script()`` shows the batch script."""
+    a time with ``--cpus-per-run`` cores, so many runs share a job. Settings without an
+    option (network interface, extra #SBATCH lines, prologue lines) come from
+    dask-jobqueue's configuration. Submits nothing until scaled; ``job_script()`` shows
+    the batch script."""
     import dask
     from dask_jobqueue import SLURMCluster
 
     cpus = options.cpus_per_run
+    prologue = list(dask.config.get("jobqueue.slurm.job-script-prologue", None) or [])
     with dask.config.set(SCHEDULER_CONFIG):
         return SLURMCluster(
             cores=1,  # the worker's task slots: one run at a time ...
@@ -456,6 +459,6 @@ def slurm_cluster(options: ExecutorOptions) -> Any:
             queue=options.partition,
             account=options.account,
             job_name="initbench",
-            job_script_prologue=[f"export OMP_NUM_THREADS={cpus}"],
+            job_script_prologue=[*prologue, f"export OMP_NUM_THREADS={cpus}"],
             scheduler_options={"dashboard": False, "dashboard_address": ":0"},
         )
