@@ -176,13 +176,15 @@ def stream(
     retries: int,
     lost: tuple[type[BaseException], ...],
     on_retry: OnRetry,
+    check: Callable[[], None] = lambda: None,
 ) -> Generator[RunPair, None, None]:
     """Submit every run (``submit(run, attempt)``) and yield (run, result) as each finishes.
 
     A future that raises one of ``lost`` (its worker died) is resubmitted up to ``retries``
     times, then yielded as ``failed`` with the cause; any other exception (the task could
-    not run on the worker) is yielded as ``failed`` at once. The caller cancels what is
-    still pending when the generator stops early.
+    not run on the worker) is yielded as ``failed`` at once. ``check()`` runs on every
+    loss and may raise to stop the sweep (the cluster itself is gone). The caller cancels
+    what is still pending when the generator stops early.
     """
     pending: dict[Future[schema.RunResult], tuple[RunConfig, int]] = {
         submit(run, 0): (run, 0) for run in runs
@@ -192,11 +194,29 @@ def stream(
         for future in done:
             run, attempt = pending.pop(future)
             result, cause = _settle(future, run, attempt, experiment, retries, lost)
+            if cause:
+                check()
+            if result is None:
+                on_retry(run, attempt + 1, cause)
+                result = _resubmit(submit, pending, run, attempt + 1, experiment, cause)
             if result is not None:
                 yield run, result
-                continue
-            on_retry(run, attempt + 1, cause)
-            pending[submit(run, attempt + 1)] = (run, attempt + 1)
+
+
+def _resubmit(
+    submit: Callable[[RunConfig, int], Future[schema.RunResult]],
+    pending: dict[Future[schema.RunResult], tuple[RunConfig, int]],
+    run: RunConfig,
+    attempt: int,
+    experiment: str,
+    cause: str,
+) -> schema.RunResult | None:
+    """Submit ``run`` again into ``pending``; None, or its failed result if that fails."""
+    try:
+        pending[submit(run, attempt)] = (run, attempt)
+    except Exception as exc:  # the cluster is gone: nowhere to resubmit
+        return failed_result(run, experiment, f"{cause}; not resubmitted: {_cause(exc)}")
+    return None
 
 
 def _settle(
@@ -316,6 +336,7 @@ class DaskBackend:
     threads: int
     retries: int
     description: str
+    address: str = ""
 
     def describe(self) -> str:
         """Where the runs go."""
@@ -336,10 +357,22 @@ class DaskBackend:
                 execute_run, run.as_dict(), experiment, device, self.threads, key=key
             )
 
+        lost = _dask_lost()
         try:
-            yield from stream(submit, runs, experiment, self.retries, _dask_lost(), on_retry)
+            yield from stream(submit, runs, experiment, self.retries, lost, on_retry, self._check)
         finally:
-            executor.shutdown(wait=False)  # cancels every task still pending
+            with contextlib.suppress(Exception):  # a lost client has nothing left to cancel
+                executor.shutdown(wait=False)  # cancels every task still pending
+
+    def _check(self) -> None:
+        """Stop the sweep when the scheduler itself is lost: every pending run would be lost
+        with it, and a run recorded failed would not be redone by a re-run."""
+        if self.client.status != "running":
+            raise ExecutorError(
+                f"lost the connection to the Dask scheduler at {self.address}; every finished "
+                "run is written and complete; once the scheduler is back, run the same command "
+                "again to do only what is missing"
+            )
 
 
 def _dask_lost() -> tuple[type[BaseException], ...]:
@@ -367,7 +400,8 @@ def open_backend(options: ExecutorOptions, runs: int) -> Iterator[Backend]:
         return
     with contextlib.ExitStack() as stack:
         client, description = _connect(options, runs, stack)
-        yield DaskBackend(client, options.cpus_per_run, options.retries, description)
+        address = client.scheduler.address
+        yield DaskBackend(client, options.cpus_per_run, options.retries, description, address)
 
 
 def _connect(options: ExecutorOptions, runs: int, stack: contextlib.ExitStack) -> tuple[Any, str]:

@@ -6,6 +6,7 @@ needs a scheduler. Tests of the errors and of the import-free local path need no
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -29,6 +30,7 @@ from initbench.spec import load_spec
 SMOKE = Path(__file__).parent.parent / "configs" / "smoke.yaml"
 TINY = ["--set", "train.steps=4", "--set", "train.log_every=2"]
 TIMINGS = {"train_seconds", "total_seconds", "started_at"}
+NO_8787 = {"dashboard_address": "127.0.0.1:0"}  # the scheduler's HTTP port: any free one
 SLOW_SPEC = """
 name: lost
 data: {name: synthetic, n_train: 256, n_test: 64}
@@ -44,7 +46,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     (executors.SCHEDULER_CONFIG: a worker's death fails its task at once)."""
     pytest.importorskip("distributed")
     import dask
-    from distributed import LocalCluster
+    from distributed import Client, LocalCluster, fire_and_forget
 
     env = {"INITBENCH_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}
     with (
@@ -54,10 +56,17 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
-            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},  # its HTTP port: not 8787
+            scheduler_kwargs=NO_8787,
             env=env,
         ) as started,
     ):
+        with Client(started, set_as_default=False) as warm:  # import torch there meanwhile
+            workers = list(warm.scheduler_info()["workers"])
+            load = [
+                warm.submit(importlib.import_module, "initbench.train", workers=[w], pure=False)
+                for w in workers
+            ]
+            fire_and_forget(load)
         yield started
 
 
@@ -237,6 +246,30 @@ def test_a_run_lost_with_its_worker_is_retried_then_recorded_failed(
     (summary,) = _summaries(tmp_path / "always" / "lost" / "runs").values()
     assert summary["status"] == "failed" and summary["steps_done"] == 0
     assert summary["error"].startswith("worker lost 2 times (1 retries): KilledWorker")
+
+
+def test_losing_the_scheduler_stops_the_sweep_with_exit_2(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from distributed import LocalCluster
+
+    monkeypatch.setattr(executors, "CONNECT_TIMEOUT", 1.0)  # also the client's reconnect time
+    doomed = LocalCluster(n_workers=0, dashboard_address=None, scheduler_kwargs=NO_8787)
+
+    def close_once_submitted() -> None:  # no workers: the runs wait for ever until then
+        deadline = time.monotonic() + 60
+        while not doomed.scheduler.tasks and time.monotonic() < deadline:
+            time.sleep(0.02)
+        doomed.close()
+
+    stopper = threading.Thread(target=close_once_submitted, daemon=True)
+    stopper.start()
+    args = ["--executor", "dask", "--scheduler", doomed.scheduler_address]
+    done = _run(str(SMOKE), "--out", str(tmp_path), *TINY, *args)
+    stopper.join()
+    assert done.exit_code == 2 and "lost the connection to the Dask scheduler" in done.output
+    assert "run the same command again" in done.output
+    assert not list((tmp_path / "smoke" / schema.RUNS_DIR).iterdir())  # none recorded failed
 
 
 @pytest.mark.parametrize(
