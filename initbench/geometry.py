@@ -47,3 +47,32 @@ def weight_shapes(arch: str, depth: int, width: int) -> list[tuple[int, str, tup
 def input_weight_shapes(arch: str, depth: int, width: int) -> list[tuple[int, ...]]:
     """Shape of each watched layer's ``w`` (input-to-hidden for an rnn), layer 1 first."""
     return [shape for _, tensor, shape in weight_shapes(arch, depth, width) if tensor == "w"]
+
+
+def cnn_positions(depth: int) -> list[int]:
+    """Output positions (height x width) of each conv layer: 'same' padding, so a stride-2
+    layer halves the side (rounding up), a stride-1 layer keeps it."""
+    side, positions = IMAGE_SIZE, []
+    for stride in cnn_strides(depth):
+        side = -(-side // stride)
+        positions.append(side * side)
+    return positions
+
+
+def multiply_adds(arch: str, depth: int, width: int) -> int:
+    """Multiply-adds of the watched layers' forward pass for one example: a weight is
+    applied once per output position (cnn) or time step (rnn). The scheduler's estimate
+    of a run's cost (runs ordered longest first), not a measurement."""
+    shapes = weight_shapes(arch, depth, width)
+    if arch == "cnn":
+        per_layer = [shape for _, _, shape in shapes]
+        return sum(_numel(s) * p for s, p in zip(per_layer, cnn_positions(depth), strict=True))
+    repeats = RNN_STEPS if arch == "rnn" else 1
+    return repeats * sum(_numel(shape) for _, _, shape in shapes)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    count = 1
+    for size in shape:
+        count *= size
+    return count

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from initbench import schema, store
-from initbench.executors import Backend, OnRetry, local_backend
+from initbench import geometry, schema, store
+from initbench.executors import Backend, InProcess, OnRetry, local_backend
 from initbench.spec import Problem, RunConfig, Spec, SpecError
 
 
@@ -145,8 +145,23 @@ def execute(
 def _results(
     sweep: Plan, backend: Backend, device: str, on_retry: OnRetry
 ) -> Generator[tuple[RunConfig, schema.RunResult], None, None]:
-    """The (run, result) pairs of the sweep's runs from ``backend``, as they finish."""
-    return backend.results(sweep.todo, sweep.spec.name, device, on_retry)
+    """The (run, result) pairs of the sweep's runs from ``backend``, as they finish;
+    parallel backends get the runs longest first, so no long run starts last and leaves
+    the other workers idle (results do not depend on the order)."""
+    runs = sweep.todo if isinstance(backend, InProcess) else largest_first(sweep.todo)
+    return backend.results(runs, sweep.spec.name, device, on_retry)
+
+
+def estimated_cost(run: RunConfig) -> int:
+    """A run's forward multiply-adds over all its steps: for ordering runs, not a time."""
+    model = run.model
+    per_example = geometry.multiply_adds(model.arch, model.depth, model.width)
+    return per_example * run.train.batch_size * (run.train.steps + 1)
+
+
+def largest_first(runs: tuple[RunConfig, ...]) -> tuple[RunConfig, ...]:
+    """``runs`` by estimated cost, largest first; equal costs keep the spec's order."""
+    return tuple(sorted(runs, key=estimated_cost, reverse=True))
 
 
 def _write(report: SweepReport, write: Callable[[], object]) -> None:

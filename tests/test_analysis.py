@@ -463,6 +463,30 @@ def test_weight_shapes_match_the_models(arch):
     assert geometry.weight_shapes(arch, 4, 8) == built
 
 
+@pytest.mark.parametrize("depth", [1, 2, 3, 5, 10])
+def test_cnn_positions_match_the_conv_outputs(depth):
+    import torch
+
+    from initbench.architectures import ARCHITECTURES
+    from initbench.probes import Tape
+    from initbench.spec import ModelConfig
+
+    config = ModelConfig.model_validate({"arch": "cnn", "depth": depth, "width": 2}).resolved()
+    model = ARCHITECTURES.get("cnn").model_class()(config)
+    tape = Tape()
+    model(torch.zeros(1, 1, 28, 28), tape)
+    sides = [t.shape[-2] * t.shape[-1] for _, t in sorted(tape.tensors["preact"].items())]
+    assert geometry.cnn_positions(depth) == sides
+
+
+def test_multiply_adds_closed_forms():
+    # mlp: 784 w + (L - 1) w^2; rnn: 28 steps of (28 w + w^2) per layer after the first's
+    assert geometry.multiply_adds("mlp", 3, 16) == 784 * 16 + 2 * 16 * 16
+    assert geometry.multiply_adds("rnn", 2, 8) == 28 * ((28 * 8 + 64) + (64 + 64))
+    # cnn depth 3: strides 1, 2, 2 -> 28x28, 14x14, 7x7 outputs; 3x3 kernels
+    assert geometry.multiply_adds("cnn", 3, 4) == 9 * (4 * 784 + 16 * 196 + 16 * 49)
+
+
 def test_chance_matches_the_datasets():
     from initbench import data
 
