@@ -184,6 +184,10 @@ def run(
 ) -> None:
     """Train every run of SPEC, recording per-layer statistics under --out."""
     options = _check_executor(ctx, executor)
+    if options.executor == "local" and (options.workers or 1) > 1:
+        from initbench.executors import prestart_workers
+
+        prestart_workers()  # the workers import torch while this process plans
     loaded = _load(spec, overrides)
     _check_out(out)
     sweep = _plan(spec, loaded, out, force)
