@@ -35,6 +35,7 @@ from typing import Annotated, Any
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -131,8 +132,24 @@ def _registry(module: str, attr: str) -> Callable[[], Registry[Any]]:
     return get
 
 
+class FrozenDict(dict[str, Any]):
+    """A named reference inside a frozen config: a dict (it compares, serialises and
+    hashes into the run id as one) that refuses every change, so a run's config and its
+    run_id cannot drift apart. Copy it with ``dict(ref)`` to change it."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a run's config is frozen; copy the mapping with dict(...) to change it")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenDict, (dict(self),))  # pickle and deepcopy rebuild, never assign
+
+
 def _ref(module: str, attr: str, kind: str) -> Any:
-    return Annotated[dict[str, Any], BeforeValidator(_ref_validator(_registry(module, attr), kind))]
+    validate = _ref_validator(_registry(module, attr), kind)
+    return Annotated[dict[str, Any], BeforeValidator(validate), AfterValidator(FrozenDict)]
 
 
 InitRef = _ref("initializers", "INITIALIZERS", "initializer")

@@ -389,17 +389,33 @@ def test_run_config_is_frozen() -> None:
         run.model.width = 3  # type: ignore[misc]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spec.py bug: named refs (init, activation, optimizer, data) are plain dicts "
-    "inside the frozen RunConfig; mutating one silently changes the config and its run_id",
-)
 def test_named_refs_in_a_frozen_config_are_immutable() -> None:
     (run,) = build(with_(model__init="normal")).runs
     before = run.run_id
-    with pytest.raises((TypeError, ValueError)):
+    with pytest.raises(TypeError, match="frozen"):
         run.model.init["std"] = 5.0
-    assert run.run_id == before
+    for change in (
+        lambda ref: ref.update(std=5.0),
+        lambda ref: ref.pop("std"),
+        lambda ref: ref.setdefault("x", 1),
+        lambda ref: ref.clear(),
+    ):
+        with pytest.raises(TypeError, match="frozen"):
+            change(run.train.optimizer)
+    assert run.run_id == before and run.model.init["std"] == 0.01
+    copied = dict(run.model.init)  # the way to change one: a copy
+    copied["std"] = 5.0
+    assert run.model.init["std"] == 0.01
+
+
+def test_frozen_configs_pickle_and_copy_to_equal_configs() -> None:
+    import copy
+    import pickle
+
+    (run,) = build(with_(model__init="normal")).runs
+    for clone in (pickle.loads(pickle.dumps(run)), copy.deepcopy(run)):
+        assert clone == run and clone.run_id == run.run_id
+    assert type(run.as_dict()["model"]["init"]) is dict  # what workers receive: plain JSON
 
 
 # --------------------------------------------------------------------------------------
