@@ -743,8 +743,10 @@ def _grouped(rows: Sequence[Mapping[str, Any]], keys: analysis.ConfigKeys, colum
 
 
 def _short_label(row: Mapping[str, Any], keys: analysis.ConfigKeys) -> str:
-    """'depth=30 init=xavier_normal': the varying keys by their last name."""
-    parts = [f"{k.rsplit('.', 1)[-1]}={format_value(row[k])}" for k in keys.varying]
+    """'depth=30 init=xavier_normal': the varying keys by their last name, leaving out
+    keys that do not apply to this configuration ('none', e.g. an mlp's recurrent_init)."""
+    values = [(k.rsplit(".", 1)[-1], format_value(row[k])) for k in keys.varying]
+    parts = [f"{name}={value}" for name, value in values if value != "none"]
     return " ".join(parts) or "all runs"
 
 
