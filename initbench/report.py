@@ -27,6 +27,7 @@ import pandas as pd
 
 import initbench
 from initbench import analysis, schema, store
+from initbench.activations import ACTIVATIONS, SATURATION_FRACTION
 from initbench.analysis import Thresholds, format_value
 
 if TYPE_CHECKING:
@@ -228,7 +229,20 @@ def known_effects(keys: analysis.ConfigKeys) -> list[str]:
         )
     if any(v.startswith("selu") for v in values.get("model.activation", set())):
         notes.append("selu self-normalises with lecun_normal, not with torch's gain 3/4")
+    if _bounded(values.get("model.activation", set())):
+        notes.append(
+            f"sat: a unit counts as saturated only within {1 - SATURATION_FRACTION:.0%} of "
+            "its activation's asymptote; a layer driven towards one without reaching it "
+            "(Glorot & Bengio's sigmoid top layer near 0.03) shows in act_mean "
+            "(layers.parquet), not in sat"
+        )
     return notes
+
+
+def _bounded(activations: set[str]) -> bool:
+    """Whether one of these activation labels names a bounded activation (tanh, sigmoid)."""
+    names = {label.split("(", 1)[0] for label in activations}
+    return any(name in ACTIVATIONS and ACTIVATIONS.get(name).kind == "bounded" for name in names)
 
 
 def build_report(

@@ -392,6 +392,8 @@ def test_known_effects_are_stated_where_they_apply(results: Path):
     assert "| normed factor |" in cnn
     mlp = out.split("## mlp_relu")[1].split("\n## ")[0]
     assert "zero padding" not in mlp and "normed factor" not in mlp
+    assert "within 1% of its activation's asymptote" in cnn  # tanh: bounded
+    assert "asymptote" not in mlp  # relu
 
 
 def test_one_seed_has_no_plus_minus(results: Path):
