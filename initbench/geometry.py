@@ -7,6 +7,7 @@ can never drift from the networks that were trained.
 
 from __future__ import annotations
 
+import math
 from typing import Final
 
 IMAGE_SHAPE: Final = (1, 28, 28)  # (channels, height, width) every dataset provides
@@ -66,13 +67,6 @@ def multiply_adds(arch: str, depth: int, width: int) -> int:
     shapes = weight_shapes(arch, depth, width)
     if arch == "cnn":
         per_layer = [shape for _, _, shape in shapes]
-        return sum(_numel(s) * p for s, p in zip(per_layer, cnn_positions(depth), strict=True))
+        return sum(math.prod(s) * p for s, p in zip(per_layer, cnn_positions(depth), strict=True))
     repeats = RNN_STEPS if arch == "rnn" else 1
-    return repeats * sum(_numel(shape) for _, _, shape in shapes)
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    count = 1
-    for size in shape:
-        count *= size
-    return count
+    return repeats * sum(math.prod(shape) for _, _, shape in shapes)

@@ -683,11 +683,6 @@ def measure(tape: Tape, layers: Sequence[WatchedLayer]) -> tuple[list[Label], np
     return labels, values
 
 
-def global_grad_norm(parameters: Sequence[torch.nn.Parameter]) -> float:
-    """L2 norm of all parameter gradients together (float64 accumulation)."""
-    return Probe([], parameters).measure(Tape())[2]
-
-
 @dataclass
 class Recorder:
     """Host-side long table of every probed step."""
