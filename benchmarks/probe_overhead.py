@@ -264,8 +264,9 @@ def main() -> None:
         rows.append(measure_case(label, overrides, args.steps, args.repeats, intervals))
         print(json.dumps(rows[-1]), flush=True)
     print(markdown(rows, intervals), flush=True)
-    sweep = [measure_sweep(n, t, args.sweep_repeats) for n, t in SWEEPS.items()]
-    sweep = sweep if args.sweep_repeats else None
+    sweep = None
+    if args.sweep_repeats:
+        sweep = [measure_sweep(n, t, args.sweep_repeats) for n, t in SWEEPS.items()]
     startup = measure_startup()
     print(json.dumps({"sweep": sweep, "startup": startup}), flush=True)
     if args.json:

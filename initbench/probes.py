@@ -5,7 +5,9 @@ keeps the watched tensors and asks autograd to retain the gradients of ``preact`
 ``normed``; that changes no value the training computes. After ``loss.backward()``, a
 run's :class:`Probe` reduces the tape on the device to a few partial sums per tensor,
 which reach the host in the step's one transfer, where the statistics are finished in
-float64 and put in the order of their row labels (:class:`Recorder`).
+float64 and put in the order of their row labels (:class:`Recorder`). A step whose sums
+are all finite and precise is only checked then; its statistics are finished with the
+run's other such steps, in one batch, when the table is read (:class:`Deferred`).
 
 Definitions (see schema.LAYER_METRICS): ``X_mean``, ``X_var`` (unbiased) and ``X_sq``
 are over *all* elements of the batch tensor, never a per-unit variance averaged.
@@ -196,19 +198,19 @@ def two_pass_moments(tensors: Sequence[torch.Tensor]) -> np.ndarray:
 
 
 def moments_from_sums(total: np.ndarray, squares: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """Σx, Σx² and element counts (R,) -> (R, 4): mean, unbiased variance, mean square and
-    L2 norm (at float32 precision where :func:`trusted`). Non-finite sums give NaN or inf
-    (callers silence numpy's warnings about them)."""
+    """Σx, Σx² and element counts (..., R) -> (..., R, 4): mean, unbiased variance, mean
+    square and L2 norm (at float32 precision where :func:`trusted`). Non-finite sums give
+    NaN or inf (callers silence numpy's warnings about them)."""
     mean = total / n
     var = np.maximum(squares - total * mean, 0.0) / (n - 1)
-    return np.stack([mean, var, squares / n, np.sqrt(squares)], axis=1)
+    return np.stack([mean, var, squares / n, np.sqrt(squares)], axis=-1)
 
 
 def trusted(stats: np.ndarray) -> np.ndarray:
-    """(R, 4) -> (R,) bool: rows whose fast statistics keep float32 precision: finite, no
+    """(..., R, 4) -> (..., R) bool: rows whose fast statistics keep float32 precision: finite, no
     float32 square underflowed (sq >= TINY_SQ), and Σx² − (Σx)²/n did not cancel (sq <=
     MAX_KAPPA2 var). The others are measured again by the two-pass path."""
-    mean, var, sq = stats[:, 0], stats[:, 1], stats[:, 2]
+    mean, var, sq = stats[..., 0], stats[..., 1], stats[..., 2]
     with np.errstate(all="ignore"):
         bounded = (sq >= TINY_SQ) & (sq <= var * MAX_KAPPA2)  # False where any is NaN
         return bounded & (sq < np.inf) & np.isfinite(mean)
@@ -426,19 +428,46 @@ class _Rows:
                 chunk.launch(tensors, out, scratch)
             return torch.cat([self._result.double(), self._counts])
 
-    def fast_stats(self, host: np.ndarray) -> np.ndarray:
-        """(R, 4) statistics from the partial sums alone (see :func:`trusted`)."""
-        if not self.pieces:
-            return np.zeros((0, 4))
-        sums, norms = host[: self.pieces], host[self.pieces : 2 * self.pieces]
+    def fast_sums(self, host: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Σx and Σx² of every row, in ``order``, from launched vectors (..., L)."""
+        sums, norms = host[..., : self.pieces], host[..., self.pieces : 2 * self.pieces]
         with np.errstate(all="ignore"):  # non-finite tensors give inf and NaN, as they should
-            total = np.add.reduceat(sums, self.starts)
-            squares = np.add.reduceat(norms * norms, self.starts)
+            total = np.add.reduceat(sums, self.starts, axis=-1)
+            squares = np.add.reduceat(norms * norms, self.starts, axis=-1)
             if self.rests:
-                rest = host[2 * self.pieces : 2 * self.pieces + self.rests]
-                total[self.rest_at] += np.add.reduceat(rest, self.rest_starts)
-                squares[self.rest_at] += np.add.reduceat(rest * rest, self.rest_starts)
-            return moments_from_sums(total, squares, self.n_in_order)[self.inverse]
+                rest = host[..., 2 * self.pieces : 2 * self.pieces + self.rests]
+                starts = self.rest_starts
+                total[..., self.rest_at] += np.add.reduceat(rest, starts, axis=-1)
+                squares[..., self.rest_at] += np.add.reduceat(rest * rest, starts, axis=-1)
+        return total, squares
+
+    def stats_from_sums(self, total: np.ndarray, squares: np.ndarray) -> np.ndarray:
+        """(..., R, 4) statistics, in row order, from :meth:`fast_sums`."""
+        with np.errstate(all="ignore"):
+            return moments_from_sums(total, squares, self.n_in_order)[..., self.inverse, :]
+
+    def fast_stats(self, host: np.ndarray) -> np.ndarray:
+        """(..., R, 4) statistics from the partial sums alone (see :func:`trusted`)."""
+        if not self.pieces:
+            return np.zeros((*host.shape[:-1], 0, 4))
+        return self.stats_from_sums(*self.fast_sums(host))
+
+    def all_trusted(self, total: np.ndarray, squares: np.ndarray) -> bool:
+        """Whether :func:`trusted` holds for every row of finite sums (:meth:`fast_sums`
+        of a vector with no non-finite element), by the same expressions on fewer columns:
+        such sums always give a finite mean and sq, so only the two bounds can fail."""
+        n = self.n_in_order
+        with np.errstate(all="ignore"):  # a one-element row divides by n - 1 = 0: untrusted
+            var = np.maximum(squares - total * (total / n), 0.0) / (n - 1)
+            sq = squares / n
+            return bool(np.all((sq >= TINY_SQ) & (sq <= var * MAX_KAPPA2)))
+
+    def fractions(self, host: np.ndarray, stats: np.ndarray) -> np.ndarray:
+        """(..., F) fractions, in ``fraction_rows`` order, from launched vectors and their
+        statistics (NaN where the row's tensor is not finite)."""
+        ratio = host[..., host.shape[-1] - len(self.fraction_rows) :] / self.divisors
+        fractions = np.where(self.dead, 1.0 - ratio, ratio)
+        return np.where(np.isfinite(stats[..., self.fraction_rows, 2]), fractions, np.nan)
 
     def finish(
         self, host: np.ndarray, tensors: list[torch.Tensor]
@@ -452,9 +481,7 @@ class _Rows:
             stats[redo] = two_pass_moments([tensors[row] for row in redo])
         if not self.fraction_rows:
             return stats, np.zeros(0)
-        ratio = host[len(host) - len(self.fraction_rows) :] / self.divisors
-        fractions = np.where(self.dead, 1.0 - ratio, ratio)
-        return stats, np.where(np.isfinite(stats[self.fraction_rows, 2]), fractions, np.nan)
+        return stats, self.fractions(host, stats)
 
 
 def _padded(shape: Sequence[int]) -> int:
@@ -603,6 +630,8 @@ class _Plan:
         self.labels: list[Label] = [(ly, t, names[ly], m) for ly, t, m, _, _ in entries]
         self.index = np.array([self._at(row, c) for *_, row, c in entries], dtype=np.int64)
         self.grad_rows = [row for row, ((name, _, _), _) in enumerate(slots) if name in NORMED]
+        self._grad_in_order = self.rows.inverse[self.grad_rows]  # their places in ``order``
+        self.undefined = any(c == UNDEFINED for *_, c in entries)
 
     def _at(self, row: int | None, column: int) -> int:
         """Where row's statistic ``column`` (0..3, FRACTION, UNDEFINED) is in the vector
@@ -614,14 +643,62 @@ class _Plan:
             return stats + self.rows.fraction_position[row]
         return row * 4 + column
 
+    def values(self, stats: np.ndarray, fractions: np.ndarray) -> np.ndarray:
+        """(..., labels) float64 values from (..., R, 4) statistics and (..., F) fractions."""
+        lead = stats.shape[:-2]
+        nan = np.full((*lead, 1), np.nan)
+        vector = np.concatenate([stats.reshape(*lead, -1), fractions, nan], axis=-1)
+        return vector[..., self.index]
+
     def finish(
         self, host: np.ndarray, tensors: list[torch.Tensor]
     ) -> tuple[list[Label], np.ndarray, float]:
         """(labels, float64 values, global gradient norm) from the launched vector."""
         stats, fractions = self.rows.finish(host, tensors)
-        vector = np.concatenate([stats.reshape(-1), fractions, [np.nan]])
         squares = stats[self.grad_rows, 2] @ self.rows.n[self.grad_rows]  # Σ over rows of n·sq
-        return self.labels, vector[self.index], float(np.sqrt(squares))
+        return self.labels, self.values(stats, fractions), float(np.sqrt(squares))
+
+    def defer(self, host: np.ndarray) -> Deferred | None:
+        """The step's sums, to be finished later with other steps' (:class:`Recorder`),
+        when they alone give :meth:`finish`'s values and every value is finite; None
+        when the step must be finished now (a non-finite or imprecise row: the two-pass
+        path needs the step's tensors; or a weight without gradient)."""
+        if self.undefined or not self.rows.pieces or not np.isfinite(host).all():
+            return None
+        total, squares = self.rows.fast_sums(host)
+        if not self.rows.all_trusted(total, squares):
+            return None
+        grad = self._grad_in_order  # as in finish: Σ over rows of n·sq, in row order
+        n = self.rows.n_in_order[grad]
+        grad_norm = float(np.sqrt((squares[grad] / n) @ n))
+        counts = host[len(host) - len(self.rows.fraction_rows) :].copy()
+        return Deferred(self, total, squares, counts, grad_norm)
+
+    def finish_deferred(self, deferred: Sequence[Deferred]) -> np.ndarray:
+        """(steps, labels) values of deferred steps, finished together: the same values
+        :meth:`finish` gives each step."""
+        stats = self.rows.stats_from_sums(
+            np.stack([d.total for d in deferred]), np.stack([d.squares for d in deferred])
+        )
+        if self.rows.fraction_rows:
+            counts = np.stack([d.counts for d in deferred])
+            fractions = self.rows.fractions(counts, stats)
+        else:
+            fractions = np.zeros((len(deferred), 0))
+        return self.values(stats, fractions)
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A probed step's per-row sums (in the plan's row ``order``) and fraction counts,
+    all finite and precise, kept to be finished with other steps' (one batch of host
+    array operations per run instead of one per step)."""
+
+    plan: _Plan
+    total: np.ndarray
+    squares: np.ndarray
+    counts: np.ndarray
+    grad_norm: float
 
 
 @dataclass(frozen=True)
@@ -637,6 +714,11 @@ class Launched:
         """(row labels, their float64 values, global gradient norm) from ``vector`` on the
         host."""
         return self.plan.finish(host, self.tensors)
+
+    def defer(self, host: np.ndarray) -> Deferred | None:
+        """The step's sums to finish later, or None if it must be finished now (see
+        :meth:`_Plan.defer`)."""
+        return self.plan.defer(host)
 
 
 class Probe:
@@ -685,11 +767,13 @@ def measure(tape: Tape, layers: Sequence[WatchedLayer]) -> tuple[list[Label], np
 
 @dataclass
 class Recorder:
-    """Host-side long table of every probed step."""
+    """Host-side long table of every probed step. Steps added as :class:`Deferred` are
+    finished together, per plan, when the table is read."""
 
     steps: list[np.ndarray] = field(default_factory=list)
     labels: list[Label] = field(default_factory=list)
-    values: list[np.ndarray] = field(default_factory=list)
+    values: list[np.ndarray | None] = field(default_factory=list)
+    deferred: list[tuple[int, Deferred]] = field(default_factory=list)  # (place in values, sums)
 
     def add(self, step: int, labels: list[Label], values: np.ndarray) -> None:
         """Store one step's statistics (host values, one per label)."""
@@ -698,6 +782,24 @@ class Recorder:
         self.steps.append(np.full(len(labels), step, dtype=np.int32))
         self.labels.extend(labels)
         self.values.append(values)
+
+    def add_deferred(self, step: int, deferred: Deferred) -> None:
+        """Store one step's sums; its values are computed when the table is read."""
+        labels = deferred.plan.labels
+        self.steps.append(np.full(len(labels), step, dtype=np.int32))
+        self.labels.extend(labels)
+        self.deferred.append((len(self.values), deferred))
+        self.values.append(None)
+
+    def _finish_deferred(self) -> None:
+        by_plan: dict[int, list[tuple[int, Deferred]]] = defaultdict(list)
+        for place, deferred in self.deferred:
+            by_plan[id(deferred.plan)].append((place, deferred))
+        for items in by_plan.values():
+            values = items[0][1].plan.finish_deferred([deferred for _, deferred in items])
+            for (place, _), row in zip(items, values, strict=True):
+                self.values[place] = row
+        self.deferred = []
 
     def columns(self) -> dict[str, np.ndarray]:
         """The long table as columns (schema.LAYER_COLUMNS)."""
@@ -711,6 +813,7 @@ class Recorder:
                 "metric": empty,
                 "value": np.array([], np.float64),
             }
+        self._finish_deferred()
         layer, t, name, metric = zip(*self.labels, strict=True)
         return {
             "step": np.concatenate(self.steps),

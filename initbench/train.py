@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import platform
+import statistics
 import time
 import traceback
 from collections.abc import Iterator
@@ -127,24 +128,24 @@ class Trainer:
         loss.backward()
         return logits, loss
 
-    def _probe(self, step: int, tape: Tape, logits, y, window: list[torch.Tensor]) -> None:
+    def _probe(self, step: int, tape: Tape, logits, y, window: list[float]) -> None:
         """Record this step's statistics and curve points with one device-to-host copy."""
         launched = self.probe.launch(tape)
-        head = torch.stack(
-            [
-                window[-1].double(),
-                torch.stack(window).double().mean(),
-                (logits.detach().argmax(dim=1) == y).double().mean(),
-            ]
-        )
-        host = torch.cat([head, launched.vector]).cpu().numpy()  # the one device-to-host copy
-        labels, values, grad_norm = launched.finish(host[3:])
-        self.recorder.add(step, labels, values)
-        for name, value in zip(
-            ("loss", "loss_avg", "train_accuracy", "grad_norm"), [*host[:3], grad_norm], strict=True
-        ):
+        correct = (logits.detach().argmax(dim=1) == y).sum(dtype=torch.float64)
+        host = torch.cat([correct.view(1), launched.vector]).cpu().numpy()  # the one copy
+        loss = window[-1]
+        deferred = launched.defer(host[1:]) if math.isfinite(loss) else None
+        if deferred is not None:  # the common case: finite and precise, finished at the end
+            self.recorder.add_deferred(step, deferred)
+            grad_norm, where = deferred.grad_norm, None
+        else:
+            labels, values, grad_norm = launched.finish(host[1:])
+            self.recorder.add(step, labels, values)
+            where = first_non_finite(labels, values, loss)
+        points = (loss, statistics.fmean(window), float(host[0]) / len(y), grad_norm)
+        names = ("loss", "loss_avg", "train_accuracy", "grad_norm")
+        for name, value in zip(names, points, strict=True):
             self.curves.append((step, name, float(value)))
-        where = first_non_finite(labels, values, float(host[0]))
         if where is not None:
             raise Diverged(step, where)
 
@@ -152,15 +153,15 @@ class Trainer:
         """Run the loop; raises Diverged at the first non-finite loss or statistic."""
         steps, log_every = self.config.train.steps, self.config.train.log_every
         eval_every = self.config.train.eval_every
-        window: list[torch.Tensor] = []
+        window: list[float] = []  # the losses since the last probed step
         for step in range(steps + 1):
             index = next(self.batches)
             x, y = self.train_x[index], self.train_y[index]
             probe = step % log_every == 0 or step == steps
             tape = Tape(store=self.probe.store) if probe else None
             logits, loss = self._forward_backward(x, y, tape)
-            window.append(loss.detach())
-            if not probe and not math.isfinite(loss.item()):
+            window.append(loss.item())
+            if not probe and not math.isfinite(window[-1]):
                 # re-measure this very step to locate the first non-finite layer
                 tape = Tape(store=self.probe.store)
                 logits, loss = self._forward_backward(x, y, tape)

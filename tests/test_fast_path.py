@@ -28,6 +28,7 @@ from initbench.probes import (
     MAX_KAPPA2,
     PACK_LIMIT,
     PARTIAL,
+    Launched,
     Probe,
     Scratch,
     Tape,
@@ -369,3 +370,82 @@ def test_probing_every_step_leaves_training_bit_for_bit_unchanged(arch: str) -> 
     (every, test_every), (rarely, test_rarely) = run(1), run(1000)
     assert set(rarely) == {0, 6} and all(every[step] == rarely[step] for step in rarely)
     assert test_every == test_rarely
+
+
+# --- steps finished later, together (Recorder.add_deferred) ---------------------------------
+
+
+def _run_columns(monkeypatch: pytest.MonkeyPatch, defer: bool, **dotted: Any):
+    """The layer table and curves of one run, with steps deferred or all finished at once."""
+    if not defer:
+        monkeypatch.setattr(Launched, "defer", lambda self, host: None)
+    result = execute_run(make_config(**dotted).as_dict())
+    monkeypatch.undo()
+    return result.summary["status"], result.layers, result.curves
+
+
+@pytest.mark.parametrize(
+    "dotted",
+    [
+        {"model.arch": "mlp", "model.activation": "relu"},
+        {"model.arch": "cnn", "model.batchnorm": True, "model.activation": "tanh"},
+        {"model.arch": "rnn", "model.activation": "tanh"},
+        {"model.init": "zeros"},  # exactly-zero variances: rows the two-pass path measures
+        {"train.lr": 10.0},  # diverges at step 5, after deferred steps
+    ],
+    ids=["mlp", "cnn-bn-tanh", "rnn-tanh", "zeros", "diverging"],
+)
+def test_deferred_steps_give_the_values_of_steps_finished_at_once(
+    monkeypatch: pytest.MonkeyPatch, dotted: dict[str, Any]
+) -> None:
+    dotted = {"train.log_every": 1, "train.steps": 8, **dotted}
+    status, layers, curves = _run_columns(monkeypatch, True, **dotted)
+    status_now, layers_now, curves_now = _run_columns(monkeypatch, False, **dotted)
+    assert status == status_now and (status == "diverged") == ("train.lr" in dotted)
+    for name in layers:
+        if layers[name].dtype == object:
+            assert list(layers[name]) == list(layers_now[name])
+        else:  # bit for bit, NaN where NaN
+            np.testing.assert_array_equal(layers[name], layers_now[name], strict=True)
+    for name in curves:
+        np.testing.assert_array_equal(curves[name], curves_now[name], strict=True)
+
+
+def test_a_deferred_run_defers_its_finite_steps_and_finishes_the_others_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[bool] = []
+    defer = Launched.defer
+
+    def counting(self: Launched, host: np.ndarray) -> Any:
+        deferred = defer(self, host)
+        calls.append(deferred is not None)
+        return deferred
+
+    monkeypatch.setattr(Launched, "defer", counting)
+    execute_run(make_config(**{"train.log_every": 1}).as_dict())
+    assert calls and all(calls)  # a healthy he-initialised net: every step deferred
+    calls.clear()
+    execute_run(make_config(**{"train.log_every": 1, "model.init": "zeros"}).as_dict())
+    assert calls and not any(calls)  # exactly-zero variances go to the two-pass path
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_all_trusted_agrees_with_trusted_row_by_row(seed: int) -> None:
+    # rows of every kind the bounds separate: ordinary, large mean, constant, tiny, huge
+    generator = torch.Generator().manual_seed(seed)
+    kinds = [
+        lambda n: torch.randn(n, generator=generator),
+        lambda n: torch.randn(n, generator=generator) * 1e-3 + 1.0,
+        lambda n: torch.full((n,), 0.1),
+        lambda n: torch.randn(n, generator=generator) * 1e-17,
+        lambda n: torch.randn(n, generator=generator) * 1e17,
+        lambda n: torch.randn(n, generator=generator) * 0.5 + 1.0,  # sq / var near the bound
+    ]
+    picks = torch.randint(len(kinds), (4,), generator=generator).tolist()
+    sizes = torch.randint(1, 3 * PARTIAL, (4,), generator=generator).tolist()
+    tensors = [kinds[k](n) for k, n in zip(picks, sizes, strict=True)]
+    layout = _Rows([tuple(t.shape) for t in tensors], [None] * len(tensors))
+    host = layout.launch(tensors, Scratch()).cpu().numpy()
+    total, squares = layout.fast_sums(host)
+    assert layout.all_trusted(total, squares) == bool(trusted(layout.fast_stats(host)).all())
