@@ -403,6 +403,9 @@ class _Rows:
             views = ([], [], None, []) if chunk.alone else self._packed_views(chunk, packed)
             self._outs.append(_Out(*views, sums, norms, rests, counts))
             at, rest = at + pieces, rest + chunk.rest
+        if sum(not chunk.alone for chunk in self.chunks) == 1:
+            for out in self._outs:  # one packed chunk: no other writes its zero padding
+                out.pads = []
 
     def _packed_views(self, chunk: _Chunk, packed: torch.Tensor) -> tuple:
         """(row places, paddings, (pieces, PARTIAL) view, run views) of a packed chunk."""
@@ -747,10 +750,12 @@ class Probe:
     def launch(self, tape: Tape) -> Launched:
         """Queue the device work of a probed step, after ``loss.backward()``."""
         slots = list(_slots(tape, self.layers, self.others))
-        key = tuple((slot, tensor.shape, tensor.dtype) for slot, tensor in slots)
+        names, tensors = zip(*slots, strict=True) if slots else ((), ())
+        # the model fixes every shape and dtype but the batch's, which the first row shows
+        key = (names, (tensors[0].shape, tensors[0].dtype) if tensors else None)
         if key not in self._plans:
             self._plans[key] = _Plan(slots, self.layers)
-        plan, tensors = self._plans[key], [tensor for _, tensor in slots]
+        plan, tensors = self._plans[key], list(tensors)
         return Launched(plan, tensors, plan.rows.launch(tensors, self.scratch))
 
     def measure(self, tape: Tape) -> tuple[list[Label], np.ndarray, float]:

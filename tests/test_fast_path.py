@@ -449,3 +449,20 @@ def test_all_trusted_agrees_with_trusted_row_by_row(seed: int) -> None:
     host = layout.launch(tensors, Scratch()).cpu().numpy()
     total, squares = layout.fast_sums(host)
     assert layout.all_trusted(total, squares) == bool(trusted(layout.fast_stats(host)).all())
+
+
+def test_padding_shared_by_packed_chunks_is_zeroed_again_every_step() -> None:
+    # rows that are not whole pieces fill more than one packed chunk; the chunks share a
+    # buffer, and the second chunk's longer rows land on the first chunk's padding
+    sizes = [30_000] * 34 + [50_000] * 6
+    layout = _Rows([(n,) for n in sizes], [None] * len(sizes))
+    assert sum(not chunk.alone for chunk in layout.chunks) == 2
+    generator = torch.Generator().manual_seed(0)
+    scratch = Scratch()
+    for offset in (0.5, -0.5):  # the second step finds the first step's values in the padding
+        tensors = [torch.randn(n, generator=generator) + offset for n in sizes]
+        host = layout.launch(tensors, scratch).cpu().numpy()
+        stats, _ = layout.finish(host, tensors)
+        reference = [t.double() for t in tensors]
+        np.testing.assert_allclose(stats[:, 0], [t.mean().item() for t in reference], rtol=1e-5)
+        np.testing.assert_allclose(stats[:, 1], [t.var().item() for t in reference], rtol=1e-5)
