@@ -8,7 +8,9 @@
    adds time. The median of the per-repeat ratios is kept beside it in the JSON.
 2. Wall time of ``initbench run`` with ``--workers 1`` and ``--workers 2`` (fresh
    processes, as a user runs it) on two sweeps of 8 runs: the headline experiment's runs
-   (seconds each) and tiny runs shorter than a worker's start-up.
+   (seconds each) and tiny runs shorter than a worker's start-up. The runs' own seconds,
+   summed, say what a second torch thread gains one run (``--workers 1`` gives each run
+   both cores' threads): 2 workers cannot be faster than 2 / that gain.
 3. Wall time of ``initbench --help`` and ``initbench list``.
 
 The machine, versions and load averages are recorded with the results. Not part of the
@@ -92,11 +94,13 @@ def _config(overrides: dict[str, Any], steps: int, log_every: int) -> Any:
 
 
 def time_initbench(overrides: dict[str, Any], steps: int, log_every: int) -> float:
-    """Seconds per step of Trainer.train() (probes, loss checks, curves included)."""
+    """Seconds per step of Trainer.train() and the layer table (probes, loss checks,
+    curves, finishing deferred statistics)."""
     trainer = Trainer(_config(overrides, steps, log_every), torch.device("cpu"))
     trainer.setup()
     started = time.perf_counter()
     trainer.train()
+    trainer.recorder.columns()  # statistics of deferred steps are finished here
     return (time.perf_counter() - started) / (steps + 1)
 
 
@@ -154,8 +158,9 @@ def measure_case(
     return row
 
 
-def time_sweep(workers: int, spec: Path) -> float:
-    """Wall seconds of ``initbench run SPEC --workers N`` into a fresh folder."""
+def time_sweep(workers: int, spec: Path) -> tuple[float, float]:
+    """Wall seconds of ``initbench run SPEC --workers N`` into a fresh folder, and the
+    seconds its runs took, summed (each run's ``total_seconds``)."""
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
         subprocess.run(
@@ -163,25 +168,40 @@ def time_sweep(workers: int, spec: Path) -> float:
              "--workers", str(workers)],
             check=True, capture_output=True,
         )  # fmt: skip
-        return time.perf_counter() - started
+        wall = time.perf_counter() - started
+        summaries = [json.loads(p.read_text()) for p in Path(out).rglob("summary.json")]
+        return wall, sum(summary["total_seconds"] for summary in summaries)
 
 
 def measure_sweep(name: str, text: str, repeats: int) -> dict[str, Any]:
-    """One sweep's wall time with 1 and 2 workers (interleaved, median) and the speed-up."""
+    """One sweep's wall time with 1 and 2 workers (interleaved, median), the speed-up, and
+    what bounds it: the runs' summed seconds with 2 threads each (workers 1) and 1 thread
+    each (workers 2). Their ratio is what 2 threads gain one run; 2 workers cannot beat
+    ``2 / that``, however small the start-up."""
     with tempfile.TemporaryDirectory() as folder:
         spec = Path(folder) / f"{name}.yaml"
         spec.write_text(text)
-        load_before, times = load(), {1: [], 2: []}
+        load_before = load()
+        times: dict[int, list[float]] = {1: [], 2: []}
+        runs: dict[int, list[float]] = {1: [], 2: []}
         for _ in range(repeats):
             for workers in (1, 2):
-                times[workers].append(time_sweep(workers, spec))
+                wall, summed = time_sweep(workers, spec)
+                times[workers].append(wall)
+                runs[workers].append(summed)
     one, two = statistics.median(times[1]), statistics.median(times[2])
+    runs_one, runs_two = statistics.median(runs[1]), statistics.median(runs[2])
+    thread_gain = runs_two / runs_one
     return {
         "sweep": name,
         "runs": 8,
         "workers_1_s": one,
         "workers_2_s": two,
         "speedup": one / two,
+        "runs_summed_2_threads_s": runs_one,
+        "runs_summed_1_thread_s": runs_two,
+        "two_thread_gain": thread_gain,
+        "speedup_bound": 2 / thread_gain,
         "load_before": load_before,
         "load_after": load(),
     }
@@ -235,6 +255,22 @@ def markdown(rows: list[dict[str, Any]], intervals: list[int]) -> str:
     return "\n".join(lines)
 
 
+def sweep_markdown(sweeps: list[dict[str, Any]]) -> str:
+    """The sweep table as markdown: wall times, speed-up, and its bound."""
+    lines = [
+        "| sweep | workers 1 | workers 2 | speed-up | runs summed, 2 threads / 1 thread "
+        "| bound 2 / gain |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in sweeps:
+        lines.append(
+            f"| {row['sweep']} | {row['workers_1_s']:.1f} s | {row['workers_2_s']:.1f} s "
+            f"| {row['speedup']:.2f}x | {row['runs_summed_2_threads_s']:.1f} s / "
+            f"{row['runs_summed_1_thread_s']:.1f} s | {row['speedup_bound']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300, help="steps per timed run")
@@ -269,6 +305,8 @@ def main() -> None:
         sweep = [measure_sweep(n, t, args.sweep_repeats) for n, t in SWEEPS.items()]
     startup = measure_startup()
     print(json.dumps({"sweep": sweep, "startup": startup}), flush=True)
+    if sweep:
+        print(sweep_markdown(sweep), flush=True)
     if args.json:
         settings = {"steps": args.steps, "repeats": args.repeats, "intervals": intervals}
         result = {"machine": info, "settings": settings, "per_step": rows}
