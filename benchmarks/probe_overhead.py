@@ -1,11 +1,13 @@
 """initbench's cost against plain PyTorch: per-step probe overhead, sweep workers, start-up.
 
-1. Per-step time of ``Trainer.train()`` (probes, per-step loss check, curves) against a
-   textbook loop over the same model, data, optimizer and batches (zero_grad, forward,
-   cross-entropy, backward, step; no tape, no statistics, no loss check). The variants
-   of a configuration run interleaved in one process, in a rotating order. Each ratio
-   is the variant's best time over the plain loop's best: noise on a shared machine only
-   adds time. The median of the per-repeat ratios is kept beside it in the JSON.
+1. Per-step time of initbench's training loop (``Trainer.train_step``: probes, the
+   per-step loss check, curves; plus building the layer table, where deferred statistics
+   are finished) against a textbook loop over the same model, data, optimizer and batches
+   (zero_grad, forward, cross-entropy, backward, step). All variants of a configuration
+   train side by side in one process, a step of each in turn (in random order), so slow
+   spells of a shared machine fall on every variant alike; the ratio is the median, over
+   blocks of 50 steps, of the variant's time over the plain loop's in the same block
+   (quartiles kept).
 2. Wall time of ``initbench run`` with ``--workers 1`` and ``--workers 2`` (fresh
    processes, as a user runs it) on two sweeps of 8 runs: the headline experiment's runs
    (seconds each) and tiny runs shorter than a worker's start-up. The runs' own seconds,
@@ -16,7 +18,7 @@
 The machine, versions and load averages are recorded with the results. Not part of the
 test suite:
 
-    python benchmarks/probe_overhead.py [--steps 300] [--repeats 5] [--json out.json]
+    python benchmarks/probe_overhead.py [--blocks 12] [--json out.json]
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -93,30 +96,47 @@ def _config(overrides: dict[str, Any], steps: int, log_every: int) -> Any:
     return build_spec(raw, "<bench>", "").runs[0]
 
 
-def time_initbench(overrides: dict[str, Any], steps: int, log_every: int) -> float:
-    """Seconds per step of Trainer.train() and the layer table (probes, loss checks,
-    curves, finishing deferred statistics)."""
-    trainer = Trainer(_config(overrides, steps, log_every), torch.device("cpu"))
-    trainer.setup()
-    started = time.perf_counter()
-    trainer.train()
-    trainer.recorder.columns()  # statistics of deferred steps are finished here
-    return (time.perf_counter() - started) / (steps + 1)
+BLOCK = 50  # steps per timed block: a whole number of each interval timed (1, 10, 25)
 
 
-def time_plain(overrides: dict[str, Any], steps: int) -> float:
-    """Seconds per step of a textbook loop over the same model, data and batches."""
-    trainer = Trainer(_config(overrides, steps, 10**9), torch.device("cpu"))
-    trainer.setup()  # same model, optimizer and batch order; the loop below is plain
-    model, optimizer = trainer.model, trainer.optimizer
-    started = time.perf_counter()
-    for _ in range(steps + 1):
+class PlainLoop:
+    """A textbook loop (zero_grad, forward, cross-entropy, backward, step) over the model,
+    optimizer and batches a Trainer sets up: no tape, no statistics, no loss check."""
+
+    def __init__(self, overrides: dict[str, Any], steps: int) -> None:
+        self.trainer = Trainer(_config(overrides, steps, 10**9), torch.device("cpu"))
+        self.trainer.setup()
+
+    def step(self, step: int) -> None:
+        """One training step."""
+        trainer = self.trainer
         index = next(trainer.batches)
-        optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(trainer.train_x[index]), trainer.train_y[index])
+        trainer.optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(trainer.model(trainer.train_x[index]), trainer.train_y[index])
         loss.backward()
-        optimizer.step()
-    return (time.perf_counter() - started) / (steps + 1)
+        trainer.optimizer.step()
+
+    def finish(self) -> float:
+        """Seconds of work left after the timed steps: none."""
+        return 0.0
+
+
+class InitbenchLoop:
+    """initbench's own loop, ``Trainer.train_step``: probes, loss checks, curves."""
+
+    def __init__(self, overrides: dict[str, Any], steps: int, log_every: int) -> None:
+        self.trainer = Trainer(_config(overrides, steps, log_every), torch.device("cpu"))
+        self.trainer.setup()
+
+    def step(self, step: int) -> None:
+        """One training step (probed on logging steps)."""
+        self.trainer.train_step(step)
+
+    def finish(self) -> float:
+        """Seconds to build the layer table, where deferred statistics are finished."""
+        started = time.perf_counter()
+        self.trainer.recorder.columns()
+        return time.perf_counter() - started
 
 
 def load() -> float:
@@ -129,31 +149,40 @@ def load() -> float:
 
 
 def measure_case(
-    label: str, overrides: dict[str, Any], steps: int, repeats: int, intervals: list[int]
+    label: str, overrides: dict[str, Any], blocks: int, intervals: list[int]
 ) -> dict[str, Any]:
-    """Best (least disturbed) ms per step over the repeats of the plain loop and of
-    initbench at each logging interval, each interval's best over the plain loop's best,
-    and, for reference, the median over repeats of the paired ratios.
+    """ms per step of the plain loop and of initbench at each logging interval, and the
+    ratios to the plain loop.
 
-    Noise on a shared machine only ever adds time, so the best of a few repeats is the
-    steadiest estimate (as in ``timeit``); the paired median shows how far it moves."""
-    variants = ["plain", *(f"log_every_{k}" for k in intervals)]
-    times: dict[str, list[float]] = {v: [] for v in variants}
+    All variants train side by side in this process, one step of each in turn, so that a
+    slow spell of a shared machine (they last from tens of ms to seconds here) falls on
+    every variant alike. The order is random at every step: the step before leaves the
+    caches to the step after (a fixed order biased ratios by up to 8%). Steps are summed
+    per block of BLOCK; the ratio is the median over blocks of the variant's block time
+    over the plain loop's in the same block (it leaves out the one-off cost of a run's
+    first step). Each variant's share of building the layer table at the end, where
+    initbench finishes deferred statistics, is added."""
+    steps = blocks * BLOCK
+    loops: dict[str, Any] = {"plain": PlainLoop(overrides, steps)}
+    loops |= {f"log_every_{k}": InitbenchLoop(overrides, steps, k) for k in intervals}
+    names = list(loops)
+    times = {name: [0.0] * blocks for name in names}
     load_before = load()
-    for repeat in range(repeats):
-        for variant in variants[repeat % len(variants) :] + variants[: repeat % len(variants)]:
-            every = None if variant == "plain" else int(variant.rsplit("_", 1)[1])
-            if every is None:
-                times[variant].append(time_plain(overrides, steps))
-            else:
-                times[variant].append(time_initbench(overrides, steps, every))
-    row: dict[str, Any] = {"case": label}
-    for variant in variants:
-        row[f"{variant}_ms"] = min(times[variant]) * 1e3
-        if variant != "plain":
-            row[f"ratio_{variant}"] = min(times[variant]) / min(times["plain"])
-            pairs = zip(times[variant], times["plain"], strict=True)
-            row[f"paired_median_ratio_{variant}"] = statistics.median(v / p for v, p in pairs)
+    order = random.Random(0)
+    for step in range(steps):
+        for name in order.sample(names, len(names)):  # no variant always follows another
+            started = time.perf_counter()
+            loops[name].step(step)
+            times[name][step // BLOCK] += time.perf_counter() - started
+    tail = {name: loops[name].finish() / steps for name in names}
+    plain = [t / BLOCK + tail["plain"] for t in times["plain"]]
+    row: dict[str, Any] = {"case": label, "plain_ms": statistics.median(plain) * 1e3}
+    for name in names[1:]:
+        per_step = [t / BLOCK + tail[name] for t in times[name]]
+        row[f"{name}_ms"] = statistics.median(per_step) * 1e3
+        ratios = sorted(v / p for v, p in zip(per_step, plain, strict=True))
+        row[f"ratio_{name}"] = statistics.median(ratios)
+        row[f"ratio_{name}_quartiles"] = statistics.quantiles(ratios, n=4)[::2]
     row["load_before"], row["load_after"] = load_before, load()
     return row
 
@@ -242,14 +271,16 @@ def machine() -> dict[str, Any]:
 
 
 def markdown(rows: list[dict[str, Any]], intervals: list[int]) -> str:
-    """The per-step table as markdown: ms per step, and the ratio to the plain loop."""
+    """The per-step table as markdown: ms per step, the ratio to the plain loop (median
+    over blocks) and its quartiles."""
     head = "| case | plain ms | " + " | ".join(f"log_every {k}" for k in intervals) + " | load |"
     lines = [head, "|---" * (len(intervals) + 3) + "|"]
     for row in rows:
-        cells = [
-            f"{row[f'log_every_{k}_ms']:.2f} ({row[f'ratio_log_every_{k}']:.2f}x)"
-            for k in intervals
-        ]
+        cells = []
+        for k in intervals:
+            low, high = row[f"ratio_log_every_{k}_quartiles"]
+            ratio = row[f"ratio_log_every_{k}"]
+            cells.append(f"{row[f'log_every_{k}_ms']:.2f}: {ratio:.2f}x ({low:.2f}-{high:.2f})")
         loads = f"{row['load_before']:.2f}-{row['load_after']:.2f}"
         lines.append(f"| {row['case']} | {row['plain_ms']:.2f} | {' | '.join(cells)} | {loads} |")
     return "\n".join(lines)
@@ -273,8 +304,9 @@ def sweep_markdown(sweeps: list[dict[str, Any]]) -> str:
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300, help="steps per timed run")
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats per case")
+    parser.add_argument(
+        "--blocks", type=int, default=12, help=f"timed blocks of {BLOCK} steps per variant"
+    )
     parser.add_argument(
         "--intervals", default=f"1,{DEFAULT_LOG_EVERY},25", help="logging intervals to time"
     )
@@ -292,12 +324,12 @@ def main() -> None:
     words = [w for w in args.cases.split(",") if w]
     info = machine()
     print(json.dumps(info), flush=True)
-    time_plain(CASES[0][1], 5)  # warm-up: the first optimizer creation imports torch._dynamo
+    PlainLoop(CASES[0][1], 1).step(0)  # warm-up: the first optimizer step imports torch._dynamo
     rows = []
     for label, overrides in CASES:
         if words and not any(w in label for w in words):
             continue
-        rows.append(measure_case(label, overrides, args.steps, args.repeats, intervals))
+        rows.append(measure_case(label, overrides, args.blocks, intervals))
         print(json.dumps(rows[-1]), flush=True)
     print(markdown(rows, intervals), flush=True)
     sweep = None
@@ -308,7 +340,7 @@ def main() -> None:
     if sweep:
         print(sweep_markdown(sweep), flush=True)
     if args.json:
-        settings = {"steps": args.steps, "repeats": args.repeats, "intervals": intervals}
+        settings = {"blocks": args.blocks, "block_steps": BLOCK, "intervals": intervals}
         result = {"machine": info, "settings": settings, "per_step": rows}
         Path(args.json).write_text(json.dumps({**result, "sweep": sweep, "startup": startup}))
 

@@ -119,6 +119,7 @@ class Trainer:
         )
         self.recorder = Recorder()
         self.curves: list[tuple[int, str, float]] = []
+        self.window: list[float] = []  # the losses since the last probed step
         self.steps_done = 0
 
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, tape: Tape | None):
@@ -151,29 +152,34 @@ class Trainer:
 
     def train(self) -> None:
         """Run the loop; raises Diverged at the first non-finite loss or statistic."""
+        for step in range(self.config.train.steps + 1):
+            self.train_step(step)
+
+    def train_step(self, step: int) -> None:
+        """Step ``step`` of the loop (called in order from 0 to train.steps): forward and
+        backward (probed at step 0, every log_every steps and the last), evaluation when
+        due, then the update (none after the last)."""
         steps, log_every = self.config.train.steps, self.config.train.log_every
         eval_every = self.config.train.eval_every
-        window: list[float] = []  # the losses since the last probed step
-        for step in range(steps + 1):
-            index = next(self.batches)
-            x, y = self.train_x[index], self.train_y[index]
-            probe = step % log_every == 0 or step == steps
-            tape = Tape(store=self.probe.store) if probe else None
+        index = next(self.batches)
+        x, y = self.train_x[index], self.train_y[index]
+        probe = step % log_every == 0 or step == steps
+        tape = Tape(store=self.probe.store) if probe else None
+        logits, loss = self._forward_backward(x, y, tape)
+        self.window.append(loss.item())
+        if not probe and not math.isfinite(self.window[-1]):
+            # re-measure this very step to locate the first non-finite layer
+            tape = Tape(store=self.probe.store)
             logits, loss = self._forward_backward(x, y, tape)
-            window.append(loss.item())
-            if not probe and not math.isfinite(window[-1]):
-                # re-measure this very step to locate the first non-finite layer
-                tape = Tape(store=self.probe.store)
-                logits, loss = self._forward_backward(x, y, tape)
-                probe = True
-            if probe:
-                self._probe(step, tape, logits, y, window)
-                window = []
-            if eval_every and step % eval_every == 0 and 0 < step < steps:
-                self._evaluate(step)
-            if step < steps:
-                self.optimizer.step()
-                self.steps_done = step + 1
+            probe = True
+        if probe:
+            self._probe(step, tape, logits, y, self.window)
+            self.window = []
+        if eval_every and step % eval_every == 0 and 0 < step < steps:
+            self._evaluate(step)
+        if step < steps:
+            self.optimizer.step()
+            self.steps_done = step + 1
 
     def _evaluate(self, step: int) -> tuple[float, float]:
         loss, accuracy = evaluate(self.model, self.data.test_x, self.data.test_y, self.device)
