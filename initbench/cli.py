@@ -6,6 +6,9 @@ Exit codes: 0 success, 1 some runs failed or diverged (``run`` only, and only wi
 
 from __future__ import annotations
 
+import atexit
+import functools
+import gc
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -52,6 +55,15 @@ def _load(spec_path: str, overrides: tuple[str, ...]) -> Any:
 @click.version_option(package_name="initbench")
 def main() -> None:
     """initbench: which weight initialisation keeps a network trainable, measured."""
+    _freeze_objects_at_exit()
+
+
+@functools.cache
+def _freeze_objects_at_exit() -> None:
+    # Tearing down a process that imported torch._dynamo took 1.2 s, mostly the garbage
+    # collector scanning objects that die with the process anyway; freezing them when the
+    # exit handlers run (output flushed, results written) leaves 0.2 s.
+    atexit.register(gc.freeze)
 
 
 _SET_HELP = "Override a spec key, e.g. --set train.steps=20 (repeatable; value parsed as YAML)."

@@ -160,3 +160,18 @@ def test_help_list_and_report_never_import_torch(spec_file: Path, tmp_path: Path
     )
     done = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_every_command_freezes_the_heap_at_exit(monkeypatch: pytest.MonkeyPatch) -> None:
+    # interpreter teardown after torch._dynamo spent 1.2 s collecting garbage that dies
+    # with the process; gc.freeze at exit skips it
+    import atexit
+    import gc
+
+    from initbench import cli
+
+    registered: list[object] = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    cli._freeze_objects_at_exit.cache_clear()
+    _run("list")
+    assert registered == [gc.freeze]
