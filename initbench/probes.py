@@ -201,9 +201,20 @@ def moments_from_sums(total: np.ndarray, squares: np.ndarray, n: np.ndarray) -> 
     """Σx, Σx² and element counts (..., R) -> (..., R, 4): mean, unbiased variance, mean
     square and L2 norm (at float32 precision where :func:`trusted`). Non-finite sums give
     NaN or inf (callers silence numpy's warnings about them)."""
+    mean, var, sq = _mean_var_sq(total, squares, n)
+    return np.stack([mean, var, sq, np.sqrt(squares)], axis=-1)
+
+
+def _mean_var_sq(total: np.ndarray, squares: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Mean, unbiased variance and mean square from Σx, Σx² and element counts."""
     mean = total / n
-    var = np.maximum(squares - total * mean, 0.0) / (n - 1)
-    return np.stack([mean, var, squares / n, np.sqrt(squares)], axis=-1)
+    return mean, np.maximum(squares - total * mean, 0.0) / (n - 1), squares / n
+
+
+def _bounded(var: np.ndarray, sq: np.ndarray) -> np.ndarray:
+    """No float32 square underflowed, and Σx² − (Σx)²/n did not cancel (see trusted);
+    False where either is NaN."""
+    return (sq >= TINY_SQ) & (sq <= var * MAX_KAPPA2)
 
 
 def trusted(stats: np.ndarray) -> np.ndarray:
@@ -212,8 +223,7 @@ def trusted(stats: np.ndarray) -> np.ndarray:
     MAX_KAPPA2 var). The others are measured again by the two-pass path."""
     mean, var, sq = stats[..., 0], stats[..., 1], stats[..., 2]
     with np.errstate(all="ignore"):
-        bounded = (sq >= TINY_SQ) & (sq <= var * MAX_KAPPA2)  # False where any is NaN
-        return bounded & (sq < np.inf) & np.isfinite(mean)
+        return _bounded(var, sq) & (sq < np.inf) & np.isfinite(mean)
 
 
 @functools.lru_cache(maxsize=256)
@@ -459,15 +469,13 @@ class _Rows:
         """Whether :func:`trusted` holds for every row of finite sums (:meth:`fast_sums`
         of a vector with no non-finite element), by the same expressions on fewer columns:
         such sums always give a finite mean and sq, so only the two bounds can fail."""
-        n = self.n_in_order
         with np.errstate(all="ignore"):  # a one-element row divides by n - 1 = 0: untrusted
-            var = np.maximum(squares - total * (total / n), 0.0) / (n - 1)
-            sq = squares / n
-            return bool(np.all((sq >= TINY_SQ) & (sq <= var * MAX_KAPPA2)))
+            _, var, sq = _mean_var_sq(total, squares, self.n_in_order)
+            return bool(np.all(_bounded(var, sq)))
 
     def fractions(self, host: np.ndarray, stats: np.ndarray) -> np.ndarray:
-        """(..., F) fractions, in ``fraction_rows`` order, from launched vectors and their
-        statistics (NaN where the row's tensor is not finite)."""
+        """(..., F) fractions, in ``fraction_rows`` order, from launched vectors (or just
+        their counts) and their statistics (NaN where the row's tensor is not finite)."""
         ratio = host[..., host.shape[-1] - len(self.fraction_rows) :] / self.divisors
         fractions = np.where(self.dead, 1.0 - ratio, ratio)
         return np.where(np.isfinite(stats[..., self.fraction_rows, 2]), fractions, np.nan)
@@ -482,8 +490,6 @@ class _Rows:
         redo = np.flatnonzero(~trusted(stats))
         if len(redo):
             stats[redo] = two_pass_moments([tensors[row] for row in redo])
-        if not self.fraction_rows:
-            return stats, np.zeros(0)
         return stats, self.fractions(host, stats)
 
 
@@ -683,12 +689,8 @@ class _Plan:
         stats = self.rows.stats_from_sums(
             np.stack([d.total for d in deferred]), np.stack([d.squares for d in deferred])
         )
-        if self.rows.fraction_rows:
-            counts = np.stack([d.counts for d in deferred])
-            fractions = self.rows.fractions(counts, stats)
-        else:
-            fractions = np.zeros((len(deferred), 0))
-        return self.values(stats, fractions)
+        counts = np.stack([d.counts for d in deferred])
+        return self.values(stats, self.rows.fractions(counts, stats))
 
 
 @dataclass(frozen=True)
