@@ -13,17 +13,21 @@ Definitions (see schema.LAYER_METRICS): ``X_mean``, ``X_var`` (unbiased) and ``X
 are over *all* elements of the batch tensor, never a per-unit variance averaged.
 
 Why it is cheap: a small net's step is a few hundred kernel launches, so launches and
-passes over memory are the cost. All small tensors of a step (preacts, activations,
-gradients, weights, whatever their shapes) are packed by one copy call into a buffer,
-and the buffer is read once by two kernels: float32 sums and L2 norms of pieces of
-PARTIAL elements, which keep float32 precision. Large tensors are read in place the
-same way. The host adds the pieces in float64 and derives mean, var = (Σx² −
-(Σx)²/n)/(n − 1), sq and norm. Where that formula cannot keep float32 precision
+passes over memory are the cost. On a CPU run, one call of a C kernel
+(:mod:`initbench.native`, compiled on first use where a C compiler exists) reads every
+tensor in place and writes the step's vector: per piece of PARTIAL elements the sum and
+the sum of squares (float32 lanes combined in float64), and the dead and saturated
+counts. Elsewhere (no compiler, a GPU), all small tensors of a step (preacts,
+activations, gradients, weights, whatever their shapes) are packed by one copy call into
+a buffer, and the buffer is read once by two torch kernels: float32 sums and L2 norms of
+the same pieces, which keep float32 precision; large tensors are read in place the same
+way. The host adds the pieces in float64 and derives mean, var = (Σx² − (Σx)²/n)/(n − 1),
+sq and norm. Where that formula cannot keep float32 precision
 (squares that underflow or overflow, a mean large against the spread, non-finite
 values) the tensor is measured again by the two-pass path (:func:`raw_moments`: exact
 power-of-two scaling, centring, corrected two-pass formula). tests/test_fast_path.py
-checks every statistic of every model against a float64 reference written from the
-definitions.
+checks every statistic of every model, by both paths, against a float64 reference
+written from the definitions.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from initbench import native
 from initbench.activations import SATURATION_FRACTION
 from initbench.models import WatchedLayer
 
@@ -337,6 +342,19 @@ def _saturated_count(flat: torch.Tensor, low: float, high: float, scratch: Scrat
     return torch.count_nonzero(distance > SATURATION_FRACTION * half, dim=1)
 
 
+def _count_fields(fraction: _Fraction | None, shape: Sequence[int]) -> tuple:
+    """The kernel's (kind, units, inner, centre, threshold) of a row's fraction count:
+    units and inner of its (batch, units, inner) view for dead_frac; the saturation
+    threshold computed as :func:`_saturated_count` does."""
+    if fraction is None:
+        return native.NO_COUNT, 1, 1, 0.0, 0.0
+    if fraction.metric == "dead_frac":
+        return native.DEAD, shape[1], math.prod(shape[2:]), 0.0, 0.0
+    low, high = fraction.output_range
+    centre, half = (low + high) / 2, (high - low) / 2
+    return native.SATURATED, 1, 1, centre, SATURATION_FRACTION * half
+
+
 def _finite_rows(flat: torch.Tensor) -> torch.Tensor:
     return torch.isfinite(flat.amax(dim=1)) & torch.isfinite(flat.amin(dim=1))
 
@@ -362,7 +380,7 @@ def saturated_fraction(stacked: torch.Tensor, low: float, high: float) -> torch.
 class _Rows:
     """Statistics of a fixed list of tensors (rows). :meth:`launch` runs the device work
     into buffers reused across steps and returns one float64 device vector: all chunks'
-    piece sums, then their piece norms, rest elements and fraction counts. On the host,
+    piece sums, then their pieces' sums of squares, rest elements and fraction counts. On the host,
     :meth:`finish` turns it into per-row (mean, var, sq, norm) and the fractions."""
 
     def __init__(self, shapes: Sequence[tuple[int, ...]], fractions: Sequence[_Fraction | None]):
@@ -379,6 +397,53 @@ class _Rows:
         )
         self.dead = np.array([fractions[row].metric == "dead_frac" for row in self.fraction_rows])
         self._outs: list[_Out] = []
+        self._fields, self._ranges = self._kernel_fields(fractions)
+
+    def _kernel_fields(self, fractions: Sequence[_Fraction | None]) -> tuple[np.ndarray, ...]:
+        """Per row in ``order``: the kernel's fields (native.FIELDS) and (centre,
+        threshold) of a saturation count, for the same vector as the torch path's."""
+        rest_places = (2 * self.pieces + self.rest_starts).tolist()
+        rest_at = dict(zip(self.rest_at.tolist(), rest_places[: len(self.rest_at)], strict=True))
+        counts_at = 2 * self.pieces + self.rests
+        pieces = [(c.piece, n, c.rest) for c in self.chunks for n in c.row_pieces]
+        fields, ranges = [], []
+        for i, (row, (piece, n_pieces, rest)) in enumerate(zip(self.order, pieces, strict=True)):
+            shape, fraction = self.shapes[row], fractions[row]
+            kind, units, inner, centre, threshold = _count_fields(fraction, shape)
+            count_at = -1 if fraction is None else counts_at + self.fraction_position[row]
+            fields.append(
+                native.row_fields(
+                    math.prod(shape),
+                    piece,
+                    n_pieces,
+                    rest,
+                    at=int(self.starts[i]),
+                    rest_at=rest_at.get(i, -1),
+                    kind=kind,
+                    count_at=count_at,
+                    units=units,
+                    inner=inner,
+                )
+            )
+            ranges.append((centre, threshold))
+        return (
+            np.array(fields, dtype=np.int64).reshape(-1, len(native.FIELDS)),
+            np.array(ranges, dtype=np.float64).reshape(-1, 2),
+        )
+
+    def _launch_native(self, kernel: native.Kernel, tensors: list[torch.Tensor]):
+        """The vector of :meth:`launch` by the C kernel, reading the tensors in place;
+        None unless every one is a contiguous float32 CPU tensor."""
+        ordered = [tensors[row] for row in self.order]
+        if not all(t.is_cpu and t.dtype == torch.float32 and t.is_contiguous() for t in ordered):
+            return None
+        pointers = np.fromiter((t.data_ptr() for t in ordered), np.int64, len(ordered))
+        length = 2 * self.pieces + self.rests + len(self.fraction_rows)
+        vector = torch.empty(length, dtype=torch.float64)
+        address = vector.data_ptr()
+        if kernel(len(ordered), pointers, self._fields, self._ranges, self.pieces, address):
+            raise MemoryError("the probe kernel could not allocate its work buffer")
+        return vector
 
     def _layout(self) -> None:
         """Where each row's values are in the vector: its pieces from ``starts`` (rows in
@@ -433,20 +498,26 @@ class _Rows:
         return places, pads, packed[: chunk.size].view(-1, PARTIAL), runs
 
     def launch(self, tensors: list[torch.Tensor], scratch: Scratch) -> torch.Tensor:
-        """The device work of one step: its float64 result vector (see the class)."""
+        """The device work of one step: its float64 result vector (see the class), by the
+        C kernel where it applies (:mod:`initbench.native`), else by torch."""
+        kernel = native.kernel()
+        if kernel is not None and (vector := self._launch_native(kernel, tensors)) is not None:
+            return vector
         with torch.no_grad():
             if not self._outs:
                 self._allocate(tensors[0] if tensors else torch.empty(0))
             for chunk, out in zip(self.chunks, self._outs, strict=True):
                 chunk.launch(tensors, out, scratch)
-            return torch.cat([self._result.double(), self._counts])
+            vector = torch.cat([self._result.double(), self._counts])
+            vector[self.pieces : 2 * self.pieces].square_()  # the norms' squares, exact in float64
+            return vector
 
     def fast_sums(self, host: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Σx and Σx² of every row, in ``order``, from launched vectors (..., L)."""
-        sums, norms = host[..., : self.pieces], host[..., self.pieces : 2 * self.pieces]
+        sums, piece_squares = host[..., : self.pieces], host[..., self.pieces : 2 * self.pieces]
         with np.errstate(all="ignore"):  # non-finite tensors give inf and NaN, as they should
             total = np.add.reduceat(sums, self.starts, axis=-1)
-            squares = np.add.reduceat(norms * norms, self.starts, axis=-1)
+            squares = np.add.reduceat(piece_squares, self.starts, axis=-1)
             if self.rests:
                 rest = host[..., 2 * self.pieces : 2 * self.pieces + self.rests]
                 starts = self.rest_starts

@@ -120,6 +120,7 @@ SUMMARY_KEYS: Final[dict[str, str]] = {
     "started_at": "UTC ISO-8601 start time",
     "device": "torch device the run used",
     "threads": "torch intra-op threads used",
+    "probe_kernel": "what reduced the probed tensors: 'native' (the C kernel) or 'torch'",
     "versions": "python, torch, numpy, initbench versions",
     "config": "the resolved config (same as config.json)",
 }

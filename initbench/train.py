@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 import initbench
-from initbench import schema
+from initbench import native, schema
 from initbench.models import InstrumentedModel, build_model
 from initbench.optimizers import build_optimizer
 from initbench.probes import Probe, Recorder, Tape, first_non_finite
@@ -77,6 +77,12 @@ def versions() -> dict[str, str]:
         "numpy": np.__version__,
         "initbench": initbench.__version__,
     }
+
+
+def probe_kernel(device: torch.device) -> str:
+    """What reduces a run's probed tensors: the C kernel on a CPU where it can be built
+    (initbench.native), else torch; the two agree within float32 rounding."""
+    return "native" if device.type == "cpu" and native.kernel() is not None else "torch"
 
 
 # --- the training loop ----------------------------------------------------------------------
@@ -249,6 +255,7 @@ def _base_summary(config: RunConfig, experiment: str, device: torch.device) -> d
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "probe_kernel": probe_kernel(device),
         "versions": versions(),
         "config": config.as_dict(),
     }

@@ -2,8 +2,10 @@
 
 The reference captures every watched tensor with forward hooks, differentiates the loss
 with ``torch.autograd.grad`` (independent of the Tape and of ``retain_grad``) and computes
-each statistic from its definition in float64. The probe computes in float32 with
-compensation, so agreement is asserted at float32 precision:
+each statistic from its definition in float64. Every test runs twice: with the probe's C
+kernel (:mod:`initbench.native`; skipped where it cannot be built) and with torch alone.
+The probe computes in float32 with compensation, so agreement is asserted at float32
+precision:
 
 * var, sq, norm and the gradient norm: relative 1e-5;
 * mean: 1e-5 of the tensor's RMS (a mean near 0 has no relative precision in float32);
@@ -22,6 +24,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from initbench import native
 from initbench.activations import ACTIVATIONS, SATURATION_FRACTION
 from initbench.models import build_model
 from initbench.probes import (
@@ -44,6 +47,16 @@ from tests.conftest import make_config
 BATCH = 16
 RTOL = 1e-5
 Key = tuple[int, int, str]  # (layer, t, metric)
+
+
+@pytest.fixture(autouse=True, params=["native", "torch"])
+def probe_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The path a CPU probe takes: the C kernel, or torch alone (as without a compiler)."""
+    if request.param == "torch":
+        monkeypatch.setattr(native, "kernel", lambda: None)
+    elif native.kernel() is None:
+        pytest.skip("the probe kernel cannot be built here (no C compiler)")
+    return request.param
 
 
 # --- the reference -----------------------------------------------------------------------
@@ -377,10 +390,10 @@ def test_probing_every_step_leaves_training_bit_for_bit_unchanged(arch: str) -> 
 
 def _run_columns(monkeypatch: pytest.MonkeyPatch, defer: bool, **dotted: Any):
     """The layer table and curves of one run, with steps deferred or all finished at once."""
-    if not defer:
-        monkeypatch.setattr(Launched, "defer", lambda self, host: None)
-    result = execute_run(make_config(**dotted).as_dict())
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        if not defer:
+            patch.setattr(Launched, "defer", lambda self, host: None)
+        result = execute_run(make_config(**dotted).as_dict())
     return result.summary["status"], result.layers, result.curves
 
 
