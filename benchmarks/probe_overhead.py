@@ -39,8 +39,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from initbench import native
 from initbench.spec import TrainConfig, build_spec, set_dotted
-from initbench.train import Trainer
+from initbench.train import Trainer, probe_kernel
 
 DEFAULT_LOG_EVERY = TrainConfig.model_fields["log_every"].default  # initbench's default: 10
 CASES = [  # (label, dotted overrides): issue 7's mlp depths x widths, a cnn, an rnn
@@ -139,6 +140,32 @@ class InitbenchLoop:
         return time.perf_counter() - started
 
 
+class TorchPathLoop(InitbenchLoop):
+    """initbench's loop with the probe on torch alone, as where the C kernel cannot be
+    built (no compiler) or does not apply (a GPU)."""
+
+    def step(self, step: int) -> None:
+        """One training step, the probe's reductions by torch."""
+        kernel = native.kernel
+        native.kernel = lambda: None
+        try:
+            self.trainer.train_step(step)
+        finally:
+            native.kernel = kernel
+
+
+def variant_names(intervals: list[int], torch_path: bool) -> list[str]:
+    """The initbench variants timed against the plain loop, by name."""
+    names = [f"log_every_{k}" for k in intervals]
+    return names + (["log_every_1_torch"] if torch_path and 1 in intervals else [])
+
+
+def _variant(name: str, overrides: dict[str, Any], steps: int) -> InitbenchLoop:
+    log_every = int(name.split("_")[2])
+    kind = TorchPathLoop if name.endswith("_torch") else InitbenchLoop
+    return kind(overrides, steps, log_every)
+
+
 def load() -> float:
     """The 1-minute load average (other work on the machine distorts timings); NaN if
     the system does not say."""
@@ -149,10 +176,10 @@ def load() -> float:
 
 
 def measure_case(
-    label: str, overrides: dict[str, Any], blocks: int, intervals: list[int]
+    label: str, overrides: dict[str, Any], blocks: int, variants: list[str]
 ) -> dict[str, Any]:
-    """ms per step of the plain loop and of initbench at each logging interval, and the
-    ratios to the plain loop.
+    """ms per step of the plain loop and of initbench's variants (each logging interval;
+    every step with the probe on torch alone), and the ratios to the plain loop.
 
     All variants train side by side in this process, one step of each in turn, so that a
     slow spell of a shared machine (they last from tens of ms to seconds here) falls on
@@ -164,7 +191,7 @@ def measure_case(
     initbench finishes deferred statistics, is added."""
     steps = blocks * BLOCK
     loops: dict[str, Any] = {"plain": PlainLoop(overrides, steps)}
-    loops |= {f"log_every_{k}": InitbenchLoop(overrides, steps, k) for k in intervals}
+    loops |= {name: _variant(name, overrides, steps) for name in variants}
     names = list(loops)
     times = {name: [0.0] * blocks for name in names}
     load_before = load()
@@ -265,22 +292,25 @@ def machine() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "probe_kernel": probe_kernel(torch.device("cpu")),  # builds it, outside the timing
         "platform": platform.platform(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
 
 
-def markdown(rows: list[dict[str, Any]], intervals: list[int]) -> str:
+def markdown(rows: list[dict[str, Any]], variants: list[str]) -> str:
     """The per-step table as markdown: ms per step, the ratio to the plain loop (median
     over blocks) and its quartiles."""
-    head = "| case | plain ms | " + " | ".join(f"log_every {k}" for k in intervals) + " | load |"
-    lines = [head, "|---" * (len(intervals) + 3) + "|"]
+    titles = [name.replace("log_every_", "log_every ").replace("_torch", ", torch path")
+              for name in variants]  # fmt: skip
+    head = "| case | plain ms | " + " | ".join(titles) + " | load |"
+    lines = [head, "|---" * (len(variants) + 3) + "|"]
     for row in rows:
         cells = []
-        for k in intervals:
-            low, high = row[f"ratio_log_every_{k}_quartiles"]
-            ratio = row[f"ratio_log_every_{k}"]
-            cells.append(f"{row[f'log_every_{k}_ms']:.2f}: {ratio:.2f}x ({low:.2f}-{high:.2f})")
+        for name in variants:
+            low, high = row[f"ratio_{name}_quartiles"]
+            ratio = row[f"ratio_{name}"]
+            cells.append(f"{row[f'{name}_ms']:.2f}: {ratio:.2f}x ({low:.2f}-{high:.2f})")
         loads = f"{row['load_before']:.2f}-{row['load_after']:.2f}"
         lines.append(f"| {row['case']} | {row['plain_ms']:.2f} | {' | '.join(cells)} | {loads} |")
     return "\n".join(lines)
@@ -312,6 +342,8 @@ def _arguments() -> argparse.Namespace:
     )
     parser.add_argument("--cases", default="", help="only cases whose label contains one of "
                         "these comma-separated words")  # fmt: skip
+    parser.add_argument("--no-torch-path", action="store_true", help="skip timing every step "
+                        "with the probe on torch alone (no C kernel)")  # fmt: skip
     parser.add_argument("--sweep-repeats", type=int, default=2, help="0 skips the sweep")
     parser.add_argument("--json", default=None, help="also write everything as JSON here")
     return parser.parse_args()
@@ -321,6 +353,7 @@ def main() -> None:
     """Run the measurements, print them, and write the JSON."""
     args = _arguments()
     intervals = [int(k) for k in args.intervals.split(",")]
+    variants = variant_names(intervals, not args.no_torch_path and native.kernel() is not None)
     words = [w for w in args.cases.split(",") if w]
     info = machine()
     print(json.dumps(info), flush=True)
@@ -329,9 +362,9 @@ def main() -> None:
     for label, overrides in CASES:
         if words and not any(w in label for w in words):
             continue
-        rows.append(measure_case(label, overrides, args.blocks, intervals))
+        rows.append(measure_case(label, overrides, args.blocks, variants))
         print(json.dumps(rows[-1]), flush=True)
-    print(markdown(rows, intervals), flush=True)
+    print(markdown(rows, variants), flush=True)
     sweep = None
     if args.sweep_repeats:
         sweep = [measure_sweep(n, t, args.sweep_repeats) for n, t in SWEEPS.items()]
@@ -340,7 +373,7 @@ def main() -> None:
     if sweep:
         print(sweep_markdown(sweep), flush=True)
     if args.json:
-        settings = {"blocks": args.blocks, "block_steps": BLOCK, "intervals": intervals}
+        settings = {"blocks": args.blocks, "block_steps": BLOCK, "variants": variants}
         result = {"machine": info, "settings": settings, "per_step": rows}
         Path(args.json).write_text(json.dumps({**result, "sweep": sweep, "startup": startup}))
 

@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -73,13 +74,15 @@ def kernel() -> Kernel | None:
     return function
 
 
-def _compiler() -> str:
-    compiler = os.environ.get("CC") or next(
-        (found for name in ("cc", "gcc", "clang") if (found := shutil.which(name))), None
-    )
-    if compiler is None:
+def _compiler() -> list[str]:
+    """The compiler command: ``$CC`` (which may carry flags, e.g. "gcc -m64"), else the
+    first of cc, gcc and clang on the PATH."""
+    if os.environ.get("CC"):
+        return shlex.split(os.environ["CC"])
+    found = next((path for name in ("cc", "gcc", "clang") if (path := shutil.which(name))), None)
+    if found is None:
         raise RuntimeError("no C compiler ($CC, cc, gcc or clang)")
-    return compiler
+    return [found]
 
 
 def _cpu() -> str:
@@ -103,7 +106,7 @@ def _built() -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     errors = []
     for flags in FLAG_SETS:
-        identity = "\0".join([compiler, *flags, _cpu(), platform.python_version()])
+        identity = "\0".join([*compiler, *flags, _cpu(), platform.python_version()])
         digest = hashlib.sha256(source + identity.encode()).hexdigest()[:16]
         target = folder / f"probe_rows-{digest}.so"
         if target.exists():
@@ -116,13 +119,13 @@ def _built() -> Path:
     raise RuntimeError("; ".join(errors))
 
 
-def _compile(compiler: str, flags: tuple[str, ...], target: Path) -> None:
+def _compile(compiler: list[str], flags: tuple[str, ...], target: Path) -> None:
     """Build into a temporary file beside ``target``, then rename it into place (atomic:
     workers building at once each rename a complete file)."""
     handle, temporary = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(handle)
     try:
-        command = [compiler, *flags, "-shared", "-fPIC", str(SOURCE), "-o", temporary]
+        command = [*compiler, *flags, "-shared", "-fPIC", str(SOURCE), "-o", temporary]
         subprocess.run(command, check=True, capture_output=True, timeout=COMPILE_TIMEOUT)
         os.replace(temporary, target)
     finally:
