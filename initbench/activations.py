@@ -1,16 +1,20 @@
 """Activation functions and the properties the probes and the theory need.
 
 ``kind`` decides which extra statistic a layer records: ``rectifier`` activations get
-``dead_frac`` (units never active), ``bounded`` ones get ``sat_frac`` (saturated
-elements, relative to ``output_range``). ``torch_gain`` is what
-``torch.nn.init.calculate_gain`` returns for it, shown by ``initbench list`` - note
-that torch's SELU gain (3/4) is not the self-normalising choice (lecun_normal is).
+``dead_frac`` (units whose input is <= 0 for the whole batch), ``bounded`` ones get
+``sat_frac`` (saturated elements, relative to ``output_range``). ``zero_negative_grad``
+says whether such a unit is truly dead: only where the gradient is exactly 0 for every
+negative input (relu; leaky_relu with negative_slope 0) does it pass no gradient, so only
+there does the report flag ``dead``; elu, selu and leaky_relu still pass gradient.
+``torch_gain`` is what ``torch.nn.init.calculate_gain`` returns for it, shown by
+``initbench list`` - note that torch's SELU gain (3/4) is not the self-normalising choice
+(lecun_normal is).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -34,6 +38,9 @@ class Activation:
     module: Callable[[Any], nn.Module]
     output_range: tuple[float, float] = (-math.inf, math.inf)
     torch_gain: str = ""
+    # True when, with these parameters, the derivative is exactly 0 for every input < 0:
+    # a unit whose input is <= 0 for the whole batch then passes no gradient (dead).
+    zero_negative_grad: Callable[[Mapping[str, Any]], bool] = lambda params: False
 
 
 ACTIVATIONS: Registry[Activation] = Registry("activation")
@@ -63,7 +70,14 @@ def _nn() -> Any:
 
 ACTIVATIONS.add(
     "relu",
-    Activation("max(0, x)", "rectifier", NoParams, lambda p: _nn().ReLU(), torch_gain="sqrt(2)"),
+    Activation(
+        "max(0, x)",
+        "rectifier",
+        NoParams,
+        lambda p: _nn().ReLU(),
+        torch_gain="sqrt(2)",
+        zero_negative_grad=lambda params: True,
+    ),
 )
 ACTIVATIONS.add(
     "leaky_relu",
@@ -73,6 +87,7 @@ ACTIVATIONS.add(
         SlopeParams,
         lambda p: _nn().LeakyReLU(p.negative_slope),
         torch_gain="sqrt(2 / (1 + negative_slope^2))",
+        zero_negative_grad=lambda params: params.get("negative_slope", 0.01) == 0,
     ),
 )
 ACTIVATIONS.add(
@@ -108,7 +123,13 @@ ACTIVATIONS.add(
 )
 ACTIVATIONS.add(
     "silu",
-    Activation("x * sigmoid(x)  (swish)", "smooth", NoParams, lambda p: _nn().SiLU(), "1"),
+    Activation(
+        "x * sigmoid(x)  (swish)",
+        "smooth",
+        NoParams,
+        lambda p: _nn().SiLU(),
+        torch_gain="1 (torch has no SiLU gain)",
+    ),
 )
 ACTIVATIONS.add(
     "softplus",
@@ -140,6 +161,14 @@ ACTIVATIONS.add(
 
 # Saturation threshold: an element is saturated beyond this fraction of the half-range.
 SATURATION_FRACTION = 0.99
+
+
+def dead_units_pass_no_gradient(ref: Mapping[str, Any]) -> bool:
+    """True when a unit of activation ``ref`` (``{name, **params}``) whose input is <= 0
+    for the whole batch passes no gradient, i.e. ``dead_frac`` counts truly dead units."""
+    entry = ACTIVATIONS.get(str(ref["name"]))
+    params = entry.params.model_validate({k: v for k, v in ref.items() if k != "name"})
+    return entry.zero_negative_grad(params.model_dump())
 
 
 def build_activation(name: str, params: dict[str, Any]) -> nn.Module:

@@ -77,7 +77,9 @@ _REF_REGISTRIES: Final = {
 THRESHOLD_HELP: Final[dict[str, str]] = {
     "ratio": "end-to-end change R: vanishing if the ratio is < 1/R, exploding if > R",
     "factor": "per-layer (rnn: per-time-step) factor F: vanishing if < 1/F, exploding if > F",
-    "dead": "flag 'dead' when some layer's dead_frac reaches this (step 0 or last step)",
+    "dead": "flag 'dead' when some layer's dead_frac reaches this (step 0 or last step); "
+    "relu only (and leaky_relu with negative_slope 0): elu, selu and leaky_relu pass "
+    "gradient below 0",
     "saturated": "flag 'saturated' when some layer's sat_frac reaches this (step 0 or last)",
     "chance_margin": "flag 'no-learning' when test accuracy <= chance (0.1) + this margin",
     "init_tolerance": "flag 'init-mismatch' when |w_var / formula - 1| at step 0 exceeds "
@@ -121,7 +123,9 @@ class Thresholds:
             f"vanishing: ratio < 1/{r:g} or factor < 1/{f:g} (= {1 / f:.3g}); "
             f"exploding: ratio > {r:g} or factor > {f:g}; otherwise stable",
             f"flags: dead = worst dead_frac >= {self.dead:g}; saturated = worst sat_frac >= "
-            f"{self.saturated:g} (at step 0 or the last step); no-learning = test accuracy <= "
+            f"{self.saturated:g} (at step 0 or the last step; dead only for relu and leaky_relu "
+            "with negative_slope 0, as elu, selu and leaky_relu units with input <= 0 still "
+            "pass gradient); no-learning = test accuracy <= "
             f"{CHANCE_ACCURACY + self.chance_margin:.3g} (chance {CHANCE_ACCURACY:g} + "
             f"{self.chance_margin:g}); diverged = a loss or statistic went non-finite",
             f"init-mismatch: |w_var / formula - 1| > max({self.init_tolerance:g}, "
@@ -350,8 +354,29 @@ def _known_max(*values: float) -> float:
     return max(known) if known else math.nan
 
 
-def run_flags(row: Mapping[str, Any], th: Thresholds) -> list[str]:
-    """The flags of one analysed run (a row of :func:`analyse_runs`), in FLAGS order."""
+def dead_units_pass_no_gradient(record: Mapping[str, Any]) -> bool:
+    """Whether a runs row's activation makes a unit with input <= 0 over the whole batch
+    truly dead (no gradient): relu, leaky_relu with negative_slope 0. elu, selu and
+    leaky_relu with a slope still pass gradient there, so ``dead`` is not flagged for them.
+    A row without a known activation keeps the flag (dead_frac is only recorded for
+    rectifiers)."""
+    from initbench.activations import dead_units_pass_no_gradient as no_gradient
+
+    activation = run_config(record).get("model", {}).get("activation")
+    if not isinstance(activation, Mapping) or _missing(activation.get("name")):
+        return True
+    try:
+        return no_gradient(activation)
+    except (KeyError, ValueError):  # an activation or parameter this version does not know
+        return True
+
+
+def run_flags(
+    row: Mapping[str, Any], th: Thresholds, dead_blocks_gradient: bool = True
+) -> list[str]:
+    """The flags of one analysed run (a row of :func:`analyse_runs`), in FLAGS order.
+    ``dead`` is raised only when ``dead_blocks_gradient`` (see
+    :func:`dead_units_pass_no_gradient`); ``dead_max_*`` is reported either way."""
     dead = _known_max(row["dead_max_init"], row["dead_max_last"])
     sat = _known_max(row["sat_max_init"], row["sat_max_last"])
     accuracy = row["test_accuracy"]
@@ -360,7 +385,7 @@ def run_flags(row: Mapping[str, Any], th: Thresholds) -> list[str]:
         "no-learning": row["status"] == "ok"
         and not math.isnan(accuracy)
         and accuracy <= CHANCE_ACCURACY + th.chance_margin,
-        "dead": dead >= th.dead,
+        "dead": dead_blocks_gradient and dead >= th.dead,
         "saturated": sat >= th.saturated,
         "init-mismatch": bool(row["init_mismatch"]),
     }
@@ -754,7 +779,7 @@ def analyse_run(
     out.update(signal_at(stats, last if last is not None else 0, "last", th))
     out.update(_init_summary(init_check(record, stats, th)))
     out.update(theory_summary(run_theory(record, stats)))
-    out["flags"] = ", ".join(run_flags(out, th))
+    out["flags"] = ", ".join(run_flags(out, th, dead_units_pass_no_gradient(record)))
     return out
 
 

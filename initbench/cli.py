@@ -75,6 +75,7 @@ _SET_HELP = "Override a spec key, e.g. --set train.steps=20 (repeatable; value p
 def validate(spec: str, overrides: tuple[str, ...]) -> None:
     """Check SPEC without running it: print the runs it expands to."""
     loaded = _load(spec, overrides)
+    _check_data(spec, loaded)
     console = _console()
     console.print(f"{spec}: ok — experiment [bold]{loaded.name}[/], {len(loaded.runs)} runs")
     if loaded.grid_keys:
@@ -180,7 +181,12 @@ def _executor_options(command: Callable[..., Any]) -> Callable[..., Any]:
     "--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True
 )
 @click.option("--force", is_flag=True, help="Redo runs that are already complete.")
-@click.option("--strict", is_flag=True, help="Exit 1 if any run failed or diverged.")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Exit 1 if any run of the spec failed or diverged, in this sweep or skipped as "
+    "complete from an earlier one.",
+)
 @click.option("--yes", is_flag=True, help=f"Run a sweep of more than {LARGE_SWEEP} runs unasked.")
 @click.pass_context
 def run(
@@ -201,8 +207,9 @@ def run(
 
         prestart_workers()  # the workers import torch while this process plans
     loaded = _load(spec, overrides)
+    _check_data(spec, loaded)
     _check_out(out)
-    sweep = _plan(spec, loaded, out, force)
+    sweep = _plan(loaded, out, force)
     _confirm_size(sweep, yes)
     console = _console()
     console.print(
@@ -213,8 +220,20 @@ def run(
     from initbench.ui import print_sweep_summary
 
     print_sweep_summary(console, report)
-    if strict and (report.counts["failed"] or report.counts["diverged"]):
-        sys.exit(1)
+    if strict and report.unsuccessful():
+        _strict_exit(report)
+
+
+def _strict_exit(report: Any) -> None:
+    """--strict: say how many runs failed or diverged (skipped ones included), exit 1."""
+    skipped = report.unsuccessful() - report.unsuccessful(skipped=False)
+    among = f", {skipped} of them already complete from an earlier sweep" if skipped else ""
+    _console(stderr=True).print(
+        f"--strict: {report.unsuccessful()} run(s) failed or diverged{among}",
+        markup=False,
+        soft_wrap=True,
+    )
+    sys.exit(1)
 
 
 def _check_executor(ctx: click.Context, executor: dict[str, Any]) -> Any:
@@ -269,19 +288,31 @@ def _execute(console: Any, sweep: Any, options: Any, device: str) -> Any:
         sys.exit(EXIT_INTERRUPTED)
 
 
-def _plan(spec_path: str, loaded: Any, out: Path, force: bool) -> Any:
-    """The sweep's plan, after checking the results folder and the data (exit 2 if bad)."""
+def _check_data(spec_path: str, loaded: Any) -> None:
+    """Load the sweep's data once: exit 2 on missing or corrupt data, and on a batch size
+    larger than a training set (located like any spec error), before anything is written."""
     from initbench.data import DataError
-    from initbench.runner import check_data, plan
+    from initbench.runner import check_data
+    from initbench.spec import SpecError
+
+    try:
+        check_data(loaded)
+    except DataError as exc:
+        _fail(f"{spec_path}: data: {exc}")
+    except SpecError as exc:
+        _console(stderr=True).print(str(exc), markup=False, soft_wrap=True)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def _plan(loaded: Any, out: Path, force: bool) -> Any:
+    """The sweep's plan, after checking the results folder (exit 2 if bad)."""
+    from initbench.runner import plan
     from initbench.store import ResultsError
 
     try:
         sweep = plan(loaded, out, force)
-        check_data(loaded)
     except ResultsError as exc:
         _fail(str(exc))
-    except DataError as exc:
-        _fail(f"{spec_path}: data: {exc}")
     return sweep
 
 

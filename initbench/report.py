@@ -79,15 +79,20 @@ class Loaded:
     incomplete: list[str]
     unreadable: dict[str, str]
     grid: dict[str, list[Any]]
+    overrides: list[str] = field(default_factory=list)  # --set texts stored with spec.yaml
 
 
-def _spec_grid(exp_dir: Path) -> dict[str, list[Any]]:
-    """The grid of the stored spec.yaml (its key and value order sorts the tables)."""
+def _spec_grid(exp_dir: Path, overrides: Sequence[str] = ()) -> dict[str, list[Any]]:
+    """The grid of the stored spec.yaml with its stored ``--set`` overrides applied (its
+    key and value order sorts the tables)."""
     import yaml
+
+    from initbench.spec import SpecError, apply_overrides
 
     try:
         data = yaml.safe_load((exp_dir / schema.SPEC_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data = apply_overrides(data, overrides) if isinstance(data, dict) else data
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, SpecError):
         return {}
     grid = data.get("grid") if isinstance(data, dict) else None
     if not isinstance(grid, dict):
@@ -98,6 +103,7 @@ def _spec_grid(exp_dir: Path) -> dict[str, list[Any]]:
 def load(exp_dir: Path) -> Loaded:
     """Read one experiment folder; a corrupt run is named with its reason, never raised."""
     experiment = store.load_experiment(exp_dir, skip_unreadable=True)
+    overrides = store.read_overrides(exp_dir)
     return Loaded(
         exp_dir,
         experiment.runs,
@@ -105,7 +111,8 @@ def load(exp_dir: Path) -> Loaded:
         experiment.curves,
         list(experiment.incomplete),
         experiment.unreadable,
-        _spec_grid(exp_dir),
+        _spec_grid(exp_dir, overrides),
+        overrides,
     )
 
 
@@ -466,7 +473,8 @@ INIT_NOTES: Final = [
     "(2^-slope; grad_preact_var[1] / grad_preact_var[L]): < 1 = the gradient shrinks on its "
     "way to the input",
     "normed: the forward factor and ratio of the batchnorm output (normed_var)",
-    "dead, sat: worst dead_frac / sat_frac over layers",
+    "dead, sat: worst dead_frac / sat_frac over layers (dead_frac: units whose input is <= 0 "
+    "for the whole batch, measured for every rectifier; the dead flag: relu only, see flags)",
     "w_var/formula: measured weight variance at step 0 over the initializer formula's, "
     "for the weight furthest from 1",
 ]
@@ -713,6 +721,9 @@ def header_lines(rep: ExperimentReport) -> list[str]:
     """What a reader needs before the tables: where, what is constant, what was counted."""
     loaded = rep.loaded
     lines = [f"results: {rep.path}"]
+    if loaded.overrides:
+        given = " ".join(f"--set {o}" for o in loaded.overrides)
+        lines.append(f"spec: {schema.SPEC_FILE} with {given} ({store.OVERRIDES_FILE})")
     if rep.keys is not None:
         constant = ", ".join(
             f"{k}={format_value(v)}" for k, v in rep.keys.constant.items() if v != "none"

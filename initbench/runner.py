@@ -10,6 +10,7 @@ is missing.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Generator
@@ -30,6 +31,7 @@ class Plan:
     experiment_dir: Path
     todo: tuple[RunConfig, ...]
     done: tuple[str, ...]
+    done_statuses: tuple[str, ...] = ()  # stored status of each run in ``done``
 
 
 @dataclass
@@ -40,41 +42,75 @@ class SweepReport:
     skipped: int = 0
     seconds: float = 0.0
     results: list[dict[str, Any]] = field(default_factory=list)
+    skipped_counts: Counter[str] = field(default_factory=Counter)  # stored status of skipped
 
     def record(self, result: schema.RunResult) -> None:
         """Count one finished run."""
         self.counts[result.status] += 1
         self.results.append({k: result.summary.get(k) for k in ("run_id", "status", "error")})
 
+    def unsuccessful(self, skipped: bool = True) -> int:
+        """Runs that failed or diverged: those of this sweep, and (``skipped``) the complete
+        runs it skipped whose stored status is failed or diverged."""
+        counts = self.counts + self.skipped_counts if skipped else self.counts
+        return counts["failed"] + counts["diverged"]
+
 
 def check_initializers(spec: Spec) -> None:
-    """Raise SpecError if an initializer cannot apply to a weight of some run's model."""
+    """Raise SpecError if an initializer cannot apply to a weight of some run's model: one
+    problem per spec key (and grid value), located at its line, however many weights fail."""
     from initbench.models import init_problems
 
-    problems: list[Problem] = []
+    problems: dict[tuple[str, str], Problem] = {}
     seen: set[str] = set()
     for run in spec.runs:
-        key = run.model.model_dump_json()
-        if key in seen:
+        model = run.model.model_dump_json()
+        if model in seen:
             continue
-        seen.add(key)
-        problems += [Problem(k, reason) for k, reason in init_problems(run.model)]
+        seen.add(model)
+        reasons: dict[str, list[str]] = {}
+        for key, reason in init_problems(run.model):
+            reasons.setdefault(key, []).append(reason)
+        for key, found in reasons.items():
+            more = len(found) - 1
+            message = found[0] + (f" (and {more} more weight{'s' * (more != 1)})" if more else "")
+            problem = spec.problem(run, key, message)
+            value = json.dumps(run.as_dict()["model"][key.removeprefix("model.")], sort_keys=True)
+            problems.setdefault((problem.key, value), problem)
+    if problems:
+        raise SpecError(spec.source, problems.values())
+
+
+def check_data(spec: Spec) -> None:
+    """Load each distinct dataset of the sweep once, so that bad data and batches that do
+    not fit stop the command before anything is written, instead of failing every run.
+
+    Raises DataError for missing or corrupt data files, and SpecError (key
+    ``train.batch_size``, located) for a run whose batch exceeds its training set.
+    """
+    from initbench.data import load_dataset
+
+    sizes: dict[str, int] = {}
+    problems: list[Problem] = []
+    for run in spec.runs:
+        ref = dict(run.data)
+        key = repr(sorted(ref.items()))
+        if key not in sizes:
+            sizes[key] = len(load_dataset(ref.pop("name"), ref, run.seed).train_y)
+        if run.train.batch_size > sizes[key]:
+            problems.append(batch_problem(spec, run, sizes[key]))
     if problems:
         raise SpecError(spec.source, problems)
 
 
-def check_data(spec: Spec) -> None:
-    """Load each distinct dataset of the sweep once, so missing or corrupt data files stop
-    the command (DataError) before anything is written, instead of failing every run."""
-    from initbench.data import load_dataset
-
-    seen: set[str] = set()
-    for run in spec.runs:
-        ref = dict(run.data)
-        key = repr(sorted(ref.items()))
-        if key not in seen:
-            seen.add(key)
-            load_dataset(ref.pop("name"), ref, run.seed)
+def batch_problem(spec: Spec, run: RunConfig, n_train: int) -> Problem:
+    """The located problem of a run whose batch is larger than its training set."""
+    return spec.problem(
+        run,
+        "train.batch_size",
+        f"{run.train.batch_size} exceeds the training set of dataset {run.data['name']!r} "
+        f"({n_train} examples); use at most {n_train}",
+    )
 
 
 def plan(spec: Spec, out: Path, force: bool = False) -> Plan:
@@ -86,10 +122,11 @@ def plan(spec: Spec, out: Path, force: bool = False) -> Plan:
     exp_dir = out / spec.name
     store.check_experiment_folder(exp_dir)
     done = [] if force else [r.run_id for r in spec.runs if store.is_complete(exp_dir, r.run_id)]
-    for run_id in done:
-        store.read_summary(store.run_path(exp_dir, run_id))
+    statuses = [
+        str(store.read_summary(store.run_path(exp_dir, run_id)).get("status")) for run_id in done
+    ]
     todo = tuple(r for r in spec.runs if r.run_id not in set(done))
-    return Plan(spec, exp_dir, todo, tuple(done))
+    return Plan(spec, exp_dir, todo, tuple(done), tuple(statuses))
 
 
 def describe(run: RunConfig, keys: tuple[str, ...]) -> str:
@@ -121,12 +158,13 @@ def execute(
     full, permission denied): the runs written before stay complete, and the same command
     resumes.
     """
-    report = SweepReport(skipped=len(sweep.done))
+    report = SweepReport(skipped=len(sweep.done), skipped_counts=Counter(sweep.done_statuses))
     started = time.perf_counter()
     with store.experiment_lock(sweep.experiment_dir):
         store.remove_stale_temporaries(sweep.experiment_dir)
         if sweep.todo:
-            _write(report, lambda: store.write_spec(sweep.experiment_dir, sweep.spec.text))
+            spec, exp_dir = sweep.spec, sweep.experiment_dir
+            _write(report, lambda: store.write_spec(exp_dir, spec.text, spec.overrides))
         on_start(len(sweep.todo))
         if backend is None:
             backend = local_backend(workers, threads, len(sweep.todo))

@@ -29,7 +29,7 @@ import itertools
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -301,10 +301,32 @@ class Spec:
     text: str
     runs: tuple[RunConfig, ...]
     grid_keys: tuple[str, ...] = field(default=())
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+    overrides: tuple[str, ...] = field(default=())  # the --set KEY=VALUE texts, in order
 
     def run_ids(self) -> list[str]:
         """Run ids in expansion order."""
         return [r.run_id for r in self.runs]
+
+    def problem(self, run: RunConfig, key: str, message: str) -> Problem:
+        """A problem that a check outside validation found with ``key`` of ``run``, located
+        as validation locates its own: at the grid value that set it, at the ``--set``
+        that replaced it, or at the key's line in the file."""
+        combo = {k: _dotted_value(run.as_dict(), k) for k in self.grid_keys}
+        problem = Problem(key, message, _line_for(key, self.lines))
+        located = _grid_problem(problem, combo, self.lines)
+        keys = [parse_override(o)[0] for o in self.overrides]
+        return _blame_overrides([located], keys)[0]
+
+
+def _dotted_value(data: Mapping[str, Any], key: str) -> Any:
+    """``data['a']['b']`` for key 'a.b'; None where the path does not exist."""
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 # --- YAML: strict loading and line numbers -----------------------------------------------------
@@ -612,7 +634,13 @@ def _build_spec(raw: Any, source: str, text: str, lines: Mapping[str, int]) -> S
     if problems:
         raise SpecError(source, problems)
     return Spec(
-        header.name, header.description, source, text, tuple(runs.values()), tuple(header.grid)
+        header.name,
+        header.description,
+        source,
+        text,
+        tuple(runs.values()),
+        tuple(header.grid),
+        lines=dict(lines),
     )
 
 
@@ -625,4 +653,5 @@ def load_spec(path: Path | str, overrides: Iterable[str] = ()) -> Spec:
     if isinstance(raw, dict):
         raw = apply_overrides(raw, overrides)
     keys = [parse_override(o)[0] for o in overrides]
-    return build_spec(raw, str(path), text, lines, overridden=keys)
+    spec = build_spec(raw, str(path), text, lines, overridden=keys)
+    return replace(spec, overrides=tuple(overrides))

@@ -15,7 +15,7 @@ import math
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +73,15 @@ def remove_stale_temporaries(exp_dir: Path) -> int:
     return len(stale)
 
 
-_EXPERIMENT_ENTRIES = {schema.SPEC_FILE, schema.RUNS_DIR, schema.LOCK_FILE}
+# The --set overrides that went with spec.yaml: a YAML list of "KEY=VALUE" texts, in order.
+# Absent when that run had none. (Kept here, not in schema.py, which holds the run formats.)
+OVERRIDES_FILE = "overrides.yaml"
+_OVERRIDES_HEADER = (
+    "# the --set KEY=VALUE overrides applied to spec.yaml by the latest `initbench run` that\n"
+    "# trained runs into this folder, in order; each run's config.json is what it ran\n"
+)
+
+_EXPERIMENT_ENTRIES = {schema.SPEC_FILE, OVERRIDES_FILE, schema.RUNS_DIR, schema.LOCK_FILE}
 
 
 def check_experiment_folder(exp_dir: Path) -> None:
@@ -171,10 +179,33 @@ def is_complete(exp_dir: Path, run_id: str) -> bool:
     return (run_path(exp_dir, run_id) / schema.SUMMARY_FILE).is_file()
 
 
-def write_spec(exp_dir: Path, spec_text: str) -> None:
-    """Store the spec text as given, next to the runs it produced."""
+def write_spec(exp_dir: Path, spec_text: str, overrides: Sequence[str] = ()) -> None:
+    """Store the spec text as given, next to the runs it produced, and the ``--set``
+    overrides applied to it in ``overrides.yaml`` (removed when there are none), so the
+    pair always describes the latest sweep that wrote runs. Each file is written atomically.
+    """
+    import yaml
+
     (exp_dir / schema.RUNS_DIR).mkdir(parents=True, exist_ok=True)
+    path = exp_dir / OVERRIDES_FILE
+    if overrides:
+        listed = yaml.safe_dump([str(o) for o in overrides], default_flow_style=False)
+        atomic_write_text(path, _OVERRIDES_HEADER + listed)
+    else:
+        path.unlink(missing_ok=True)
     atomic_write_text(exp_dir / schema.SPEC_FILE, spec_text)
+
+
+def read_overrides(exp_dir: Path) -> list[str]:
+    """The ``--set`` texts stored with the experiment's spec.yaml (empty when none, or when
+    the file cannot be read as a list: it only annotates the runs, never stops a report)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load((exp_dir / OVERRIDES_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    return [str(o) for o in data] if isinstance(data, list) else []
 
 
 def write_run(exp_dir: Path, result: schema.RunResult) -> Path:

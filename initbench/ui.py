@@ -82,6 +82,13 @@ class SweepProgress:
         self.progress.advance(self.task)
 
 
+def _skipped_text(report: SweepReport) -> str:
+    """Skipped complete runs, with their stored statuses where some did not go ok."""
+    bad = [(s, report.skipped_counts[s]) for s in ("diverged", "failed")]
+    shown = ", ".join(f"{n} {status}" for status, n in bad if n)
+    return f"{report.skipped} ({shown})" if shown else str(report.skipped)
+
+
 def print_sweep_summary(console: Console, report: SweepReport) -> None:
     """Status counts and wall time of a finished sweep."""
     table = Table(title="sweep summary", show_header=True)
@@ -91,7 +98,7 @@ def print_sweep_summary(console: Console, report: SweepReport) -> None:
         str(report.counts["ok"]),
         str(report.counts["diverged"]),
         str(report.counts["failed"]),
-        str(report.skipped),
+        _skipped_text(report),
         f"{report.seconds:.1f} s",
     )
     console.print(table)

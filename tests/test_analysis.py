@@ -358,6 +358,41 @@ def test_dead_flag_also_fires_on_the_last_step():
     assert out.loc["a", "flags"] == "dead"
 
 
+@pytest.mark.parametrize(
+    ("activation", "flagged"),
+    [
+        ({"name": "relu"}, True),
+        ({"name": "leaky_relu", "negative_slope": 0.0}, True),
+        ({"name": "leaky_relu", "negative_slope": 0.01}, False),
+        ({"name": "elu", "alpha": 1.0}, False),
+        ({"name": "selu"}, False),
+    ],
+)
+def test_dead_flag_only_where_units_below_zero_pass_no_gradient(activation, flagged):
+    # elu/selu/leaky_relu units with input <= 0 over the batch still pass gradient: the
+    # measurement is kept, the 'dead' verdict is not given
+    record = run_record("a", **{f"config.model.activation.{k}": v for k, v in activation.items()})
+    out = analyse(
+        [record], healthy("a", 0) + he_weights("a") + rows("a", 0, "dead_frac", [0.0, 0.7, 0.0])
+    )
+    assert out.loc["a", "dead_max_init"] == pytest.approx(0.7)
+    assert out.loc["a", "flags"] == ("dead" if flagged else "")
+
+
+def test_run_flags_takes_whether_dead_units_block_gradient():
+    row = {
+        "dead_max_init": 0.9,
+        "dead_max_last": 0.1,
+        "sat_max_init": math.nan,
+        "sat_max_last": math.nan,
+        "test_accuracy": 0.9,
+        "status": "ok",
+        "init_mismatch": False,
+    }
+    assert analysis.run_flags(row, TH) == ["dead"]
+    assert analysis.run_flags(row, TH, dead_blocks_gradient=False) == []
+
+
 def test_a_diverged_run_is_measured_at_the_step_it_went_non_finite():
     last = rows("d", 4, "preact_var", [1.0, 1e20, math.inf]) + rows(
         "d", 4, "grad_preact_var", [math.nan, 1.0, 1.0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from initbench.cli import main
@@ -84,6 +86,30 @@ def test_set_overrides_change_the_run(spec_file: Path, tmp_path: Path) -> None:
     assert json.loads((run_dir / "config.json").read_text())["train"]["steps"] == 2
 
 
+def test_set_overrides_are_recorded_next_to_the_spec(spec_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    sets = ["model.arch=mlp", "train.steps=2", "grid.model.width=[8, 4]"]
+    args = ["run", str(spec_file), "--out", str(out)]
+    assert _run(*args, *(a for s in sets for a in ("--set", s))).exit_code == 0
+    exp = out / "tiny"
+    assert (exp / "spec.yaml").read_text() == TINY  # the spec as given
+    assert yaml.safe_load((exp / "overrides.yaml").read_text()) == sets
+    report = _run("report", str(out), "--format", "markdown")
+    assert (
+        "spec: spec.yaml with --set model.arch=mlp --set train.steps=2 "
+        "--set grid.model.width=[8, 4] (overrides.yaml)"
+    ) in report.output
+    widths = re.findall(r"^\| (\d) \|", report.output, flags=re.MULTILINE)
+    assert widths[:2] == ["8", "4"]  # rows follow the overridden grid's order
+    # a later sweep that trains runs records its own overrides (none: the file goes)
+    again = _run(*args, "--set", "grid.model.arch=[mlp]")
+    assert again.exit_code == 0 and "1 to run" in again.output
+    assert yaml.safe_load((exp / "overrides.yaml").read_text()) == ["grid.model.arch=[mlp]"]
+    assert _run(*args).exit_code == 0
+    assert not (exp / "overrides.yaml").exists()
+    assert "spec: spec.yaml with" not in _run("report", str(out), "--format", "markdown").output
+
+
 def test_bad_spec_exits_2_with_located_message_and_writes_nothing(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\ndata: {name: synthetic}\nmodel:\n  widht: 8\n  init: he_nromal\n")
@@ -101,6 +127,86 @@ def test_initializer_that_cannot_apply_is_a_spec_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["validate", str(spec)])
     assert result.exit_code == 2
     assert "model.init: identity needs a square matrix, got shape (256, 784)" in result.output
+
+
+def test_strict_counts_failed_and_diverged_runs_skipped_as_complete(
+    spec_file: Path, tmp_path: Path
+) -> None:
+    # README: "--strict: exit 1 if any run failed or diverged", on a re-run too
+    out = str(tmp_path / "r")
+    args = ["run", str(spec_file), "--out", out, "--set", "grid.model.arch=[mlp]"]
+    args += ["--set", "train.lr=1e6", "--set", "model.init=he_normal", "--strict"]
+    first = _run(*args)
+    assert first.exit_code == 1 and "1 run(s) failed or diverged" in first.output
+    again = _run(*args)
+    assert "1 already complete, 0 to run" in again.output
+    assert again.exit_code == 1, again.output
+    assert "1 run(s) failed or diverged, 1 of them already complete" in again.output
+    assert "1 (1 diverged)" in again.output  # the summary's skipped column
+    assert _run(*args[:-1]).exit_code == 0  # without --strict
+
+
+def test_strict_passes_a_re_run_of_healthy_runs(spec_file: Path, tmp_path: Path) -> None:
+    args = ["run", str(spec_file), "--out", str(tmp_path / "r"), "--set", "grid.model.arch=[mlp]"]
+    assert _run(*args, "--strict").exit_code == 0
+    assert _run(*args, "--strict").exit_code == 0
+
+
+BIG_BATCH = """\
+name: big
+data: {name: synthetic, n_train: 64, n_test: 32}
+model: {depth: 2, width: 8}
+train:
+  steps: 2
+  batch_size: 100000
+"""
+
+
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_batch_larger_than_the_training_set_is_a_located_spec_error(
+    tmp_path: Path, command: str
+) -> None:
+    spec = tmp_path / "big.yaml"
+    spec.write_text(BIG_BATCH)
+    out = tmp_path / "results"
+    args = [command, str(spec)] + (["--out", str(out)] if command == "run" else [])
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert (
+        f"{spec}:6: train.batch_size: 100000 exceeds the training set of dataset 'synthetic' "
+        "(64 examples); use at most 64"
+    ) in result.output
+    assert not out.exists()
+
+
+def test_batch_too_large_is_blamed_on_the_grid_value_or_the_set(tmp_path: Path) -> None:
+    spec = tmp_path / "big.yaml"
+    spec.write_text(BIG_BATCH.replace("100000", "8") + "grid:\n  train.batch_size: [8, 65]\n")
+    result = CliRunner().invoke(main, ["validate", str(spec)])
+    assert result.exit_code == 2
+    assert f"{spec}:8: grid.train.batch_size: value 65: train.batch_size: 65 exceeds" in (
+        result.output
+    )
+    assert "value 8" not in result.output
+    result = CliRunner().invoke(main, ["validate", str(spec), "--set", "train.batch_size=70"])
+    assert result.exit_code == 2
+    assert "train.batch_size: 70 exceeds the training set" in result.output
+    assert "(from --set train.batch_size)" in result.output
+
+
+def test_initializer_problem_is_located_and_said_once(tmp_path: Path) -> None:
+    spec = tmp_path / "eye.yaml"
+    spec.write_text(
+        "name: eye\ndata: {name: synthetic}\nmodel: {init: identity, width: 16}\n"
+        "grid:\n  model.depth: [2, 3]\n"
+    )
+    result = CliRunner().invoke(main, ["validate", str(spec)])
+    assert result.exit_code == 2
+    assert (
+        f"{spec}:3: model.init: identity needs a square matrix, got shape (16, 784) "
+        "(and 1 more weight)"
+    ) in result.output
+    assert result.output.count("identity needs") == 1 and "(1 problem)" in result.output
 
 
 def test_validate_reports_the_run_count(spec_file: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from initbench.executors import InProcess, ProcessPool
 from initbench.runner import _results, estimated_cost, largest_first, plan
 from initbench.spec import build_spec
@@ -51,3 +53,35 @@ def test_parallel_backends_get_the_runs_longest_first(tmp_path) -> None:
 
     list(_results(sweep, InOrder(), "cpu", lambda *a: None))
     assert [r.run_id for r in seen] == [r.run_id for r in sweep.todo]  # the spec order
+
+
+def test_check_data_refuses_a_batch_larger_than_the_training_set() -> None:
+    import pytest
+
+    from initbench.runner import check_data
+    from initbench.spec import SpecError
+
+    raw = {**SPEC, "train": {"steps": 1}, "grid": {"train.batch_size": [16, 65]}}
+    with pytest.raises(SpecError) as caught:
+        check_data(build_spec(raw, "order.yaml", "", {"grid.train.batch_size": 7}))
+    (problem,) = caught.value.problems
+    assert problem.key == "grid.train.batch_size" and problem.line == 7
+    assert problem.message.startswith("value 65: train.batch_size: 65 exceeds the training set")
+    check_data(build_spec({**raw, "grid": {"train.batch_size": [16, 64]}}, "order.yaml", ""))
+
+
+def test_plan_keeps_the_stored_status_of_skipped_runs(tmp_path) -> None:
+    from initbench import store
+    from initbench.runner import SweepReport
+    from initbench.train import execute_run
+
+    train = {"steps": 2, "lr": 1e6, "batch_size": 16}
+    spec = build_spec({**SPEC, "grid": {}, "train": train}, "order.yaml", "")
+    (run,) = spec.runs
+    result = execute_run(run.as_dict(), spec.name, threads=1)
+    assert result.status == "diverged"
+    store.write_run(tmp_path / spec.name, result)
+    sweep = plan(spec, tmp_path)
+    assert sweep.done == (run.run_id,) and sweep.done_statuses == ("diverged",)
+    report = SweepReport(skipped=1, skipped_counts=Counter(sweep.done_statuses))
+    assert report.unsuccessful() == 1 and report.unsuccessful(skipped=False) == 0

@@ -858,3 +858,29 @@ def test_spec_error_text_format() -> None:
         "  f.yaml:3: a.b: bad",
         "  f.yaml: worse",
     ]
+
+
+def test_load_spec_keeps_the_set_texts_beside_the_text_as_given(tmp_path: Path) -> None:
+    path = tmp_path / "base.yaml"
+    path.write_text(BASE_YAML)
+    spec = load_spec(path, ["train.steps=20", "grid.model.depth=[2, 3]"])
+    assert spec.text == BASE_YAML
+    assert spec.overrides == ("train.steps=20", "grid.model.depth=[2, 3]")
+    assert load_spec(path).overrides == ()
+
+
+def test_a_later_problem_is_located_like_a_validation_problem(tmp_path: Path) -> None:
+    path = tmp_path / "base.yaml"
+    path.write_text(BASE_YAML + "grid:\n  model.width: [8, 16]\n")
+    spec = load_spec(path)
+    run = spec.runs[0]
+    assert spec.problem(run, "train.batch_size", "too big") == Problem(
+        "train.batch_size", "too big", 10
+    )
+    assert spec.problem(run, "model.width", "odd") == Problem(
+        "grid.model.width", "value 8: model.width: odd", 12
+    )
+    spec = load_spec(path, ["train.batch_size=9"])
+    assert spec.problem(spec.runs[0], "train.batch_size", "too big") == Problem(
+        "train.batch_size", "too big (from --set train.batch_size)", None
+    )
