@@ -435,13 +435,15 @@ class _Rows:
         """The vector of :meth:`launch` by the C kernel, reading the tensors in place;
         None unless every one is a contiguous float32 CPU tensor."""
         ordered = [tensors[row] for row in self.order]
-        if not all(t.is_cpu and t.dtype == torch.float32 and t.is_contiguous() for t in ordered):
+        float32 = torch.float32
+        if not all(t.dtype is float32 and t.is_cpu and t.is_contiguous() for t in ordered):
             return None
         pointers = np.fromiter((t.data_ptr() for t in ordered), np.int64, len(ordered))
         length = 2 * self.pieces + self.rests + len(self.fraction_rows)
         vector = torch.empty(length, dtype=torch.float64)
+        fields, ranges = self._fields.ctypes.data, self._ranges.ctypes.data
         address = vector.data_ptr()
-        if kernel(len(ordered), pointers, self._fields, self._ranges, self.pieces, address):
+        if kernel(len(ordered), pointers.ctypes.data, fields, ranges, self.pieces, address):
             raise MemoryError("the probe kernel could not allocate its work buffer")
         return vector
 
