@@ -98,6 +98,7 @@ def _config(overrides: dict[str, Any], steps: int, log_every: int) -> Any:
 
 
 BLOCK = 50  # steps per timed block: a whole number of each interval timed (1, 10, 25)
+WARMUP = 10  # untimed steps before each block; the block's steps 10..59 probe 50, 5 and 2
 
 
 class PlainLoop:
@@ -184,34 +185,52 @@ def measure_case(
     All variants train side by side in this process, one step of each in turn, so that a
     slow spell of a shared machine (they last from tens of ms to seconds here) falls on
     every variant alike. The order is random at every step: the step before leaves the
-    caches to the step after (a fixed order biased ratios by up to 8%). Steps are summed
-    per block of BLOCK; the ratio is the median over blocks of the variant's block time
-    over the plain loop's in the same block (it leaves out the one-off cost of a run's
-    first step). Each variant's share of building the layer table at the end, where
-    initbench finishes deferred statistics, is added."""
-    steps = blocks * BLOCK
-    loops: dict[str, Any] = {"plain": PlainLoop(overrides, steps)}
-    loops |= {name: _variant(name, overrides, steps) for name in variants}
-    names = list(loops)
-    times = {name: [0.0] * blocks for name in names}
+    caches to the step after (a fixed order biased ratios by up to 8%). Every block of
+    BLOCK timed steps has variants built afresh, after WARMUP untimed steps: where a
+    variant's tensors happen to lie in memory changed a small net's step by up to 18% for
+    the whole life of the variant (mlp d5 w64 at log_every 10 once read 1.16-1.20x in
+    every block, 1.03x in other runs), so each block draws another layout. The ratio is
+    the median over blocks of the variant's block time over the plain loop's in the same
+    block. Each variant's share of building its layer table, where initbench finishes
+    deferred statistics, is added to its block."""
+    names = ["plain", *variants]
+    per_step: dict[str, list[float]] = {name: [] for name in names}
     load_before = load()
     order = random.Random(0)
-    for step in range(steps):
-        for name in order.sample(names, len(names)):  # no variant always follows another
-            started = time.perf_counter()
-            loops[name].step(step)
-            times[name][step // BLOCK] += time.perf_counter() - started
-    tail = {name: loops[name].finish() / steps for name in names}
-    plain = [t / BLOCK + tail["plain"] for t in times["plain"]]
+    for _ in range(blocks):
+        for name, seconds in _time_block(overrides, variants, order).items():
+            per_step[name].append(seconds)
+    plain = per_step["plain"]
     row: dict[str, Any] = {"case": label, "plain_ms": statistics.median(plain) * 1e3}
-    for name in names[1:]:
-        per_step = [t / BLOCK + tail[name] for t in times[name]]
-        row[f"{name}_ms"] = statistics.median(per_step) * 1e3
-        ratios = sorted(v / p for v, p in zip(per_step, plain, strict=True))
+    for name in variants:
+        row[f"{name}_ms"] = statistics.median(per_step[name]) * 1e3
+        ratios = sorted(v / p for v, p in zip(per_step[name], plain, strict=True))
         row[f"ratio_{name}"] = statistics.median(ratios)
         row[f"ratio_{name}_quartiles"] = statistics.quantiles(ratios, n=4)[::2]
     row["load_before"], row["load_after"] = load_before, load()
     return row
+
+
+def _time_block(
+    overrides: dict[str, Any], variants: list[str], order: random.Random
+) -> dict[str, float]:
+    """Seconds per step of each variant (and the plain loop) over one block: fresh
+    variants, WARMUP untimed steps each (the first steps allocate and build the probe's
+    plan), then BLOCK timed steps interleaved in random order, plus each variant's layer
+    table build divided over its steps."""
+    steps = WARMUP + BLOCK
+    loops: dict[str, Any] = {"plain": PlainLoop(overrides, steps)}
+    loops |= {name: _variant(name, overrides, steps) for name in variants}
+    for step in range(WARMUP):
+        for loop in loops.values():
+            loop.step(step)
+    seconds = dict.fromkeys(loops, 0.0)
+    for step in range(WARMUP, steps):
+        for name in order.sample(list(loops), len(loops)):  # no variant always follows another
+            started = time.perf_counter()
+            loops[name].step(step)
+            seconds[name] += time.perf_counter() - started
+    return {name: seconds[name] / BLOCK + loops[name].finish() / steps for name in loops}
 
 
 def time_sweep(workers: int, spec: Path) -> tuple[float, float]:
