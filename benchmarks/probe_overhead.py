@@ -5,9 +5,11 @@
    are finished) against a textbook loop over the same model, data, optimizer and batches
    (zero_grad, forward, cross-entropy, backward, step). All variants of a configuration
    train side by side in one process, a step of each in turn (in random order), so slow
-   spells of a shared machine fall on every variant alike; the ratio is the median, over
-   blocks of 50 steps, of the variant's time over the plain loop's in the same block
-   (quartiles kept).
+   spells of a shared machine fall on every variant alike; every block of 50 timed steps
+   has the variants built afresh (another memory layout) after 10 untimed steps. The
+   ratio is the median, over blocks, of the variant's time over the plain loop's in the
+   same block (quartiles kept). Variants: initbench at each logging interval, and at
+   every step with the probe on torch alone (no C kernel), as without a compiler.
 2. Wall time of ``initbench run`` with ``--workers 1`` and ``--workers 2`` (fresh
    processes, as a user runs it) on two sweeps of 8 runs: the headline experiment's runs
    (seconds each) and tiny runs shorter than a worker's start-up. The runs' own seconds,
