@@ -219,6 +219,13 @@ def known_effects(keys: analysis.ConfigKeys) -> list[str]:
             "cnn: 'same' zero padding shrinks the variance by about ((3n-2)/3n)^2 per layer "
             "on an n x n map (0.95 at 28x28, 0.82 at 7x7): a real effect, not a bug"
         )
+        notes.append(
+            "cnn: a stride-2 conv (at 1/3 and 2/3 of the depth) divides the per-element "
+            "gradient variance by about 4, since each input position feeds 9/4 outputs "
+            "instead of 9, while the gradient's sum of squares over positions is kept: the "
+            "bwd factor is below 1 under any init, he included, and can read 'vanishing'; "
+            "the theory column includes it"
+        )
     if "rnn" in values.get("model.arch", set()):
         notes.append(
             "rnn: factors and ratios are across the time steps t = 1..28 of the top layer "
