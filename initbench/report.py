@@ -917,6 +917,9 @@ _LATEX_SPECIAL: Final = {
     "}": r"\}",
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
+    "<": r"\textless{}",  # the default OT1 font encoding prints < > | as other glyphs
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
     "±": r"$\pm$",
     "—": "---",
     "×": r"$\times$",

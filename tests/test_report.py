@@ -239,6 +239,7 @@ def test_latex_escapes_and_uses_booktabs(results: Path):
     assert r"xavier\_normal" in out and "xavier_normal" not in out
     assert r"$\pm$" in out and "±" not in out
     assert r"\toprule" in out and r"\bottomrule" in out
+    assert r"ratio \textless{} 1/" in out and not any(c in out for c in "<>|")  # OT1 text mode
 
 
 @pytest.fixture(scope="module")
