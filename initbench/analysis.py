@@ -13,6 +13,11 @@ Decay of one variance profile v (``preact_var`` forward, ``grad_preact_var`` bac
   preact_var[L] / preact_var[1] forward, grad_preact_var[1] / grad_preact_var[L] backward.
 * rnn: the same across the time steps t = 1..T of the *top* layer (forward: t = 1 -> T;
   backward = through time, t = T -> 1); the top layer is where the loss enters.
+* cnn backward: v_l is grad_preact_var times the layer's map positions (H x W), the
+  gradient's sum of squares over positions per channel and example. A stride-2 conv
+  divides the per-element variance by about 4 (each input position feeds 9/4 outputs
+  instead of 9) and keeps that sum, which is what reaches the weights (their gradient
+  sums over positions): per element, any init, He's included, would read vanishing.
 * verdict: ``vanishing`` if ratio < 1/R or factor < 1/F, ``exploding`` if ratio > R or
   factor > F (the ratio decides if the two disagree), else ``stable``. Degenerate
   profiles are named, never dropped: ``collapsed`` (variance exactly 0 at every layer,
@@ -47,7 +52,7 @@ import numpy as np
 import pandas as pd
 
 from initbench import theory
-from initbench.geometry import NUM_CLASSES, weight_shapes
+from initbench.geometry import NUM_CLASSES, cnn_positions, weight_shapes
 from initbench.initializers import expected_moments
 
 CHANCE_ACCURACY: Final = 1 / NUM_CLASSES
@@ -328,15 +333,44 @@ def _worst(stats: RunStats, step: int, metric: str) -> float:
     return float(np.max(stats.value[rows]))  # NaN if any layer's fraction is undefined
 
 
+def gradient_positions(record: Mapping[str, Any]) -> dict[int, int]:
+    """Layer -> map positions that a cnn run's backward profile multiplies
+    ``grad_preact_var`` by (see the module docstring); empty for other architectures."""
+    model = run_config(record).get("model", {})
+    if model.get("arch") != "cnn":
+        return {}
+    return {layer: n for layer, n in enumerate(cnn_positions(int(model["depth"])), start=1)}
+
+
+def backward_profile(
+    run_layers: pd.DataFrame | RunStats, step: int, map_positions: Mapping[int, int]
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """:func:`profile` of ``grad_preact_var``, times each layer's map positions where
+    ``map_positions`` (:func:`gradient_positions`) has them: the backward decay's v_l."""
+    layers, values, unit = profile(run_layers, step, "grad_preact_var")
+    if map_positions and unit == "layer":
+        scale = [map_positions.get(int(layer), math.nan) for layer in layers]
+        values = values * np.array(scale, dtype=float)
+    return layers, values, unit
+
+
 def signal_at(
-    run_layers: pd.DataFrame | RunStats, step: int, tag: str, th: Thresholds
+    run_layers: pd.DataFrame | RunStats,
+    step: int,
+    tag: str,
+    th: Thresholds,
+    map_positions: Mapping[int, int] | None = None,
 ) -> dict[str, Any]:
     """Forward, backward (and batchnorm ``normed``) decay plus worst dead/sat fractions of
-    one run at one step, as ``<direction>_<factor|ratio|verdict|note>_<tag>`` columns."""
+    one run at one step, as ``<direction>_<factor|ratio|verdict|note>_<tag>`` columns;
+    ``map_positions``: a cnn's map positions per layer (:func:`gradient_positions`)."""
     stats = _as_stats(run_layers)
     out: dict[str, Any] = {}
     for prefix, metric in DIRECTIONS.items():
-        positions, values, unit = profile(stats, step, metric)
+        if prefix == "bwd":
+            positions, values, unit = backward_profile(stats, step, map_positions or {})
+        else:
+            positions, values, unit = profile(stats, step, metric)
         if prefix == "normed" and len(values) == 0:
             result = Decay(math.nan, math.nan, "", "")  # no batchnorm: nothing to say
         else:
@@ -775,8 +809,9 @@ def analyse_run(
     last = stats.steps[-1] if stats.steps else None
     out = _outcome(record)
     out["last_step"] = last
-    out.update(signal_at(stats, 0, "init", th))
-    out.update(signal_at(stats, last if last is not None else 0, "last", th))
+    map_positions = gradient_positions(record)
+    out.update(signal_at(stats, 0, "init", th, map_positions))
+    out.update(signal_at(stats, last if last is not None else 0, "last", th, map_positions))
     out.update(_init_summary(init_check(record, stats, th)))
     out.update(theory_summary(run_theory(record, stats)))
     out["flags"] = ", ".join(run_flags(out, th, dead_units_pass_no_gradient(record)))

@@ -220,11 +220,11 @@ def known_effects(keys: analysis.ConfigKeys) -> list[str]:
             "on an n x n map (0.95 at 28x28, 0.82 at 7x7): a real effect, not a bug"
         )
         notes.append(
-            "cnn: a stride-2 conv (at 1/3 and 2/3 of the depth) divides the per-element "
-            "gradient variance by about 4, since each input position feeds 9/4 outputs "
-            "instead of 9, while the gradient's sum of squares over positions is kept: the "
-            "bwd factor is below 1 under any init, he included, and can read 'vanishing'; "
-            "the theory column includes it"
+            "cnn: bwd factor and ratio are of grad_preact_var times the layer's map "
+            "positions, the gradient's sum of squares over positions: a stride-2 conv (at "
+            "1/3 and 2/3 of the depth) divides the per-element variance by about 4, since "
+            "each input position feeds 9/4 outputs instead of 9, and keeps that sum, which "
+            "is what reaches the weights"
         )
     if "rnn" in values.get("model.arch", set()):
         notes.append(
@@ -478,7 +478,7 @@ INIT_NOTES: Final = [
     "fwd ratio: preact_var[L] / preact_var[1] (end-to-end change)",
     "bwd factor, bwd ratio: the same for grad_preact_var read from layer L back to layer 1 "
     "(2^-slope; grad_preact_var[1] / grad_preact_var[L]): < 1 = the gradient shrinks on its "
-    "way to the input",
+    "way to the input; cnn: of grad_preact_var times the layer's map positions",
     "normed: the forward factor and ratio of the batchnorm output (normed_var)",
     "dead, sat: worst dead_frac / sat_frac over layers (dead_frac: units whose input is <= 0 "
     "for the whole batch, measured for every rectifier; the dead flag: relu only, see flags)",

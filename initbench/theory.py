@@ -31,7 +31,9 @@ Conventions, chosen so that predictions compare with what initbench measures:
   taps on the zero padding; a gradient's field goes back as A^T G A. A uniform field
   shrinks by ((3n-2)/3n)^2 on an n x n map (0.95 at 28, 0.82 at 7); once its borders are
   low, later layers lose less. A stride-2 conv scales the gradient by ~1/4 (each input
-  position feeds 9/4 outputs instead of 9). Reported values are means over positions.
+  position feeds 9/4 outputs instead of 9). Reported values are means over positions;
+  the backward decay (summary) is of g^l times layer l's map positions, the gradient's
+  sum over positions, which the strides keep (as the report measures it).
 * Batchnorm: the activation's input is normalised, so its variance is predicted 1 in
   every layer and q^{l+1} = sigma_w^2 E[phi(z)^2] + sigma_b^2 at any depth. Backward,
   grad_preact = grad_normed / sigma_unit, sigma_unit^2 being the per-unit batch variance
@@ -64,7 +66,14 @@ from numpy.polynomial.legendre import leggauss
 from pydantic import ValidationError
 
 from initbench.activations import ACTIVATIONS
-from initbench.geometry import ARCHS, IMAGE_SIZE, RNN_STEPS, cnn_strides, input_weight_shapes
+from initbench.geometry import (
+    ARCHS,
+    IMAGE_SIZE,
+    RNN_STEPS,
+    cnn_positions,
+    cnn_strides,
+    input_weight_shapes,
+)
 from initbench.initializers import INITIALIZERS, compute_fans, expected_moments
 from initbench.registry import UnknownNameError
 
@@ -678,6 +687,8 @@ class Prediction:
         layer = self.columns["layer"]
         rows = layer == layer.max() if self.model["arch"] == "rnn" else np.ones(len(layer), bool)
         q, g = self.columns["q"][rows], self.columns["bwd_ratio"][rows]
+        if self.model["arch"] == "cnn":  # the per-channel sum over positions, as measured
+            g = g * np.array(cnn_positions(int(self.model["depth"])), dtype=float)
         return {
             "forward_decay": decay_factor(q),
             "backward_decay": decay_factor(g[::-1]),
@@ -745,7 +756,8 @@ def _notes(model: Mapping[str, Any], geo: Geometry, given_q1: bool, padding: boo
         notes.append(
             f"cnn: 'same' zero padding {'modelled' if padding else 'ignored'} "
             "(((3n-2)/3n)^2 per layer on an n x n map at first); stride-2 convs "
-            "scale the gradient by ~1/4."
+            "scale the per-element gradient variance by ~1/4 and keep its sum over "
+            "positions, which the bwd factor and ratio are of."
         )
     if model["arch"] == "rnn":
         notes.append(

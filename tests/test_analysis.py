@@ -286,6 +286,29 @@ def test_rnn_backward_decay_is_through_time():
     assert out["fwd_verdict_init"] == "stable"
 
 
+def test_cnn_backward_decay_is_of_the_sum_over_map_positions():
+    # depth 5: stride 2 at layers 2 and 4 (784, 196, 196, 49, 49 positions). A gradient
+    # whose per-element variance drops 4x into each strided layer's input keeps its sum
+    # over positions: stable, where the per-element profile alone reads vanishing.
+    positions = geometry.cnn_positions(5)
+    assert positions == [784, 196, 196, 49, 49]
+    per_element = [1.0 / n for n in positions]  # x positions = 1 at every layer
+    layers = table(
+        rows("c", 0, "preact_var", [1.0] * 5), rows("c", 0, "grad_preact_var", per_element)
+    )
+    record = run_record("c", **{"config.model.arch": "cnn", "config.model.depth": 5})
+    map_positions = analysis.gradient_positions(record)
+    assert map_positions == dict(enumerate(positions, start=1))
+    summed = analysis.signal_at(layers, 0, "init", TH, map_positions)
+    assert summed["bwd_factor_init"] == pytest.approx(1.0)
+    assert summed["bwd_ratio_init"] == pytest.approx(1.0)
+    assert summed["bwd_verdict_init"] == "stable"
+    per_element_only = analysis.signal_at(layers, 0, "init", TH)
+    assert per_element_only["bwd_ratio_init"] == pytest.approx(1 / 16)
+    assert analysis.analyse_run(record, layers, TH)["bwd_verdict_init"] == "stable"
+    assert analysis.gradient_positions(run_record("m")) == {}  # an mlp: per element
+
+
 def test_batchnorm_normed_is_analysed_next_to_preact():
     layers = table(
         rows("r", 0, "preact_var", geometric(1.0, 0.5, 6)),

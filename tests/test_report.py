@@ -390,7 +390,7 @@ def test_known_effects_are_stated_where_they_apply(results: Path):
     out = text_of(results, "markdown")
     cnn = out.split("## cnn_bn")[1].split("\n## ")[0]
     assert "'same' zero padding" in cnn and "adam" in cnn and "batchnorm" in cnn
-    assert "divides the per-element gradient variance by about 4" in cnn
+    assert "bwd factor and ratio are of grad_preact_var times the layer's map positions" in cnn
     assert "| normed factor |" in cnn
     mlp = out.split("## mlp_relu")[1].split("\n## ")[0]
     assert "zero padding" not in mlp and "normed factor" not in mlp

@@ -435,6 +435,18 @@ def test_cnn_prediction_with_padding_matches_a_real_network() -> None:
     assert err < np.abs(np.log(q / flat.columns["q"]))[-1]
 
 
+@pytest.mark.parametrize("init", ["he_normal", "xavier_normal", "torch_default"])
+def test_cnn_backward_decay_of_the_sum_over_positions_mirrors_the_forward(init: str) -> None:
+    """Every hidden conv is square, so mean-field theory gives the gradient's sum over
+    positions the forward signal's per-layer factor chi; per element, the stride-2 layers
+    would divide it by 4 more (he_normal would read about 0.5 per layer at depth 5)."""
+    model = {"arch": "cnn", "depth": 5, "width": 16, "activation": "relu", "init": init}
+    summary = predict(model).summary()
+    assert summary["backward_decay"] == pytest.approx(summary["forward_decay"], rel=0.02)
+    per_element = predict(model).columns["bwd_ratio"]
+    assert per_element[0] < 0.1 * summary["backward_first_last"]  # two strides: 1/16
+
+
 def test_rnn_prediction_matches_a_real_network() -> None:
     model = {
         "arch": "rnn",
