@@ -757,7 +757,9 @@ def _notes(model: Mapping[str, Any], geo: Geometry, given_q1: bool, padding: boo
             f"cnn: 'same' zero padding {'modelled' if padding else 'ignored'} "
             "(((3n-2)/3n)^2 per layer on an n x n map at first); stride-2 convs "
             "scale the per-element gradient variance by ~1/4 and keep its sum over "
-            "positions, which the bwd factor and ratio are of."
+            "positions: the backward decay and first/last ratio of the summary are of that "
+            "sum (as the report measures them), the table's bwd_factor and bwd_ratio per "
+            "element."
         )
     if model["arch"] == "rnn":
         notes.append(
