@@ -335,24 +335,29 @@ def _alive(stacked: torch.Tensor) -> torch.Tensor:
     return stacked.detach().amax(dim=[1, *range(3, stacked.dim())]) > 0
 
 
+def _saturation_bounds(low: float, high: float) -> tuple[float, float]:
+    """(centre, threshold) of a saturation count: an element is saturated where its
+    distance from the centre exceeds 99% of the half-range (both paths compare so)."""
+    centre, half = (low + high) / 2, (high - low) / 2
+    return centre, SATURATION_FRACTION * half
+
+
 def _saturated_count(flat: torch.Tensor, low: float, high: float, scratch: Scratch) -> torch.Tensor:
     """(G, n) -> (G,) int64: elements beyond 99% of the half-range from the centre."""
-    centre, half = (low + high) / 2, (high - low) / 2
+    centre, threshold = _saturation_bounds(low, high)
     distance = torch.sub(flat, centre, out=scratch.take("distance", flat.shape, flat)).abs_()
-    return torch.count_nonzero(distance > SATURATION_FRACTION * half, dim=1)
+    return torch.count_nonzero(distance > threshold, dim=1)
 
 
 def _count_fields(fraction: _Fraction | None, shape: Sequence[int]) -> tuple:
     """The kernel's (kind, units, inner, centre, threshold) of a row's fraction count:
     units and inner of its (batch, units, inner) view for dead_frac; the saturation
-    threshold computed as :func:`_saturated_count` does."""
+    bounds of :func:`_saturation_bounds`, as the torch path uses them."""
     if fraction is None:
         return native.NO_COUNT, 1, 1, 0.0, 0.0
     if fraction.metric == "dead_frac":
         return native.DEAD, shape[1], math.prod(shape[2:]), 0.0, 0.0
-    low, high = fraction.output_range
-    centre, half = (low + high) / 2, (high - low) / 2
-    return native.SATURATED, 1, 1, centre, SATURATION_FRACTION * half
+    return native.SATURATED, 1, 1, *_saturation_bounds(*fraction.output_range)
 
 
 def _finite_rows(flat: torch.Tensor) -> torch.Tensor:
