@@ -730,7 +730,7 @@ def header_lines(rep: ExperimentReport) -> list[str]:
     lines = [f"results: {rep.path}"]
     if loaded.overrides:
         given = " ".join(f"--set {o}" for o in loaded.overrides)
-        lines.append(f"spec: {schema.SPEC_FILE} with {given} ({store.OVERRIDES_FILE})")
+        lines.append(f"spec: {schema.SPEC_FILE} with {given} ({schema.OVERRIDES_FILE})")
     if rep.keys is not None:
         constant = ", ".join(
             f"{k}={format_value(v)}" for k, v in rep.keys.constant.items() if v != "none"

@@ -26,6 +26,9 @@ import numpy as np
 FORMAT_VERSION: Final = 1
 
 SPEC_FILE: Final = "spec.yaml"
+# The --set overrides that went with spec.yaml: a YAML list of "KEY=VALUE" texts, in order;
+# absent when that sweep had none.
+OVERRIDES_FILE: Final = "overrides.yaml"
 RUNS_DIR: Final = "runs"
 CONFIG_FILE: Final = "config.json"
 LAYERS_FILE: Final = "layers.parquet"

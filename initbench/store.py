@@ -73,15 +73,12 @@ def remove_stale_temporaries(exp_dir: Path) -> int:
     return len(stale)
 
 
-# The --set overrides that went with spec.yaml: a YAML list of "KEY=VALUE" texts, in order.
-# Absent when that run had none. (Kept here, not in schema.py, which holds the run formats.)
-OVERRIDES_FILE = "overrides.yaml"
 _OVERRIDES_HEADER = (
     "# the --set KEY=VALUE overrides applied to spec.yaml by the latest `initbench run` that\n"
     "# trained runs into this folder, in order; each run's config.json is what it ran\n"
 )
 
-_EXPERIMENT_ENTRIES = {schema.SPEC_FILE, OVERRIDES_FILE, schema.RUNS_DIR, schema.LOCK_FILE}
+_EXPERIMENT_ENTRIES = {schema.SPEC_FILE, schema.OVERRIDES_FILE, schema.RUNS_DIR, schema.LOCK_FILE}
 
 
 def check_experiment_folder(exp_dir: Path) -> None:
@@ -187,7 +184,7 @@ def write_spec(exp_dir: Path, spec_text: str, overrides: Sequence[str] = ()) -> 
     import yaml
 
     (exp_dir / schema.RUNS_DIR).mkdir(parents=True, exist_ok=True)
-    path = exp_dir / OVERRIDES_FILE
+    path = exp_dir / schema.OVERRIDES_FILE
     if overrides:
         listed = yaml.safe_dump([str(o) for o in overrides], default_flow_style=False)
         atomic_write_text(path, _OVERRIDES_HEADER + listed)
@@ -202,7 +199,7 @@ def read_overrides(exp_dir: Path) -> list[str]:
     import yaml
 
     try:
-        data = yaml.safe_load((exp_dir / OVERRIDES_FILE).read_text(encoding="utf-8"))
+        data = yaml.safe_load((exp_dir / schema.OVERRIDES_FILE).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return []
     return [str(o) for o in data] if isinstance(data, list) else []
