@@ -39,8 +39,8 @@ def _fail(message: str) -> None:
 
 
 def _load(spec_path: str, overrides: tuple[str, ...]) -> Any:
-    from initbench.runner import check_initializers
-    from initbench.spec import SpecError, load_spec
+    from initbench.run.runner import check_initializers
+    from initbench.config.spec import SpecError, load_spec
 
     try:
         spec = load_spec(Path(spec_path), overrides)
@@ -101,7 +101,7 @@ _EXECUTOR_HELP = (
 
 
 def _executor_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The executor options of ``run`` (see initbench.executors.OPTION_EXECUTORS)."""
+    """The executor options of ``run`` (see initbench.run.executors.OPTION_EXECUTORS)."""
     options = [
         click.option(
             "--executor",
@@ -203,7 +203,7 @@ def run(
     """Train every run of SPEC, recording per-layer statistics under --out."""
     options = _check_executor(ctx, executor)
     if options.executor == "local" and (options.workers or 1) > 1:
-        from initbench.executors import prestart_workers
+        from initbench.run.executors import prestart_workers
 
         prestart_workers()  # the workers import torch while this process plans
     loaded = _load(spec, overrides)
@@ -238,7 +238,7 @@ def _strict_exit(report: Any) -> None:
 
 def _check_executor(ctx: click.Context, executor: dict[str, Any]) -> Any:
     """The executor options, checked before anything else (exit 2 with the fix if bad)."""
-    from initbench.executors import ExecutorError, ExecutorOptions, check_options
+    from initbench.run.executors import ExecutorError, ExecutorOptions, check_options
 
     options = ExecutorOptions(**executor)
     given = [n for n in executor if ctx.get_parameter_source(n) is not ParameterSource.DEFAULT]
@@ -252,9 +252,9 @@ def _check_executor(ctx: click.Context, executor: dict[str, Any]) -> Any:
 def _execute(console: Any, sweep: Any, options: Any, device: str) -> Any:
     """Run the sweep on the chosen executor with a progress bar; exits 2 on executor or
     write errors, 130 on Ctrl-C (finished runs kept)."""
-    from initbench.executors import ExecutorError, open_backend
-    from initbench.runner import execute
-    from initbench.store import ResultsError
+    from initbench.run.executors import ExecutorError, open_backend
+    from initbench.run.runner import execute
+    from initbench.results.store import ResultsError
     from initbench.ui import SweepProgress
 
     try:
@@ -292,8 +292,8 @@ def _check_data(spec_path: str, loaded: Any) -> None:
     """Load the sweep's data once: exit 2 on missing or corrupt data, and on a batch size
     larger than a training set (located like any spec error), before anything is written."""
     from initbench.data import DataError
-    from initbench.runner import check_data
-    from initbench.spec import SpecError
+    from initbench.run.runner import check_data
+    from initbench.config.spec import SpecError
 
     try:
         check_data(loaded)
@@ -306,8 +306,8 @@ def _check_data(spec_path: str, loaded: Any) -> None:
 
 def _plan(loaded: Any, out: Path, force: bool) -> Any:
     """The sweep's plan, after checking the results folder (exit 2 if bad)."""
-    from initbench.runner import plan
-    from initbench.store import ResultsError
+    from initbench.run.runner import plan
+    from initbench.results.store import ResultsError
 
     try:
         sweep = plan(loaded, out, force)
@@ -437,7 +437,7 @@ def report(
     theory_tolerance: float,
 ) -> None:
     """Verdict tables (and plots) of the runs under RESULTS_DIR."""
-    from initbench import store
+    from initbench.results import store
     from initbench.analysis import Thresholds
     from initbench.report import ReportError, generate
 

@@ -18,9 +18,9 @@ from rich.progress import (
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from initbench.runner import SweepReport
-    from initbench.schema import RunResult
-    from initbench.spec import RunConfig
+    from initbench.run.runner import SweepReport
+    from initbench.results.schema import RunResult
+    from initbench.config.spec import RunConfig
 
 STATUS_STYLE = {"ok": "green", "diverged": "yellow", "failed": "red"}
 
@@ -58,7 +58,7 @@ class SweepProgress:
 
     def advance(self, run: RunConfig, result: RunResult) -> None:
         """Report one finished run."""
-        from initbench.runner import describe
+        from initbench.run.runner import describe
 
         summary = result.summary
         status = summary["status"]
@@ -111,11 +111,11 @@ def _params_text(params: Any) -> str:
 
 def _registry_rows(topic: str) -> tuple[list[str], list[list[str]]]:
     module, attr = {
-        "initializers": ("initializers", "INITIALIZERS"),
-        "activations": ("activations", "ACTIVATIONS"),
+        "initializers": ("config.initializers", "INITIALIZERS"),
+        "activations": ("config.activations", "ACTIVATIONS"),
         "datasets": ("data", "DATASETS"),
-        "architectures": ("architectures", "ARCHITECTURES"),
-        "optimizers": ("optimizers", "OPTIMIZERS"),
+        "architectures": ("config.architectures", "ARCHITECTURES"),
+        "optimizers": ("config.optimizers", "OPTIMIZERS"),
     }[topic]
     registry = getattr(importlib.import_module(f"initbench.{module}"), attr)
     if topic == "initializers":
@@ -138,7 +138,7 @@ def _registry_rows(topic: str) -> tuple[list[str], list[list[str]]]:
 
 def print_catalog(console: Console, topic: str) -> None:
     """One table of a registry (or of the recorded metrics)."""
-    from initbench import schema
+    from initbench.results import schema
 
     if topic == "metrics":
         header = ["metric", "table", "definition"]

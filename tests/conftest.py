@@ -10,7 +10,7 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-from initbench.spec import RunConfig, build_spec, set_dotted
+from initbench.config.spec import RunConfig, build_spec, set_dotted
 
 
 def make_config(**dotted: Any) -> RunConfig:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from initbench.activations import ACTIVATIONS, dead_units_pass_no_gradient
+from initbench.config.activations import ACTIVATIONS, dead_units_pass_no_gradient
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS.names())
@@ -51,7 +51,7 @@ def test_only_a_zero_gradient_below_zero_makes_units_dead(ref: dict, dead: bool)
 @pytest.mark.parametrize("name", ACTIVATIONS.names())
 def test_the_dead_property_matches_the_torch_gradient(name: str) -> None:
     torch = pytest.importorskip("torch")
-    from initbench.activations import build_activation
+    from initbench.config.activations import build_activation
 
     x = torch.linspace(-5.0, -0.01, 50, requires_grad=True)
     build_activation(name, {})(x).sum().backward()

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from initbench import analysis, geometry, theory
+from initbench import analysis, theory
+from initbench.config import geometry
 from initbench.analysis import Thresholds, classify, decay
 
 TH = Thresholds()
@@ -507,8 +508,8 @@ def test_rnn_checks_the_recurrent_weight_against_recurrent_init():
 def test_weight_shapes_match_the_models(arch):
     import torch
 
-    from initbench.architectures import ARCHITECTURES
-    from initbench.spec import ModelConfig
+    from initbench.config.architectures import ARCHITECTURES
+    from initbench.config.spec import ModelConfig
 
     config = ModelConfig.model_validate({"arch": arch, "depth": 4, "width": 8}).resolved()
     with torch.device("meta"):
@@ -525,9 +526,9 @@ def test_weight_shapes_match_the_models(arch):
 def test_cnn_positions_match_the_conv_outputs(depth):
     import torch
 
-    from initbench.architectures import ARCHITECTURES
-    from initbench.probes import Tape
-    from initbench.spec import ModelConfig
+    from initbench.config.architectures import ARCHITECTURES
+    from initbench.measure.probes import Tape
+    from initbench.config.spec import ModelConfig
 
     config = ModelConfig.model_validate({"arch": "cnn", "depth": depth, "width": 2}).resolved()
     model = ARCHITECTURES.get("cnn").model_class()(config)

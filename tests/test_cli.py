@@ -218,8 +218,8 @@ def test_validate_reports_the_run_count(spec_file: Path) -> None:
     "topic", ["initializers", "activations", "datasets", "architectures", "optimizers", "metrics"]
 )
 def test_list_shows_every_registry_entry(topic: str) -> None:
-    from initbench.activations import ACTIVATIONS
-    from initbench.initializers import INITIALIZERS
+    from initbench.config.activations import ACTIVATIONS
+    from initbench.config.initializers import INITIALIZERS
 
     result = _run("list", topic)
     assert result.exit_code == 0

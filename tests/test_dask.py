@@ -23,9 +23,10 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from initbench import executors, schema
+from initbench.run import executors
+from initbench.results import schema
 from initbench.cli import main
-from initbench.spec import load_spec
+from initbench.config.spec import load_spec
 
 SMOKE = Path(__file__).parent.parent / "configs" / "smoke.yaml"
 TINY = ["--set", "train.steps=4", "--set", "train.log_every=2"]
@@ -63,7 +64,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         with Client(started, set_as_default=False) as warm:  # import torch there meanwhile
             workers = list(warm.scheduler_info()["workers"])
             load = [
-                warm.submit(importlib.import_module, "initbench.train", workers=[w], pure=False)
+                warm.submit(importlib.import_module, "initbench.run.train", workers=[w], pure=False)
                 for w in workers
             ]
             fire_and_forget(load)

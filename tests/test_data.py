@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from initbench import data
 from initbench.data import DATASETS, DataError, load_dataset
-from initbench.registry import UnknownNameError
+from initbench.config.registry import UnknownNameError
 
 # --------------------------------------------------------------------------------------
 # Fixtures and helpers

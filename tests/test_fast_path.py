@@ -3,7 +3,7 @@
 The reference captures every watched tensor with forward hooks, differentiates the loss
 with ``torch.autograd.grad`` (independent of the Tape and of ``retain_grad``) and computes
 each statistic from its definition in float64. Every test runs twice: with the probe's C
-kernel (:mod:`initbench.native`; skipped where it cannot be built) and with torch alone.
+kernel (:mod:`initbench.measure.native`; skipped where it cannot be built) and with torch alone.
 The probe computes in float32 with compensation, so agreement is asserted at float32
 precision:
 
@@ -24,10 +24,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from initbench import native
-from initbench.activations import ACTIVATIONS, SATURATION_FRACTION
-from initbench.models import build_model
-from initbench.probes import (
+from initbench.measure import native
+from initbench.config.activations import ACTIVATIONS, SATURATION_FRACTION
+from initbench.nets.models import build_model
+from initbench.measure.probes import (
     MAX_KAPPA2,
     PACK_LIMIT,
     PARTIAL,
@@ -40,8 +40,8 @@ from initbench.probes import (
     moments,
     trusted,
 )
-from initbench.spec import SpecError
-from initbench.train import execute_run
+from initbench.config.spec import SpecError
+from initbench.run.train import execute_run
 from tests.conftest import make_config
 
 BATCH = 16

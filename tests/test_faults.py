@@ -16,9 +16,10 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from initbench import schema, store
+from initbench.results import schema
+from initbench.results import store
 from initbench.cli import main
-from initbench.spec import SpecError, build_spec, parse_yaml
+from initbench.config.spec import SpecError, build_spec, parse_yaml
 
 SLOW_SPEC = """
 name: faults
@@ -249,7 +250,7 @@ DOCUMENTS = st.recursive(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(document=DOCUMENTS)
 def test_random_documents_load_or_fail_with_spec_error(document: object) -> None:
-    from initbench.runner import check_initializers
+    from initbench.run.runner import check_initializers
 
     try:
         check_initializers(build_spec(document, "<random>", ""))
@@ -268,7 +269,7 @@ def test_random_text_parses_or_fails_with_spec_error(text: str) -> None:
 
 def test_random_documents_round_trip_through_yaml(tmp_path: Path) -> None:
     # the file path of load_spec, not only build_spec, is exercised on a valid document
-    from initbench.spec import load_spec
+    from initbench.config.spec import load_spec
 
     path = tmp_path / "ok.yaml"
     path.write_text(yaml.safe_dump({"name": "ok", "data": "synthetic", "seeds": [3, 1]}))

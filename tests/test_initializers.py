@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from initbench.initializers import (
+from initbench.config.initializers import (
     INITIALIZERS,
     TRUNCATED_NORMAL_STD,
     InitError,
@@ -32,7 +32,7 @@ from initbench.initializers import (
     initialize,
     weight_scale_sigma2,
 )
-from initbench.registry import UnknownNameError
+from initbench.config.registry import UnknownNameError
 
 init = torch.nn.init
 

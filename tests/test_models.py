@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from initbench import geometry
-from initbench.models import build_model
+from initbench.config import geometry
+from initbench.nets.models import build_model
 from tests.conftest import make_config
 
 

@@ -1,4 +1,4 @@
-"""The probe's C kernel (initbench.native): built once and cached, checked, optional, and
+"""The probe's C kernel (initbench.measure.native): built once and cached, checked, optional, and
 giving the torch path's vector (sums at float32 precision, counts and rests exactly)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from initbench import native
-from initbench.probes import PACK_LIMIT, Scratch, _Fraction, _Rows
+from initbench.measure import native
+from initbench.measure.probes import PACK_LIMIT, Scratch, _Fraction, _Rows
 
 
 @pytest.fixture(autouse=True)

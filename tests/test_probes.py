@@ -17,8 +17,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from initbench.models import build_model
-from initbench.probes import Tape, dead_fraction, measure, moments, saturated_fraction
+from initbench.nets.models import build_model
+from initbench.measure.probes import Tape, dead_fraction, measure, moments, saturated_fraction
 from tests.conftest import make_config
 
 BATCH = 24
@@ -214,7 +214,7 @@ def test_weight_statistics_match_the_parameters() -> None:
 
 
 def test_first_non_finite_follows_the_computation_order() -> None:
-    from initbench.probes import first_non_finite
+    from initbench.measure.probes import first_non_finite
 
     labels = [
         (1, 0, "fc1", "grad_preact_var"),

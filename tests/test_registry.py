@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from initbench.activations import ACTIVATIONS
-from initbench.architectures import ARCHITECTURES
+from initbench.config.activations import ACTIVATIONS
+from initbench.config.architectures import ARCHITECTURES
 from initbench.data import DATASETS
-from initbench.initializers import INITIALIZERS
-from initbench.optimizers import OPTIMIZERS
-from initbench.registry import Registry, UnknownNameError
+from initbench.config.initializers import INITIALIZERS
+from initbench.config.optimizers import OPTIMIZERS
+from initbench.config.registry import Registry, UnknownNameError
 
 
 @pytest.fixture

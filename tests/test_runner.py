@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from initbench.executors import InProcess, ProcessPool
-from initbench.runner import _results, estimated_cost, largest_first, plan
-from initbench.spec import build_spec
+from initbench.run.executors import InProcess, ProcessPool
+from initbench.run.runner import _results, estimated_cost, largest_first, plan
+from initbench.config.spec import build_spec
 
 SPEC = {
     "name": "order",
@@ -58,8 +58,8 @@ def test_parallel_backends_get_the_runs_longest_first(tmp_path) -> None:
 def test_check_data_refuses_a_batch_larger_than_the_training_set() -> None:
     import pytest
 
-    from initbench.runner import check_data
-    from initbench.spec import SpecError
+    from initbench.run.runner import check_data
+    from initbench.config.spec import SpecError
 
     raw = {**SPEC, "train": {"steps": 1}, "grid": {"train.batch_size": [16, 65]}}
     with pytest.raises(SpecError) as caught:
@@ -71,9 +71,9 @@ def test_check_data_refuses_a_batch_larger_than_the_training_set() -> None:
 
 
 def test_plan_keeps_the_stored_status_of_skipped_runs(tmp_path) -> None:
-    from initbench import store
-    from initbench.runner import SweepReport
-    from initbench.train import execute_run
+    from initbench.results import store
+    from initbench.run.runner import SweepReport
+    from initbench.run.train import execute_run
 
     train = {"steps": 2, "lr": 1e6, "batch_size": 16}
     spec = build_spec({**SPEC, "grid": {}, "train": train}, "order.yaml", "")

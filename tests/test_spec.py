@@ -22,7 +22,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from initbench.spec import (
+from initbench.config.spec import (
     RUN_ID_LENGTH,
     Problem,
     Spec,
@@ -236,7 +236,7 @@ def test_run_id_is_hash_of_resolved_config() -> None:
 def test_run_id_same_in_another_process() -> None:
     """No dependence on hash randomisation or on the key order a process built dicts in.
 
-    The child imports only initbench.spec (importing the registries would import torch:
+    The child imports only initbench.config.spec (importing the registries would import torch:
     seconds) and hashes the resolved configs, sent with every mapping's keys reversed.
     """
     raw = base_raw()
@@ -248,7 +248,7 @@ def test_run_id_same_in_another_process() -> None:
 
     configs = json.dumps([reverse(r.as_dict()) for r in spec.runs])
     code = (
-        "import json, sys; from initbench.spec import run_id_of; "
+        "import json, sys; from initbench.config.spec import run_id_of; "
         "print(*(run_id_of(c) for c in json.load(sys.stdin)))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

@@ -21,11 +21,13 @@ import pytest
 import torch
 from numpy.polynomial.hermite_e import hermegauss
 
-from initbench import geometry, models, theory
-from initbench.activations import ACTIVATIONS, build_activation
-from initbench.initializers import weight_scale_sigma2
-from initbench.probes import Tape
-from initbench.spec import RunConfig
+from initbench import theory
+from initbench.config import geometry
+from initbench.nets import models
+from initbench.config.activations import ACTIVATIONS, build_activation
+from initbench.config.initializers import weight_scale_sigma2
+from initbench.measure.probes import Tape
+from initbench.config.spec import RunConfig
 from initbench.theory import (
     TheoryError,
     critical_sigma_w2,
@@ -384,7 +386,7 @@ def _measure(model_cfg: dict[str, Any], seeds: int, batch: int) -> tuple[np.ndar
     """Per (layer, t): mean over seeds of preact_sq; geometric mean of grad_preact_var."""
     q, g = [], []
     for seed in range(seeds):
-        from initbench.spec import ModelConfig
+        from initbench.config.spec import ModelConfig
 
         cfg = ModelConfig.model_validate(model_cfg).resolved()
         gen = torch.Generator().manual_seed(seed)

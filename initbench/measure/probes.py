@@ -14,7 +14,7 @@ are over *all* elements of the batch tensor, never a per-unit variance averaged.
 
 Why it is cheap: a small net's step is a few hundred kernel launches, so launches and
 passes over memory are the cost. On a CPU run, one call of a C kernel
-(:mod:`initbench.native`, compiled on first use where a C compiler exists) reads every
+(:mod:`initbench.measure.native`, compiled on first use where a C compiler exists) reads every
 tensor in place and writes the step's vector: per piece of PARTIAL elements the sum and
 the sum of squares (float32 lanes combined in float64), and the dead and saturated
 counts. Elsewhere (no compiler, a GPU), all small tensors of a step (preacts,
@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from initbench import native
-from initbench.activations import SATURATION_FRACTION
-from initbench.models import WatchedLayer
+from initbench.measure import native
+from initbench.config.activations import SATURATION_FRACTION
+from initbench.nets.models import WatchedLayer
 
 Label = tuple[int, int, str, str]  # (layer, t, name, metric)
 
@@ -506,7 +506,7 @@ class _Rows:
 
     def launch(self, tensors: list[torch.Tensor], scratch: Scratch) -> torch.Tensor:
         """The device work of one step: its float64 result vector (see the class), by the
-        C kernel where it applies (:mod:`initbench.native`), else by torch."""
+        C kernel where it applies (:mod:`initbench.measure.native`), else by torch."""
         kernel = native.kernel()
         if kernel is not None and (vector := self._launch_native(kernel, tensors)) is not None:
             return vector

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from initbench.registry import NoParams, Params, Registry
+from initbench.config.registry import NoParams, Params, Registry
 
 if TYPE_CHECKING:
     import torch

@@ -45,7 +45,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from initbench.registry import Registry, UnknownNameError
+from initbench.config.registry import Registry, UnknownNameError
 
 RUN_ID_LENGTH = 12
 
@@ -152,15 +152,15 @@ def _ref(module: str, attr: str, kind: str) -> Any:
     return Annotated[dict[str, Any], BeforeValidator(validate), AfterValidator(FrozenDict)]
 
 
-InitRef = _ref("initializers", "INITIALIZERS", "initializer")
-ActivationRef = _ref("activations", "ACTIVATIONS", "activation")
+InitRef = _ref("config.initializers", "INITIALIZERS", "initializer")
+ActivationRef = _ref("config.activations", "ACTIVATIONS", "activation")
 DatasetRef = _ref("data", "DATASETS", "dataset")
-OptimizerRef = _ref("optimizers", "OPTIMIZERS", "optimizer")
+OptimizerRef = _ref("config.optimizers", "OPTIMIZERS", "optimizer")
 
 
 def _check_arch(value: Any) -> str:
     try:
-        _registry("architectures", "ARCHITECTURES")().get(value)
+        _registry("config.architectures", "ARCHITECTURES")().get(value)
     except UnknownNameError as exc:
         raise PydanticCustomError("unknown_name", "{msg}", {"msg": exc.message}) from None
     return str(value)

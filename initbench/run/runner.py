@@ -1,7 +1,7 @@
 """A sweep: plan (skip complete runs), execute (in-process, a process pool, Dask), write.
 
-Workers only compute: each calls :func:`initbench.train.execute_run` on a plain config
-dict and returns the RunResult (see :mod:`initbench.executors`); the driver alone writes
+Workers only compute: each calls :func:`initbench.run.train.execute_run` on a plain config
+dict and returns the RunResult (see :mod:`initbench.run.executors`); the driver alone writes
 results, atomically, as they arrive. A run that fails or diverges is recorded and the
 sweep goes on. Interrupting (Ctrl-C) abandons the runs in flight - nothing of them is
 written - and keeps every finished one, so re-running the same command does only what
@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from initbench import geometry, schema, store
-from initbench.executors import Backend, InProcess, OnRetry, local_backend
-from initbench.spec import Problem, RunConfig, Spec, SpecError
+from initbench.config import geometry
+from initbench.results import schema
+from initbench.results import store
+from initbench.run.executors import Backend, InProcess, OnRetry, local_backend
+from initbench.config.spec import Problem, RunConfig, Spec, SpecError
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class SweepReport:
 def check_initializers(spec: Spec) -> None:
     """Raise SpecError if an initializer cannot apply to a weight of some run's model: one
     problem per spec key (and grid value), located at its line, however many weights fail."""
-    from initbench.models import init_problems
+    from initbench.nets.models import init_problems
 
     problems: dict[tuple[str, str], Problem] = {}
     seen: set[str] = set()
@@ -151,7 +153,7 @@ def execute(
 ) -> SweepReport:
     """Run every planned run under the folder's lock, writing each as it finishes.
 
-    ``backend`` is where runs execute (see :mod:`initbench.executors`; a Dask cluster, ...);
+    ``backend`` is where runs execute (see :mod:`initbench.run.executors`; a Dask cluster, ...);
     without one, ``workers`` processes with ``threads`` torch threads each, or this process.
     Whatever the backend, only this process writes. Raises ResultsLockedError if another
     process is writing the folder, and ResultsError if a result cannot be written (disk

@@ -1,7 +1,7 @@
 """The probe's C kernel (native/probe_rows.c): a probed step's sums in one call.
 
 On a CPU run, a probed step's device work is a copy of every watched tensor into one
-buffer and a few reductions over it (:mod:`initbench.probes`). Each is a torch call, and
+buffer and a few reductions over it (:mod:`initbench.measure.probes`). Each is a torch call, and
 on a small network those calls, not the arithmetic, are the cost. The kernel reads every
 tensor in place instead, in one call, and writes the same vector: per-piece sums and sums
 of squares (float32 lanes combined in float64), rest elements, dead and saturated counts.

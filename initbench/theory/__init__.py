@@ -65,8 +65,8 @@ import numpy as np
 from numpy.polynomial.legendre import leggauss
 from pydantic import ValidationError
 
-from initbench.activations import ACTIVATIONS
-from initbench.geometry import (
+from initbench.config.activations import ACTIVATIONS
+from initbench.config.geometry import (
     ARCHS,
     IMAGE_SIZE,
     RNN_STEPS,
@@ -74,8 +74,8 @@ from initbench.geometry import (
     cnn_strides,
     input_weight_shapes,
 )
-from initbench.initializers import INITIALIZERS, compute_fans, expected_moments
-from initbench.registry import UnknownNameError
+from initbench.config.initializers import INITIALIZERS, compute_fans, expected_moments
+from initbench.config.registry import UnknownNameError
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -1,5 +1,5 @@
 """The architectures a spec can name (``model.arch``): what each network is and what it
-watches. The classes live in :mod:`initbench.models`; they are looked up only when a
+watches. The classes live in :mod:`initbench.nets.models`; they are looked up only when a
 network is built, so validating a spec or listing the catalog does not import torch."""
 
 from __future__ import annotations
@@ -8,16 +8,16 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from initbench.registry import Registry
+from initbench.config.registry import Registry
 
 if TYPE_CHECKING:
-    from initbench.models import InstrumentedModel
+    from initbench.nets.models import InstrumentedModel
 
 
 @dataclass(frozen=True)
 class Architecture:
     """One architecture: what it is, what it watches, and the name of its model class in
-    :mod:`initbench.models`."""
+    :mod:`initbench.nets.models`."""
 
     summary: str
     watched: str
@@ -25,7 +25,7 @@ class Architecture:
 
     def model_class(self) -> type[InstrumentedModel]:
         """The model class (imports torch)."""
-        return getattr(importlib.import_module("initbench.models"), self.class_name)
+        return getattr(importlib.import_module("initbench.nets.models"), self.class_name)
 
 
 ARCHITECTURES: Registry[Architecture] = Registry("architecture")

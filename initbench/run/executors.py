@@ -1,8 +1,8 @@
 """Where a sweep's runs execute: in this process, a local process pool, a Dask cluster, Slurm.
 
-Every executor calls the same top-level function, :func:`initbench.train.execute_run`, on a
+Every executor calls the same top-level function, :func:`initbench.run.train.execute_run`, on a
 plain resolved-config dict, and hands the RunResult back to the driver, which alone writes
-results (see :mod:`initbench.runner`). The process pool and Dask share one loop
+results (see :mod:`initbench.run.runner`). The process pool and Dask share one loop
 (:func:`stream`) over standard ``concurrent.futures`` futures (Dask's through
 ``Client.get_executor()``): results are yielded as they finish, a run lost with its worker
 is resubmitted up to ``retries`` times and then yielded as ``failed`` with the cause.
@@ -33,8 +33,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from initbench import schema
-from initbench.spec import RunConfig
+from initbench.results import schema
+from initbench.config.spec import RunConfig
 
 EXECUTORS: Final = ("local", "dask", "slurm")
 INSTALL_EXTRA: Final = 'pip install "initbench[dask]"'
@@ -272,7 +272,7 @@ class InProcess:
         self, runs: tuple[RunConfig, ...], experiment: str, device: str, on_retry: OnRetry
     ) -> Generator[RunPair, None, None]:
         """Execute ``runs`` in order, here."""
-        from initbench.train import execute_run
+        from initbench.run.train import execute_run
 
         for run in runs:
             yield run, execute_run(run.as_dict(), experiment, device, self.threads)
@@ -280,7 +280,7 @@ class InProcess:
 
 # Imported once by the forkserver, which forks the pool's workers: torch, initbench and
 # torch._dynamo, which torch.optim imports when the first optimizer is built (2 s here).
-FORKSERVER_PRELOAD: Final = ["initbench.train", "torch._dynamo"]
+FORKSERVER_PRELOAD: Final = ["initbench.run.train", "torch._dynamo"]
 
 
 def prestart_workers() -> None:
@@ -318,7 +318,7 @@ class ProcessPool:
         self, runs: tuple[RunConfig, ...], experiment: str, device: str, on_retry: OnRetry
     ) -> Generator[RunPair, None, None]:
         """Execute ``runs`` in the pool; a dead worker breaks the pool, so no retries."""
-        from initbench.train import execute_run
+        from initbench.run.train import execute_run
 
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
@@ -365,7 +365,7 @@ class DaskBackend:
         self, runs: tuple[RunConfig, ...], experiment: str, device: str, on_retry: OnRetry
     ) -> Generator[RunPair, None, None]:
         """Execute ``runs`` on the cluster; Ctrl-C or an early stop cancels what is pending."""
-        from initbench.train import execute_run
+        from initbench.run.train import execute_run
 
         executor: Executor = self.client.get_executor(pure=False, retries=0)
         token = uuid.uuid4().hex[:8]

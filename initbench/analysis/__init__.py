@@ -1,6 +1,6 @@
 """Verdicts from stored statistics: decay factors, vanishing / exploding, flags.
 
-Pure functions on the tables :func:`initbench.store.load_experiment` returns (``runs``,
+Pure functions on the tables :func:`initbench.results.store.load_experiment` returns (``runs``,
 ``layers``); no I/O, no printing. Every number comes from stored statistics by the
 definitions below, which the README repeats word for word.
 
@@ -52,8 +52,8 @@ import numpy as np
 import pandas as pd
 
 from initbench import theory
-from initbench.geometry import NUM_CLASSES, cnn_positions, weight_shapes
-from initbench.initializers import expected_moments
+from initbench.config.geometry import NUM_CLASSES, cnn_positions, weight_shapes
+from initbench.config.initializers import expected_moments
 
 CHANCE_ACCURACY: Final = 1 / NUM_CLASSES
 ZERO_VARIANCE: Final = 1e-12  # a measured w_var below this is the exact 0 of a constant init
@@ -67,12 +67,12 @@ SIGNAL_METRICS: Final = ("preact_var", "normed_var", "grad_preact_var", "dead_fr
 
 # Named references in a config (the last key of their path) -> registry holding defaults.
 _REF_REGISTRIES: Final = {
-    "init": ("initializers", "INITIALIZERS"),
-    "recurrent_init": ("initializers", "INITIALIZERS"),
-    "bias_init": ("initializers", "INITIALIZERS"),
-    "activation": ("activations", "ACTIVATIONS"),
+    "init": ("config.initializers", "INITIALIZERS"),
+    "recurrent_init": ("config.initializers", "INITIALIZERS"),
+    "bias_init": ("config.initializers", "INITIALIZERS"),
+    "activation": ("config.activations", "ACTIVATIONS"),
     "data": ("data", "DATASETS"),
-    "optimizer": ("optimizers", "OPTIMIZERS"),
+    "optimizer": ("config.optimizers", "OPTIMIZERS"),
 }
 
 
@@ -394,7 +394,7 @@ def dead_units_pass_no_gradient(record: Mapping[str, Any]) -> bool:
     leaky_relu with a slope still pass gradient there, so ``dead`` is not flagged for them.
     A row without a known activation keeps the flag (dead_frac is only recorded for
     rectifiers)."""
-    from initbench.activations import dead_units_pass_no_gradient as no_gradient
+    from initbench.config.activations import dead_units_pass_no_gradient as no_gradient
 
     activation = run_config(record).get("model", {}).get("activation")
     if not isinstance(activation, Mapping) or _missing(activation.get("name")):

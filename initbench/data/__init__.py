@@ -32,7 +32,7 @@ import numpy as np
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from initbench.registry import Registry
+from initbench.config.registry import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -86,7 +86,7 @@ def load_dataset(name: str, params: dict[str, Any], seed: int) -> Dataset:
     """Validate ``params`` with the entry's model, then load (memoised per name, params,
     seed and cache folder) and return the dataset.
 
-    Raises :class:`~initbench.registry.UnknownNameError` for an unknown name and
+    Raises :class:`~initbench.config.registry.UnknownNameError` for an unknown name and
     :class:`DataError` for invalid parameters or bad data.
     """
     entry = DATASETS.get(name)

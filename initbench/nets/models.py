@@ -1,7 +1,7 @@
 """MLP, CNN and RNN builders whose watched layers are observable without hooks.
 
 Every model's ``forward(x, tape=None)`` takes the batch as (B, 1, 28, 28) and passes
-the optional :class:`~initbench.probes.Tape` to each watched layer, which hands it its
+the optional :class:`~initbench.measure.probes.Tape` to each watched layer, which hands it its
 ``preact`` (affine output), ``normed`` (batchnorm output, if any) and ``act``. With no
 tape the forward pass is the plain computation; with one, it is the same computation
 plus references kept to those tensors.
@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from initbench.activations import ACTIVATIONS, build_activation
-from initbench.architectures import ARCHITECTURES
-from initbench.geometry import IMAGE_SHAPE, NUM_CLASSES, cnn_strides
-from initbench.initializers import cannot_apply, compute_fans, initialize
+from initbench.config.activations import ACTIVATIONS, build_activation
+from initbench.config.architectures import ARCHITECTURES
+from initbench.config.geometry import IMAGE_SHAPE, NUM_CLASSES, cnn_strides
+from initbench.config.initializers import cannot_apply, compute_fans, initialize
 
 if TYPE_CHECKING:
-    from initbench.probes import Tape
-    from initbench.spec import ModelConfig
+    from initbench.measure.probes import Tape
+    from initbench.config.spec import ModelConfig
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from initbench import schema
+from initbench.results import schema
 
 
 class ResultsError(Exception):

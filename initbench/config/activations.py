@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from initbench.registry import NoParams, Params, Registry
+from initbench.config.registry import NoParams, Params, Registry
 
 if TYPE_CHECKING:
     from torch import nn

@@ -28,11 +28,12 @@ import torch
 import torch.nn.functional as F
 
 import initbench
-from initbench import native, schema
-from initbench.models import InstrumentedModel, build_model
-from initbench.optimizers import build_optimizer
-from initbench.probes import Probe, Recorder, Tape, first_non_finite
-from initbench.spec import RunConfig
+from initbench.measure import native
+from initbench.results import schema
+from initbench.nets.models import InstrumentedModel, build_model
+from initbench.config.optimizers import build_optimizer
+from initbench.measure.probes import Probe, Recorder, Tape, first_non_finite
+from initbench.config.spec import RunConfig
 
 EVAL_CHUNK = 2048  # test examples per forward pass during evaluation
 
@@ -81,7 +82,7 @@ def versions() -> dict[str, str]:
 
 def probe_kernel(device: torch.device) -> str:
     """What reduces a run's probed tensors: the C kernel on a CPU where it can be built
-    (initbench.native), else torch; the two agree within float32 rounding."""
+    (initbench.measure.native), else torch; the two agree within float32 rounding."""
     return "native" if device.type == "cpu" and native.kernel() is not None else "torch"
 
 

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, model_validator
 
-from initbench.registry import Params, Registry
+from initbench.config.registry import Params, Registry
 
 if TYPE_CHECKING:
     import torch
 
-    from initbench.spec import RunConfig
+    from initbench.config.spec import RunConfig
 
 
 @dataclass(frozen=True)

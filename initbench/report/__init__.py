@@ -1,6 +1,6 @@
 """``initbench report``: verdict tables (terminal, markdown, csv, json, html, latex) and plots.
 
-Reads only stored results (:mod:`initbench.store`); every number comes from
+Reads only stored results (:mod:`initbench.results.store`); every number comes from
 :mod:`initbench.analysis`, whose definitions are printed under the tables. One section per
 experiment: a header (constant config keys, run counts, incomplete and unreadable runs,
 known effects), a table at initialisation (step 0), a table after training with the
@@ -26,8 +26,10 @@ import numpy as np
 import pandas as pd
 
 import initbench
-from initbench import analysis, schema, store
-from initbench.activations import ACTIVATIONS, SATURATION_FRACTION
+from initbench import analysis
+from initbench.results import schema
+from initbench.results import store
+from initbench.config.activations import ACTIVATIONS, SATURATION_FRACTION
 from initbench.analysis import Thresholds, format_value
 
 if TYPE_CHECKING:
@@ -87,7 +89,7 @@ def _spec_grid(exp_dir: Path, overrides: Sequence[str] = ()) -> dict[str, list[A
     key and value order sorts the tables)."""
     import yaml
 
-    from initbench.spec import SpecError, apply_overrides
+    from initbench.config.spec import SpecError, apply_overrides
 
     try:
         data = yaml.safe_load((exp_dir / schema.SPEC_FILE).read_text(encoding="utf-8"))

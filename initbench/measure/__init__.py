@@ -1,0 +1,1 @@
+"""Per-layer statistics of probed steps: what is measured and how it is reduced."""

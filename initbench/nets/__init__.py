@@ -1,0 +1,1 @@
+"""The networks: instrumented models and the watched-layer protocol."""

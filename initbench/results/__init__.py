@@ -1,0 +1,1 @@
+"""The results format and its store: schema, atomic writes, loading."""

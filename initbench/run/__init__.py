@@ -1,0 +1,1 @@
+"""Running: one run (train), a sweep (runner), and where runs execute (executors)."""
