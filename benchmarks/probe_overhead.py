@@ -41,8 +41,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from initbench.measure import native
 from initbench.config.spec import TrainConfig, build_spec, set_dotted
+from initbench.measure import native
 from initbench.run.train import Trainer, probe_kernel
 
 DEFAULT_LOG_EVERY = TrainConfig.model_fields["log_every"].default  # initbench's default: 10

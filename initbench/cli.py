@@ -39,8 +39,8 @@ def _fail(message: str) -> None:
 
 
 def _load(spec_path: str, overrides: tuple[str, ...]) -> Any:
-    from initbench.run.runner import check_initializers
     from initbench.config.spec import SpecError, load_spec
+    from initbench.run.runner import check_initializers
 
     try:
         spec = load_spec(Path(spec_path), overrides)
@@ -252,9 +252,9 @@ def _check_executor(ctx: click.Context, executor: dict[str, Any]) -> Any:
 def _execute(console: Any, sweep: Any, options: Any, device: str) -> Any:
     """Run the sweep on the chosen executor with a progress bar; exits 2 on executor or
     write errors, 130 on Ctrl-C (finished runs kept)."""
+    from initbench.results.store import ResultsError
     from initbench.run.executors import ExecutorError, open_backend
     from initbench.run.runner import execute
-    from initbench.results.store import ResultsError
     from initbench.ui import SweepProgress
 
     try:
@@ -291,9 +291,9 @@ def _execute(console: Any, sweep: Any, options: Any, device: str) -> Any:
 def _check_data(spec_path: str, loaded: Any) -> None:
     """Load the sweep's data once: exit 2 on missing or corrupt data, and on a batch size
     larger than a training set (located like any spec error), before anything is written."""
+    from initbench.config.spec import SpecError
     from initbench.data import DataError
     from initbench.run.runner import check_data
-    from initbench.config.spec import SpecError
 
     try:
         check_data(loaded)
@@ -306,8 +306,8 @@ def _check_data(spec_path: str, loaded: Any) -> None:
 
 def _plan(loaded: Any, out: Path, force: bool) -> Any:
     """The sweep's plan, after checking the results folder (exit 2 if bad)."""
-    from initbench.run.runner import plan
     from initbench.results.store import ResultsError
+    from initbench.run.runner import plan
 
     try:
         sweep = plan(loaded, out, force)
@@ -437,9 +437,9 @@ def report(
     theory_tolerance: float,
 ) -> None:
     """Verdict tables (and plots) of the runs under RESULTS_DIR."""
-    from initbench.results import store
     from initbench.analysis import Thresholds
     from initbench.report import ReportError, generate
+    from initbench.results import store
 
     try:
         thresholds = Thresholds(

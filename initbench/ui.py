@@ -18,9 +18,9 @@ from rich.progress import (
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from initbench.run.runner import SweepReport
-    from initbench.results.schema import RunResult
     from initbench.config.spec import RunConfig
+    from initbench.results.schema import RunResult
+    from initbench.run.runner import SweepReport
 
 STATUS_STYLE = {"ok": "green", "diverged": "yellow", "failed": "red"}
 

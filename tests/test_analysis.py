@@ -13,8 +13,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from initbench import analysis, theory
-from initbench.config import geometry
 from initbench.analysis import Thresholds, classify, decay
+from initbench.config import geometry
 
 TH = Thresholds()
 
@@ -527,8 +527,8 @@ def test_cnn_positions_match_the_conv_outputs(depth):
     import torch
 
     from initbench.config.architectures import ARCHITECTURES
-    from initbench.measure.probes import Tape
     from initbench.config.spec import ModelConfig
+    from initbench.measure.probes import Tape
 
     config = ModelConfig.model_validate({"arch": "cnn", "depth": depth, "width": 2}).resolved()
     model = ARCHITECTURES.get("cnn").model_class()(config)

@@ -23,10 +23,10 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from initbench.run import executors
-from initbench.results import schema
 from initbench.cli import main
 from initbench.config.spec import load_spec
+from initbench.results import schema
+from initbench.run import executors
 
 SMOKE = Path(__file__).parent.parent / "configs" / "smoke.yaml"
 TINY = ["--set", "train.steps=4", "--set", "train.log_every=2"]

@@ -19,8 +19,8 @@ from hypothesis.extra import numpy as hnp
 from pydantic import ValidationError
 
 from initbench import data
-from initbench.data import DATASETS, DataError, load_dataset
 from initbench.config.registry import UnknownNameError
+from initbench.data import DATASETS, DataError, load_dataset
 
 # --------------------------------------------------------------------------------------
 # Fixtures and helpers

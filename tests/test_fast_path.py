@@ -24,9 +24,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from initbench.measure import native
 from initbench.config.activations import ACTIVATIONS, SATURATION_FRACTION
-from initbench.nets.models import build_model
+from initbench.config.spec import SpecError
+from initbench.measure import native
 from initbench.measure.probes import (
     MAX_KAPPA2,
     PACK_LIMIT,
@@ -40,7 +40,7 @@ from initbench.measure.probes import (
     moments,
     trusted,
 )
-from initbench.config.spec import SpecError
+from initbench.nets.models import build_model
 from initbench.run.train import execute_run
 from tests.conftest import make_config
 

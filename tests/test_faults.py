@@ -16,10 +16,9 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from initbench.results import schema
-from initbench.results import store
 from initbench.cli import main
 from initbench.config.spec import SpecError, build_spec, parse_yaml
+from initbench.results import schema, store
 
 SLOW_SPEC = """
 name: faults

@@ -17,8 +17,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from initbench.nets.models import build_model
 from initbench.measure.probes import Tape, dead_fraction, measure, moments, saturated_fraction
+from initbench.nets.models import build_model
 from tests.conftest import make_config
 
 BATCH = 24

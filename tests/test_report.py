@@ -17,10 +17,10 @@ import pytest
 import yaml
 
 from initbench import theory
-from initbench.results import store
 from initbench.analysis import Thresholds
-from initbench.report import FIG_DPI, FIG_SIZE, ReportError, generate
 from initbench.config.spec import build_spec
+from initbench.report import FIG_DPI, FIG_SIZE, ReportError, generate
+from initbench.results import store
 from initbench.run.train import execute_run
 
 SYNTHETIC = "data: {name: synthetic, n_train: 256, n_test: 100}\n"

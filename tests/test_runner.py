@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
+from initbench.config.spec import build_spec
 from initbench.run.executors import InProcess, ProcessPool
 from initbench.run.runner import _results, estimated_cost, largest_first, plan
-from initbench.config.spec import build_spec
 
 SPEC = {
     "name": "order",
@@ -58,8 +58,8 @@ def test_parallel_backends_get_the_runs_longest_first(tmp_path) -> None:
 def test_check_data_refuses_a_batch_larger_than_the_training_set() -> None:
     import pytest
 
-    from initbench.run.runner import check_data
     from initbench.config.spec import SpecError
+    from initbench.run.runner import check_data
 
     raw = {**SPEC, "train": {"steps": 1}, "grid": {"train.batch_size": [16, 65]}}
     with pytest.raises(SpecError) as caught:

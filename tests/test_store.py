@@ -15,8 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from initbench.results import schema
-from initbench.results import store
+from initbench.results import schema, store
 from initbench.results.store import ResultsError, find_experiments, load_experiment, write_run
 
 CONFIG = {

@@ -23,11 +23,11 @@ from numpy.polynomial.hermite_e import hermegauss
 
 from initbench import theory
 from initbench.config import geometry
-from initbench.nets import models
 from initbench.config.activations import ACTIVATIONS, build_activation
 from initbench.config.initializers import weight_scale_sigma2
-from initbench.measure.probes import Tape
 from initbench.config.spec import RunConfig
+from initbench.measure.probes import Tape
+from initbench.nets import models
 from initbench.theory import (
     TheoryError,
     critical_sigma_w2,

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
+from initbench.config.spec import build_spec
 from initbench.measure import native
 from initbench.results import store
 from initbench.run.runner import execute, plan
-from initbench.config.spec import build_spec
 from initbench.run.train import batch_indices, derive_seed, execute_run
 from tests.conftest import make_config
 

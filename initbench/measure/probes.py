@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from initbench.measure import native
 from initbench.config.activations import SATURATION_FRACTION
+from initbench.measure import native
 from initbench.nets.models import WatchedLayer
 
 Label = tuple[int, int, str, str]  # (layer, t, name, metric)

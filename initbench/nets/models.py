@@ -26,8 +26,8 @@ from initbench.config.geometry import IMAGE_SHAPE, NUM_CLASSES, cnn_strides
 from initbench.config.initializers import cannot_apply, compute_fans, initialize
 
 if TYPE_CHECKING:
-    from initbench.measure.probes import Tape
     from initbench.config.spec import ModelConfig
+    from initbench.measure.probes import Tape
 
 
 @dataclass(frozen=True)

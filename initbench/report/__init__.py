@@ -27,10 +27,9 @@ import pandas as pd
 
 import initbench
 from initbench import analysis
-from initbench.results import schema
-from initbench.results import store
-from initbench.config.activations import ACTIVATIONS, SATURATION_FRACTION
 from initbench.analysis import Thresholds, format_value
+from initbench.config.activations import ACTIVATIONS, SATURATION_FRACTION
+from initbench.results import schema, store
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -33,8 +33,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from initbench.results import schema
 from initbench.config.spec import RunConfig
+from initbench.results import schema
 
 EXECUTORS: Final = ("local", "dask", "slurm")
 INSTALL_EXTRA: Final = 'pip install "initbench[dask]"'

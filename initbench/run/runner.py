@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from initbench.config import geometry
-from initbench.results import schema
-from initbench.results import store
-from initbench.run.executors import Backend, InProcess, OnRetry, local_backend
 from initbench.config.spec import Problem, RunConfig, Spec, SpecError
+from initbench.results import schema, store
+from initbench.run.executors import Backend, InProcess, OnRetry, local_backend
 
 
 @dataclass(frozen=True)

@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F
 
 import initbench
-from initbench.measure import native
-from initbench.results import schema
-from initbench.nets.models import InstrumentedModel, build_model
 from initbench.config.optimizers import build_optimizer
-from initbench.measure.probes import Probe, Recorder, Tape, first_non_finite
 from initbench.config.spec import RunConfig
+from initbench.measure import native
+from initbench.measure.probes import Probe, Recorder, Tape, first_non_finite
+from initbench.nets.models import InstrumentedModel, build_model
+from initbench.results import schema
 
 EVAL_CHUNK = 2048  # test examples per forward pass during evaluation
 
