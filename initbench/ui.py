@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -110,14 +109,9 @@ def _params_text(params: Any) -> str:
 
 
 def _registry_rows(topic: str) -> tuple[list[str], list[list[str]]]:
-    module, attr = {
-        "initializers": ("config.initializers", "INITIALIZERS"),
-        "activations": ("config.activations", "ACTIVATIONS"),
-        "datasets": ("data", "DATASETS"),
-        "architectures": ("config.architectures", "ARCHITECTURES"),
-        "optimizers": ("config.optimizers", "OPTIMIZERS"),
-    }[topic]
-    registry = getattr(importlib.import_module(f"initbench.{module}"), attr)
+    from initbench.config.catalogue import CATALOGUES
+
+    registry = CATALOGUES[topic]
     if topic == "initializers":
         header = ["name", "formula", "parameters (defaults)", "convention"]
         rows = [[n, e.formula, _params_text(e.params), e.convention] for n, e in registry.items()]

@@ -508,12 +508,12 @@ def test_rnn_checks_the_recurrent_weight_against_recurrent_init():
 def test_weight_shapes_match_the_models(arch):
     import torch
 
-    from initbench.config.architectures import ARCHITECTURES
     from initbench.config.spec import ModelConfig
+    from initbench.nets.models import model_class
 
     config = ModelConfig.model_validate({"arch": arch, "depth": 4, "width": 8}).resolved()
     with torch.device("meta"):
-        model = ARCHITECTURES.get(arch).model_class()(config)
+        model = model_class(arch)(config)
     built = []
     for layer in model.watched_layers():
         built.append((layer.index, "w", tuple(layer.weight.shape)))
@@ -526,12 +526,12 @@ def test_weight_shapes_match_the_models(arch):
 def test_cnn_positions_match_the_conv_outputs(depth):
     import torch
 
-    from initbench.config.architectures import ARCHITECTURES
     from initbench.config.spec import ModelConfig
     from initbench.measure.probes import Tape
+    from initbench.nets.models import model_class
 
     config = ModelConfig.model_validate({"arch": "cnn", "depth": depth, "width": 2}).resolved()
-    model = ARCHITECTURES.get("cnn").model_class()(config)
+    model = model_class("cnn")(config)
     tape = Tape()
     model(torch.zeros(1, 1, 28, 28), tape)
     sides = [t.shape[-2] * t.shape[-1] for _, t in sorted(tape.tensors["preact"].items())]
@@ -546,10 +546,8 @@ def test_multiply_adds_closed_forms():
     assert geometry.multiply_adds("cnn", 3, 4) == 9 * (4 * 784 + 16 * 196 + 16 * 49)
 
 
-def test_chance_matches_the_datasets():
-    from initbench import data
-
-    assert analysis.NUM_CLASSES == data.NUM_CLASSES
+def test_chance_is_one_over_the_class_count():
+    assert analysis.CHANCE_ACCURACY == 1 / geometry.NUM_CLASSES
 
 
 # --------------------------------------------------------------------------------------

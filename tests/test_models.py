@@ -55,3 +55,10 @@ def test_cnn_maps_shrink_28_14_7() -> None:
         h = block(h)
         sizes.append(h.shape[-1])
     assert sizes == [28, 14, 7]
+
+
+def test_every_registered_architecture_has_a_model_class_and_no_other() -> None:
+    from initbench.config.architectures import ARCHITECTURES
+    from initbench.nets.models import MODEL_CLASSES
+
+    assert set(MODEL_CLASSES) == set(ARCHITECTURES.names())

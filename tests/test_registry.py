@@ -6,10 +6,10 @@ import pytest
 
 from initbench.config.activations import ACTIVATIONS
 from initbench.config.architectures import ARCHITECTURES
+from initbench.config.datasets import DATASETS
 from initbench.config.initializers import INITIALIZERS
 from initbench.config.optimizers import OPTIMIZERS
 from initbench.config.registry import Registry, UnknownNameError
-from initbench.data import DATASETS
 
 
 @pytest.fixture

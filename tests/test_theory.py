@@ -336,7 +336,7 @@ def test_shapes_match_the_models(config_factory) -> None:
     for arch in ("mlp", "cnn", "rnn"):
         cfg = config_factory(**{"model.arch": arch, "model.depth": 3, "model.width": 8})
         with torch.device("meta"):
-            model = models.ARCHITECTURES.get(arch).model_class()(cfg.model)
+            model = models.model_class(arch)(cfg.model)
         shapes = [tuple(layer.weight.shape) for layer in model.watched_layers()]
         assert shapes == geometry.input_weight_shapes(arch, 3, 8)
 

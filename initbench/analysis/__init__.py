@@ -41,7 +41,6 @@ by more than the tolerance per layer. One seed: not evaluated.
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -52,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from initbench import theory
+from initbench.config.catalogue import REFERENCES, ref_defaults
 from initbench.config.geometry import NUM_CLASSES, cnn_positions, weight_shapes
 from initbench.config.initializers import expected_moments
 
@@ -64,17 +64,6 @@ DIRECTIONS: Final = {"fwd": "preact_var", "bwd": "grad_preact_var", "normed": "n
 VERDICTS: Final = ("stable", "vanishing", "exploding", "collapsed", "non-finite", "undefined")
 FLAGS: Final = ("diverged", "no-learning", "dead", "saturated", "init-mismatch")
 SIGNAL_METRICS: Final = ("preact_var", "normed_var", "grad_preact_var", "dead_frac", "sat_frac")
-
-# Named references in a config (the last key of their path) -> registry holding defaults.
-_REF_REGISTRIES: Final = {
-    "init": ("config.initializers", "INITIALIZERS"),
-    "recurrent_init": ("config.initializers", "INITIALIZERS"),
-    "bias_init": ("config.initializers", "INITIALIZERS"),
-    "activation": ("config.activations", "ACTIVATIONS"),
-    "data": ("data", "DATASETS"),
-    "optimizer": ("config.optimizers", "OPTIMIZERS"),
-}
-
 
 # --- thresholds -----------------------------------------------------------------------------
 
@@ -833,19 +822,6 @@ def analyse_runs(runs: pd.DataFrame, layers: pd.DataFrame, th: Thresholds) -> pd
 # --- configurations -------------------------------------------------------------------------
 
 
-def ref_defaults(kind: str, name: str) -> dict[str, Any] | None:
-    """Default parameters of a named reference (init, activation, data, optimizer ...),
-    or None where the registry or the name is unknown."""
-    where = _REF_REGISTRIES.get(kind)
-    if where is None:
-        return None
-    try:
-        entry = getattr(importlib.import_module(f"initbench.{where[0]}"), where[1]).get(name)
-        return entry.params().model_dump(mode="json")
-    except (KeyError, ValueError, ImportError):  # unknown name, parameters without defaults
-        return None
-
-
 def ref_label(kind: str, name: Any, params: Mapping[str, Any]) -> str:
     """'name' plus the parameters that differ from the registry's defaults:
     ``normal(std=0.1)``; every parameter where the defaults are unknown."""
@@ -915,9 +891,9 @@ def _natural(value: Any) -> tuple:
 def _spec_value_label(key: str, value: Any) -> Any:
     """Label of a grid value as the spec wrote it, comparable with :func:`config_labels`."""
     kind = key.rsplit(".", 1)[-1]
-    if kind in _REF_REGISTRIES and isinstance(value, str):
+    if kind in REFERENCES and isinstance(value, str):
         return ref_label(kind, value, {})
-    if kind in _REF_REGISTRIES and isinstance(value, Mapping):
+    if kind in REFERENCES and isinstance(value, Mapping):
         return ref_label(kind, value.get("name"), {k: v for k, v in value.items() if k != "name"})
     return value
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import math
 from typing import Final
 
+from initbench.config.architectures import ARCHITECTURES
+
 IMAGE_SHAPE: Final = (1, 28, 28)  # (channels, height, width) every dataset provides
 IMAGE_SIZE: Final = IMAGE_SHAPE[1]
 MLP_INPUTS: Final = IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]  # 784, flattened
 RNN_INPUTS: Final = IMAGE_SHAPE[0] * IMAGE_SHAPE[2]  # one row of 28 pixels per time step
 RNN_STEPS: Final = IMAGE_SHAPE[1]  # 28 rows = 28 time steps
 NUM_CLASSES: Final = 10
-ARCHS: Final = ("mlp", "cnn", "rnn")
 
 
 def cnn_strides(depth: int) -> list[int]:
@@ -29,8 +30,7 @@ def cnn_strides(depth: int) -> list[int]:
 def weight_shapes(arch: str, depth: int, width: int) -> list[tuple[int, str, tuple[int, ...]]]:
     """(layer, tensor, shape) of every watched weight as models.py builds it: ``w`` (the
     affine weight; input-to-hidden for an rnn) and, for an rnn, ``w_rec``."""
-    if arch not in ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}")
+    ARCHITECTURES.get(arch)  # UnknownNameError for any other
     first = {
         "mlp": (width, MLP_INPUTS),
         "cnn": (width, IMAGE_SHAPE[0], 3, 3),

@@ -45,6 +45,11 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from initbench.config.activations import ACTIVATIONS
+from initbench.config.architectures import ARCHITECTURES
+from initbench.config.datasets import DATASETS
+from initbench.config.initializers import INITIALIZERS
+from initbench.config.optimizers import OPTIMIZERS
 from initbench.config.registry import Registry, UnknownNameError
 
 RUN_ID_LENGTH = 12
@@ -86,7 +91,7 @@ class SpecError(Exception):
 # --- named references to registry entries ------------------------------------------------
 
 
-def _ref_validator(registry: Callable[[], Registry[Any]], kind: str) -> Callable[[Any], Any]:
+def _ref_validator(registry: Registry[Any], kind: str) -> Callable[[Any], Any]:
     """Validator turning ``name`` or ``{name, **params}`` into ``{name, **all_params}``."""
 
     def validate(value: Any) -> dict[str, Any]:
@@ -99,7 +104,7 @@ def _ref_validator(registry: Callable[[], Registry[Any]], kind: str) -> Callable
                 {"kind": kind, "got": repr(value)},
             )
         try:
-            entry = registry().get(value["name"])
+            entry = registry.get(value["name"])
         except UnknownNameError as exc:
             raise PydanticCustomError("unknown_name", "{msg}", {"msg": exc.message}) from None
         params = {k: v for k, v in value.items() if k != "name"}
@@ -123,15 +128,6 @@ def _nested_error(exc: ValidationError, what: str, params: type[BaseModel]) -> P
     return PydanticCustomError("invalid_params", "{msg}", {"msg": message, "subloc": sub})
 
 
-def _registry(module: str, attr: str) -> Callable[[], Registry[Any]]:
-    def get() -> Registry[Any]:
-        import importlib
-
-        return getattr(importlib.import_module(f"initbench.{module}"), attr)
-
-    return get
-
-
 class FrozenDict(dict[str, Any]):
     """A named reference inside a frozen config: a dict (it compares, serialises and
     hashes into the run id as one) that refuses every change, so a run's config and its
@@ -147,20 +143,20 @@ class FrozenDict(dict[str, Any]):
         return (FrozenDict, (dict(self),))  # pickle and deepcopy rebuild, never assign
 
 
-def _ref(module: str, attr: str, kind: str) -> Any:
-    validate = _ref_validator(_registry(module, attr), kind)
+def _ref(registry: Registry[Any], kind: str) -> Any:
+    validate = _ref_validator(registry, kind)
     return Annotated[dict[str, Any], BeforeValidator(validate), AfterValidator(FrozenDict)]
 
 
-InitRef = _ref("config.initializers", "INITIALIZERS", "initializer")
-ActivationRef = _ref("config.activations", "ACTIVATIONS", "activation")
-DatasetRef = _ref("data", "DATASETS", "dataset")
-OptimizerRef = _ref("config.optimizers", "OPTIMIZERS", "optimizer")
+InitRef = _ref(INITIALIZERS, "initializer")
+ActivationRef = _ref(ACTIVATIONS, "activation")
+DatasetRef = _ref(DATASETS, "dataset")
+OptimizerRef = _ref(OPTIMIZERS, "optimizer")
 
 
 def _check_arch(value: Any) -> str:
     try:
-        _registry("config.architectures", "ARCHITECTURES")().get(value)
+        ARCHITECTURES.get(value)
     except UnknownNameError as exc:
         raise PydanticCustomError("unknown_name", "{msg}", {"msg": exc.message}) from None
     return str(value)

@@ -43,7 +43,7 @@ import torch
 
 from initbench.config.activations import SATURATION_FRACTION
 from initbench.measure import native
-from initbench.nets.models import WatchedLayer
+from initbench.nets.instrument import WatchedLayer
 
 Label = tuple[int, int, str, str]  # (layer, t, name, metric)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -24,23 +23,10 @@ from initbench.config.activations import ACTIVATIONS, build_activation
 from initbench.config.architectures import ARCHITECTURES
 from initbench.config.geometry import IMAGE_SHAPE, NUM_CLASSES, cnn_strides
 from initbench.config.initializers import cannot_apply, compute_fans, initialize
+from initbench.nets.instrument import Tape, WatchedLayer
 
 if TYPE_CHECKING:
     from initbench.config.spec import ModelConfig
-    from initbench.measure.probes import Tape
-
-
-@dataclass(frozen=True)
-class WatchedLayer:
-    """A watched layer: index, name, its weights and the activation's kind/range."""
-
-    index: int
-    name: str
-    weight: nn.Parameter
-    recurrent_weight: nn.Parameter | None
-    activation: str
-    kind: str
-    output_range: tuple[float, float]
 
 
 class Block(nn.Module):
@@ -247,7 +233,7 @@ def initialize_model(model: InstrumentedModel, generator: torch.Generator) -> No
 
 def build_model(config: ModelConfig, generator: torch.Generator) -> InstrumentedModel:
     """Build the network of ``config`` and initialise it from ``generator``."""
-    model = ARCHITECTURES.get(config.arch).model_class()(config)
+    model = model_class(config.arch)(config)
     initialize_model(model, generator)
     return model
 
@@ -255,7 +241,7 @@ def build_model(config: ModelConfig, generator: torch.Generator) -> Instrumented
 def init_problems(config: ModelConfig) -> list[tuple[str, str]]:
     """(key, reason) for every initializer in ``config`` that cannot apply to its tensor."""
     with torch.device("meta"):
-        model = ARCHITECTURES.get(config.arch).model_class()(config)
+        model = model_class(config.arch)(config)
     problems = []
     for role, module in model.affine_layers():
         key = "model.recurrent_init" if role == "recurrent" else "model.init"
@@ -269,3 +255,14 @@ def init_problems(config: ModelConfig) -> list[tuple[str, str]]:
             if reason:
                 problems.append(("model.bias_init", reason))
     return list(dict.fromkeys(problems))
+
+
+# model.arch -> the class that builds it; the names and descriptions are
+# config.architectures' (a test checks that both list the same architectures).
+MODEL_CLASSES: dict[str, type[InstrumentedModel]] = {"mlp": MLP, "cnn": CNN, "rnn": RNN}
+
+
+def model_class(arch: str) -> type[InstrumentedModel]:
+    """The model class of a registered architecture (UnknownNameError lists the names)."""
+    ARCHITECTURES.get(arch)
+    return MODEL_CLASSES[arch]

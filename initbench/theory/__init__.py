@@ -66,8 +66,8 @@ from numpy.polynomial.legendre import leggauss
 from pydantic import ValidationError
 
 from initbench.config.activations import ACTIVATIONS
+from initbench.config.architectures import ARCHITECTURES
 from initbench.config.geometry import (
-    ARCHS,
     IMAGE_SIZE,
     RNN_STEPS,
     cnn_positions,
@@ -471,8 +471,7 @@ def model_section(config: Mapping[str, Any]) -> dict[str, Any]:
         "batchnorm": False,
         **config.get("model", config),
     }
-    if model["arch"] not in ARCHS:
-        raise UnknownNameError("architecture", model["arch"], list(ARCHS))
+    ARCHITECTURES.get(model["arch"])  # UnknownNameError, with the close matches
     model["activation"] = model.get("activation") or ("tanh" if model["arch"] == "rnn" else "relu")
     if model["batchnorm"] and model["arch"] == "rnn":
         raise TheoryError("batchnorm is not available for arch rnn")

