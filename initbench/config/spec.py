@@ -27,13 +27,11 @@ import copy
 import hashlib
 import itertools
 import json
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -50,42 +48,13 @@ from initbench.config.architectures import ARCHITECTURES
 from initbench.config.datasets import DATASETS
 from initbench.config.initializers import INITIALIZERS
 from initbench.config.optimizers import OPTIMIZERS
+from initbench.config.overrides import apply_overrides, parse_override, set_dotted
+from initbench.config.problems import Problem, SpecError
 from initbench.config.registry import Registry, UnknownNameError
+from initbench.config.yamlfile import parse_yaml, read_spec_text
 
 RUN_ID_LENGTH = 12
 
-
-# --- errors --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a spec, located by dotted key and, where known, YAML line."""
-
-    key: str
-    message: str
-    line: int | None = None
-
-
-class SpecError(Exception):
-    """A spec that cannot be run; lists every problem found, each with its location."""
-
-    def __init__(self, source: str, problems: Iterable[Problem]) -> None:
-        self.source = source
-        self.problems = list(dict.fromkeys(problems))
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        count = len(self.problems)
-        lines = [f"{self.source}: invalid spec ({count} problem{'s' * (count != 1)})"]
-        for p in self.problems:
-            where = f"{self.source}:{p.line}" if p.line else self.source
-            lines.append(
-                f"  {where}: {p.key or '<root>'}: {p.message}"
-                if p.key
-                else f"  {where}: {p.message}"
-            )
-        return "\n".join(lines)
 
 
 # --- named references to registry entries ------------------------------------------------
@@ -323,156 +292,6 @@ def _dotted_value(data: Mapping[str, Any], key: str) -> Any:
             return None
         node = node[part]
     return node
-
-
-# --- YAML: strict loading and line numbers -----------------------------------------------------
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys (PyYAML silently keeps the last)."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None,
-                None,
-                f"duplicate key {key!r} (first at line {seen[key]})",
-                key_node.start_mark,
-            )
-        seen[key] = key_node.start_mark.line + 1
-    return loader.construct_mapping(node, deep=True)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-# PyYAML follows YAML 1.1, where a float needs a dot: `lr: 1e-3` would be the string '1e-3'.
-# Resolve YAML 1.2 floats (exponent without a dot) as floats, as scientists write them.
-_StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)?\.?[0-9_]*[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
-
-
-def _line_map(
-    node: yaml.Node | None, prefix: str = "", lines: dict[str, int] | None = None
-) -> dict[str, int]:
-    """Dotted key -> 1-based line, for every mapping entry and list item in the document.
-
-    Grid entries keep their dotted names: the value of ``grid: {model.depth: [..]}`` is
-    found under ``grid.model.depth`` and its items under ``grid.model.depth[i]``.
-    """
-    lines = {} if lines is None else lines
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = f"{prefix}{key_node.value}"
-            lines[key] = key_node.start_mark.line + 1
-            _line_map(value_node, f"{key}.", lines)
-    elif isinstance(node, yaml.SequenceNode):
-        base = prefix.rstrip(".")
-        for i, item in enumerate(node.value):
-            lines[f"{base}[{i}]"] = item.start_mark.line + 1
-            _line_map(item, f"{base}[{i}].", lines)
-    return lines
-
-
-def parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
-    """Parse YAML text safely; returns (data, line map) or raises SpecError."""
-    try:
-        data = yaml.load(text, Loader=_StrictLoader)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(source, [Problem("", f"invalid YAML: {problem}", line)]) from None
-    return data, _line_map(node)
-
-
-def read_spec_text(path: Path) -> str:
-    """Read a spec file, with a located error for every way that can fail."""
-    source = str(path)
-    if not path.exists():
-        raise SpecError(source, [Problem("", f"no such file (resolved: {path.resolve()})")])
-    if path.is_dir():
-        raise SpecError(source, [Problem("", "is a directory, expected a YAML file")])
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SpecError(source, [Problem("", f"not UTF-8 text (byte {exc.start})")]) from None
-    except OSError as exc:
-        raise SpecError(source, [Problem("", f"cannot read: {exc.strerror}")]) from None
-    if not text.strip():
-        raise SpecError(source, [Problem("", "empty file, expected a YAML mapping")])
-    return text
-
-
-# --- overrides and grid expansion ------------------------------------------------------------
-
-
-def _split_key(key: str) -> list[str]:
-    """'grid.model.depth' -> ['grid', 'model.depth'] (grid keys are dotted themselves)."""
-    parts = key.split(".")
-    return ["grid", ".".join(parts[1:])] if parts[0] == "grid" and len(parts) > 1 else parts
-
-
-def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``data[a][b][c] = value`` for key 'a.b.c', creating mappings; a named
-    reference given as a bare name becomes ``{name: ...}`` when a parameter is set."""
-    parts = _split_key(key)
-    node = data
-    for part in parts[:-1]:
-        child = node.get(part)
-        if isinstance(child, str):
-            child = {"name": child}
-        elif not isinstance(child, dict):
-            child = {}
-        node[part] = child
-        node = child
-    node[parts[-1]] = value
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """'train.steps=20' -> ('train.steps', 20); the value is parsed as YAML."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key or any(not p for p in key.split(".")):
-        raise SpecError(
-            "--set", [Problem(text, "expected KEY=VALUE with a dotted key, e.g. train.steps=20")]
-        )
-    try:
-        value = yaml.load(raw, Loader=_StrictLoader) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise SpecError("--set", [Problem(key, f"value is not valid YAML: {exc}")]) from None
-    return key, value
-
-
-def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply ``--set`` overrides; setting a key the grid varies removes that grid axis."""
-    data = copy.deepcopy(raw)
-    for text in overrides:
-        key, value = parse_override(text)
-        grid = data.get("grid")
-        if isinstance(grid, dict):
-            if key in grid:
-                del grid[key]
-            for axis in grid:
-                if key.startswith(f"{axis}."):
-                    raise SpecError(
-                        "--set",
-                        [
-                            Problem(
-                                key,
-                                f"the grid varies {axis}, which would replace this value; "
-                                f"override the whole axis instead: --set grid.{axis}=[...]",
-                            )
-                        ],
-                    )
-        set_dotted(data, key, value)
-    return data
 
 
 # --- validation ----------------------------------------------------------------------------------
