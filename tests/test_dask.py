@@ -252,6 +252,7 @@ def test_a_run_lost_with_its_worker_is_retried_then_recorded_failed(
 def test_losing_the_scheduler_stops_the_sweep_with_exit_2(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    pytest.importorskip("distributed")
     from distributed import LocalCluster
 
     monkeypatch.setattr(executors, "CONNECT_TIMEOUT", 1.0)  # also the client's reconnect time

@@ -122,14 +122,17 @@ def check_options(options: ExecutorOptions, given: Iterable[str] = ()) -> None:
 def require_extra(kind: str) -> None:
     """Raise ExecutorError, with the install command, if the Dask extra is missing."""
     modules = ["distributed"] + (["dask_jobqueue"] if kind == "slurm" else [])
+    missing = []
     for module in modules:
         try:
             __import__(module)
         except ImportError as exc:
-            raise ExecutorError(
-                f"--executor {kind} needs the optional Dask extra ({module} cannot be "
-                f"imported: {exc}); install it with: {INSTALL_EXTRA}"
-            ) from None
+            missing.append(f"{module} cannot be imported: {exc}")
+    if missing:  # every missing module named at once, so one install fixes all
+        raise ExecutorError(
+            f"--executor {kind} needs the optional Dask extra ({'; '.join(missing)}); "
+            f"install it with: {INSTALL_EXTRA}"
+        )
 
 
 def _check_slurm_values(options: ExecutorOptions) -> None:
