@@ -7,10 +7,8 @@ import copy
 from collections.abc import Iterable
 from typing import Any
 
-import yaml
-
 from initbench.config.problems import Problem, SpecError
-from initbench.config.yamlfile import StrictLoader
+from initbench.config.yamlfile import load_checked
 
 
 def _split_key(key: str) -> list[str]:
@@ -43,10 +41,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise SpecError(
             "--set", [Problem(text, "expected KEY=VALUE with a dotted key, e.g. train.steps=20")]
         )
-    try:
-        value = yaml.load(raw, Loader=StrictLoader) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise SpecError("--set", [Problem(key, f"value is not valid YAML: {exc}")]) from None
+    value = load_checked(raw, "--set", key)[0] if raw.strip() else ""
     return key, value
 
 

@@ -3,8 +3,21 @@ together as one SpecError."""
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, Final
+
+ECHO: Final = reprlib.Repr()  # Python 3.11's takes no keyword arguments
+ECHO.maxstring, ECHO.maxother, ECHO.maxlong = 60, 60, 40
+ECHO.maxlist = ECHO.maxtuple = ECHO.maxdict = ECHO.maxset = 6
+ECHO.maxlevel = 3
+
+
+def shown(value: Any) -> str:
+    """A value as an error message echoes it: its repr, shortened (a 1,000,000-character
+    name or a value built from aliases must not become a megabyte-long message)."""
+    return ECHO.repr(value)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from initbench.config.problems import shown
+
 T = TypeVar("T")
 
 
@@ -40,7 +42,8 @@ class UnknownNameError(KeyError):
     def message(self) -> str:
         close = difflib.get_close_matches(str(self.name), self.known, n=3, cutoff=0.5)
         hint = f"; did you mean: {', '.join(close)}?" if close else ""
-        return f"unknown {self.kind} {self.name!r}{hint} (available: {', '.join(self.known)})"
+        name = shown(self.name)
+        return f"unknown {self.kind} {name}{hint} (available: {', '.join(self.known)})"
 
     def __str__(self) -> str:
         return self.message

@@ -49,12 +49,11 @@ from initbench.config.datasets import DATASETS
 from initbench.config.initializers import INITIALIZERS
 from initbench.config.optimizers import OPTIMIZERS
 from initbench.config.overrides import apply_overrides, parse_override, set_dotted
-from initbench.config.problems import Problem, SpecError
+from initbench.config.problems import Problem, SpecError, shown
 from initbench.config.registry import Registry, UnknownNameError
 from initbench.config.yamlfile import parse_yaml, read_spec_text
 
 RUN_ID_LENGTH = 12
-
 
 
 # --- named references to registry entries ------------------------------------------------
@@ -70,7 +69,7 @@ def _ref_validator(registry: Registry[Any], kind: str) -> Callable[[Any], Any]:
             raise PydanticCustomError(
                 "named_ref",
                 "expected a {kind} name or a mapping with 'name', got {got}",
-                {"kind": kind, "got": repr(value)},
+                {"kind": kind, "got": shown(value)},
             )
         try:
             entry = registry.get(value["name"])
@@ -80,7 +79,7 @@ def _ref_validator(registry: Registry[Any], kind: str) -> Callable[[Any], Any]:
         try:
             validated = entry.params.model_validate(params)
         except ValidationError as exc:
-            raise _nested_error(exc, f"{kind} {value['name']!r}", entry.params) from None
+            raise _nested_error(exc, f"{kind} {shown(value['name'])}", entry.params) from None
         return {"name": value["name"], **validated.model_dump(mode="json")}
 
     return validate
@@ -93,7 +92,7 @@ def _nested_error(exc: ValidationError, what: str, params: type[BaseModel]) -> P
     if err["type"] == "extra_forbidden":
         message = _unknown_key_message(sub, list(params.model_fields), f"parameter of {what}")
     elif sub:
-        message = f"{message} (got {err.get('input')!r})"
+        message = f"{message} (got {shown(err.get('input'))})"
     return PydanticCustomError("invalid_params", "{msg}", {"msg": message, "subloc": sub})
 
 
@@ -230,7 +229,7 @@ def _check_seeds(value: Any) -> int | list[int]:
     raise PydanticCustomError(
         "seeds",
         "expected a count 1..10000 or a non-empty list of integers >= 0, got {got}",
-        {"got": repr(value)},
+        {"got": shown(value)},
     )
 
 
@@ -302,7 +301,7 @@ def _unknown_key_message(key: str, known: list[str], what: str = "key") -> str:
 
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
     hint = f"; did you mean: {', '.join(close)}?" if close else ""
-    return f"unknown {what} {key!r}{hint} (allowed: {', '.join(known)})"
+    return f"unknown {what} {shown(key)}{hint} (allowed: {', '.join(known)})"
 
 
 _SECTION_MODELS: dict[str, type[BaseModel]] = {
@@ -334,7 +333,7 @@ def _problem_from_error(err: Mapping[str, Any], lines: Mapping[str, int], origin
         err["type"] not in ("named_ref", "unknown_name", "invalid_params", "missing")
         and "input" in err
     ):
-        message = f"{message} (got {err['input']!r})"
+        message = f"{message} (got {shown(err['input'])})"
     return Problem(key, message, _line_for(key, lines))
 
 
@@ -353,7 +352,7 @@ def _grid_problem(problem: Problem, combo: Mapping[str, Any], lines: Mapping[str
         if problem.key == grid_key or problem.key.startswith(f"{grid_key}."):
             return Problem(
                 f"grid.{grid_key}",
-                f"value {value!r}: {problem.key}: {problem.message}",
+                f"value {shown(value)}: {problem.key}: {problem.message}",
                 lines.get(f"grid.{grid_key}"),
             )
     return problem
