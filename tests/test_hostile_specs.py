@@ -79,3 +79,27 @@ def test_a_huge_name_is_echoed_short(tmp_path: Path) -> None:
     done = _run(spec, tmp_path / "out")
     assert done.exit_code == 2 and "name" in done.output
     assert len(done.output) < 2000
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("data: {name: synthetic, n_train: '256'}", "data.n_train: Input should be a valid int"),
+        ("data: {name: synthetic, n_train: true}", "data.n_train: Input should be a valid integer"),
+        ("data: {name: synthetic}\nmodel: {depth: '3'}", "model.depth: Input should be a valid"),
+        ("data: {name: synthetic}\nmodel: {init: {name: normal, std: '0.1'}}", "valid number"),
+    ],
+)
+def test_every_key_refuses_values_of_another_type_alike(body: str, message: str, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: typed\n{body}\n")
+    with pytest.raises(SpecError, match=message):
+        load_spec(spec)
+
+
+def test_a_bad_seeds_value_is_echoed_once(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: s\ndata: {name: synthetic}\nseeds: []\n")
+    with pytest.raises(SpecError) as caught:
+        load_spec(spec)
+    assert str(caught.value).count("got []") == 1

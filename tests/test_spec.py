@@ -475,7 +475,7 @@ def test_wrong_types(write, old, new, key, line, hint) -> None:
         ("steps: 3", "steps: 3\n  lr: -.inf", "train.lr", 10, "finite number"),
         ("steps: 3", "steps: 3\n  log_every: 0", "train.log_every", 10, "greater than or equal"),
         ("steps: 3", "steps: 3\n  weight_decay: -1.0", "train.weight_decay", 10, "greater than"),
-        ("n_test: 32", "n_test: .nan", "data.n_test", 3, "finite number (got nan)"),
+        ("n_test: 32", "n_test: .nan", "data.n_test", 3, "valid integer (got nan)"),
     ],
 )
 def test_out_of_range_and_non_finite(write, old, new, key, line, hint) -> None:

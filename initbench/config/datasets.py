@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from initbench.config.registry import Registry
+from initbench.config.registry import Params, Registry
 
 Normalize = Literal["standard", "none", "per_pixel"]
 
@@ -26,10 +26,8 @@ class DatasetEntry:
     params: type[BaseModel]
 
 
-class SyntheticParams(BaseModel):
+class SyntheticParams(Params):
     """Parameters of the ``synthetic`` dataset."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     n_train: int = Field(2048, ge=10, le=1_000_000)
     n_test: int = Field(512, ge=10, le=1_000_000)
@@ -39,10 +37,8 @@ class SyntheticParams(BaseModel):
     normalize: Normalize = "standard"
 
 
-class Mnist5kParams(BaseModel):
+class Mnist5kParams(Params):
     """Parameters of the ``mnist5k`` dataset (split drawn from the 5,000 digits)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     # >= 10 so that every class appears in both splits.
     n_train: int = Field(4000, ge=10, le=MNIST5K_SIZE)
@@ -59,10 +55,8 @@ class Mnist5kParams(BaseModel):
         return self
 
 
-class IdxParams(BaseModel):
+class IdxParams(Params):
     """Parameters of the IDX datasets (mnist, fashion_mnist, kmnist)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     root: str | None = Field(None, description="folder with the IDX files; None: cache folder")
     # None: the whole split (60,000 / 10,000); else a stratified, seeded subsample.

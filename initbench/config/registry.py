@@ -20,9 +20,11 @@ T = TypeVar("T")
 
 
 class Params(BaseModel):
-    """Base of every entry's parameter model: unknown keys, NaN and infinities are refused."""
+    """Base of every entry's parameter model: unknown keys, NaN and infinities are refused,
+    and so are values of another type (``n_train: '256'``, ``n_train: true``), as the run
+    config's own keys refuse them."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class NoParams(Params):

@@ -329,12 +329,13 @@ def _problem_from_error(err: Mapping[str, Any], lines: Mapping[str, int], origin
         if parent == "" and origin == "header":
             known = list(SpecHeader.model_fields)
         message = _unknown_key_message(loc[-1], known) if known else message
-    elif (
-        err["type"] not in ("named_ref", "unknown_name", "invalid_params", "missing")
-        and "input" in err
-    ):
+    elif err["type"] not in _ECHOING and "input" in err:
         message = f"{message} (got {shown(err['input'])})"
     return Problem(key, message, _line_for(key, lines))
+
+
+# errors whose message already shows the value, or that have none to show
+_ECHOING = ("named_ref", "unknown_name", "invalid_params", "missing", "seeds")
 
 
 def _line_for(key: str, lines: Mapping[str, int]) -> int | None:
