@@ -103,3 +103,13 @@ def test_a_bad_seeds_value_is_echoed_once(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as caught:
         load_spec(spec)
     assert str(caught.value).count("got []") == 1
+
+
+def test_a_grid_too_large_is_refused_before_expanding_and_nothing_written(tmp_path: Path):
+    axis = "[" + ", ".join(str(i) for i in range(1, 101)) + "]"
+    spec = tmp_path / "spec.yaml"
+    grid = f"grid: {{model.depth: {axis}, model.width: {axis}, train.lr: {axis}}}\n"
+    spec.write_text(BASE + grid + "seeds: 2\n")  # 2,000,000 runs
+    done = _run(spec, tmp_path / "out")
+    assert done.exit_code == 2 and "= 2,000,000 runs; at most 10,000" in done.output
+    assert not (tmp_path / "out").exists()

@@ -27,6 +27,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -54,6 +55,8 @@ from initbench.config.registry import Registry, UnknownNameError
 from initbench.config.yamlfile import parse_yaml, read_spec_text
 
 RUN_ID_LENGTH = 12
+MAX_RUNS = 10_000  # grid points x seeds; counted before expanding (a sweep this size takes days)
+MAX_SEEDS = 10_000
 
 
 # --- named references to registry entries ------------------------------------------------
@@ -222,14 +225,14 @@ def _check_seeds(value: Any) -> int | list[int]:
     """A count n >= 1 (seeds 0..n-1) or a non-empty list of integers >= 0 (a repeated seed
     is the same run, done once)."""
     is_int = isinstance(value, int) and not isinstance(value, bool)
-    if is_int and 1 <= value <= 10_000:
+    if is_int and 1 <= value <= MAX_SEEDS:
         return value
     if isinstance(value, list) and value and all(_is_seed(v) for v in value):
         return value
     raise PydanticCustomError(
         "seeds",
-        "expected a count 1..10000 or a non-empty list of integers >= 0, got {got}",
-        {"got": shown(value)},
+        "expected a count 1..{most} or a non-empty list of integers >= 0, got {got}",
+        {"got": shown(value), "most": MAX_SEEDS},
     )
 
 
@@ -434,9 +437,19 @@ def build_spec(
         raise SpecError(source, _blame_overrides(exc.problems, overridden)) from None
 
 
+def _check_size(header: SpecHeader, lines: Mapping[str, int]) -> list[Problem]:
+    """The number of runs, counted before the grid is expanded: over MAX_RUNS is refused."""
+    count = len(header.seed_list()) * math.prod(len(values) for values in header.grid.values())
+    if count <= MAX_RUNS:
+        return []
+    axes = " x ".join(f"{len(v)} {k}" for k, v in header.grid.items())
+    message = f"{axes} x {len(header.seed_list())} seeds = {count:,} runs; at most {MAX_RUNS:,}"
+    return [Problem("grid", message, lines.get("grid"))]
+
+
 def _build_spec(raw: Any, source: str, text: str, lines: Mapping[str, int]) -> Spec:
     header = _validate_header(raw, source, lines)
-    problems = _check_grid_keys(header, lines)
+    problems = _check_grid_keys(header, lines) + _check_size(header, lines)
     if problems:
         raise SpecError(source, problems)
     runs: dict[str, RunConfig] = {}
