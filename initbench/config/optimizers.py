@@ -27,6 +27,7 @@ class Optimizer:
     summary: str
     params: type[Params]
     build: Callable[[list[torch.nn.Parameter], float, float, Any], torch.optim.Optimizer]
+    state_copies: Callable[[Any], int]  # values of state kept per parameter (memory estimate)
 
 
 class SGDParams(Params):
@@ -73,6 +74,7 @@ OPTIMIZERS.add(
         "SGD with optional (Nesterov) momentum: exposes the scale differences between inits",
         SGDParams,
         _sgd,
+        lambda p: 1 if p.momentum > 0 else 0,  # the momentum buffer
     ),
 )
 OPTIMIZERS.add(
@@ -81,6 +83,7 @@ OPTIMIZERS.add(
         "Adam (Kingma & Ba 2015): per-parameter scaling hides much of an init's scale",
         AdamParams,
         _adam,
+        lambda p: 2,  # first and second moments
     ),
 )
 
