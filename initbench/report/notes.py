@@ -24,6 +24,12 @@ DIRECTIONS: Final = tuple(
 )
 
 
+def metric_definitions(*names: str) -> list[str]:
+    """'metric: definition' of stored metrics, as the results schema defines them."""
+    defined = {**schema.LAYER_METRICS, **schema.CURVE_METRICS}
+    return [f"{name}: {defined[name]}" for name in names]
+
+
 CELL_NOTE: Final = (
     f"cells: mean ± standard deviation over the seeds (n-1 denominator); one seed: the "
     f"value alone; {MISSING}: not measured or undefined (see the verdict and notes)"
@@ -36,8 +42,8 @@ INIT_NOTES: Final = [
     "(2^-slope; grad_preact_var[1] / grad_preact_var[L]): < 1 = the gradient shrinks on its "
     "way to the input; cnn: of grad_preact_var times the layer's map positions",
     "normed: the forward factor and ratio of the batchnorm output (normed_var)",
-    "dead, sat: worst dead_frac / sat_frac over layers (dead_frac: units whose input is <= 0 "
-    "for the whole batch, measured for every rectifier; the dead flag: relu only, see flags)",
+    "dead, sat: worst dead_frac / sat_frac over layers (the dead flag: relu only, see flags)",
+    *metric_definitions("dead_frac", "sat_frac"),
     "w_var/formula: measured weight variance at step 0 over the initializer formula's, "
     "for the weight furthest from 1",
 ]
