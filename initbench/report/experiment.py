@@ -126,7 +126,7 @@ class ExperimentReport:
             signal = signal.merge(theory, on=["layer", "t"], how="left")
         return signal
 
-    def init_checks(self, run_ids: list[str], th: Thresholds) -> list[Any]:
+    def init_checks(self, run_ids: list[str], th: Thresholds) -> list[pd.DataFrame]:
         """:func:`analysis.init_check` of each of these runs' weights at step 0."""
         records = self.experiment.runs.set_index("run_id", drop=False)
         layers = self.experiment.layers

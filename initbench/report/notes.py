@@ -15,7 +15,7 @@ from initbench.analysis import Thresholds, format_value
 from initbench.config.activations import ACTIVATIONS, SATURATION_FRACTION
 from initbench.report.experiment import ExperimentReport
 from initbench.report.model import MISSING
-from initbench.results import schema
+from initbench.results import schema, store
 
 # analysis's signal directions (column prefixes), in its order, by the report's word for each
 DIRECTIONS: Final = tuple(
@@ -166,7 +166,7 @@ def header_lines(rep: ExperimentReport) -> list[str]:
     return [*lines, *_unreported_lines(experiment), *(f"note: {n}" for n in experiment_notes(rep))]
 
 
-def _unreported_lines(experiment: Any) -> list[str]:
+def _unreported_lines(experiment: store.Experiment) -> list[str]:
     """The run folders that are not reported: incomplete, and unreadable with the reason."""
     lines = []
     if experiment.incomplete:
