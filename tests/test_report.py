@@ -503,11 +503,12 @@ def test_per_layer_table_has_the_predicted_columns(results: Path):
 
 
 def test_variance_figures_draw_theory_as_dashed_lines(results: Path):
-    from initbench import report
+    from initbench.report import build_reports
+    from initbench.report.figures import variance_figure
 
-    (rep,) = report.build_reports(results / "theory", Thresholds())
+    (rep,) = build_reports(results / "theory", Thresholds())
     for direction in ("forward", "backward"):
-        fig = report.variance_figure(rep, direction)
+        fig = variance_figure(rep, direction)
         lines = fig.axes[0].get_lines()
         dashed = [line for line in lines if line.get_gid() == "theory"]
         assert len(dashed) == 1  # xavier only: uniform [0, 1] has no prediction
@@ -516,7 +517,7 @@ def test_variance_figures_draw_theory_as_dashed_lines(results: Path):
         assert [line.get_linestyle() for line in measured] == ["-", "-"]
         legend = [text.get_text() for text in fig.legends[0].get_texts()]
         assert legend == ["xavier_normal", "uniform", "dashed: mean-field theory"]
-    forward = report.variance_figure(rep, "forward").axes[0]
+    forward = variance_figure(rep, "forward").axes[0]
     (line,) = [line for line in forward.get_lines() if line.get_gid() == "theory"]
     run_ids = rep.configs.set_index("model.init").loc["xavier_normal", "run_ids"].split()
     expected = rep.theory_mean(run_ids)["theory_preact_var_init"].to_numpy()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import math
 import os
@@ -276,6 +277,7 @@ class Experiment:
     ``layers`` and ``curves``: the long tables of all runs with a ``run_id`` column.
     ``incomplete``: run folders without summary.json and leftover temporary folders.
     ``unreadable``: run id -> why it could not be read (``skip_unreadable`` only).
+    ``overrides``: the ``--set`` texts stored with spec.yaml (:func:`read_overrides`).
     """
 
     path: Path
@@ -285,6 +287,25 @@ class Experiment:
     curves: Any  # pandas.DataFrame
     incomplete: list[str]
     unreadable: dict[str, str] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)
+
+    @functools.cached_property
+    def grid(self) -> dict[str, list[Any]]:
+        """The grid of the stored spec.yaml with the stored overrides applied, in its key
+        and value order (empty when the spec cannot be read: it orders, never stops)."""
+        import yaml
+
+        from initbench.config.spec import SpecError, apply_overrides
+
+        try:
+            data = yaml.safe_load((self.path / schema.SPEC_FILE).read_text(encoding="utf-8"))
+            data = apply_overrides(data, self.overrides) if isinstance(data, dict) else data
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, SpecError):
+            return {}
+        grid = data.get("grid") if isinstance(data, dict) else None
+        if not isinstance(grid, dict):
+            return {}
+        return {str(k): list(v) for k, v in grid.items() if isinstance(v, list)}
 
 
 def _run_dirs(exp_dir: Path) -> tuple[list[Path], list[str]]:
@@ -363,6 +384,7 @@ def load_experiment(exp_dir: Path, skip_unreadable: bool = False) -> Experiment:
         curves=_concat(curves, schema.CURVE_COLUMNS),
         incomplete=incomplete,
         unreadable=unreadable,
+        overrides=read_overrides(exp_dir),
     )
 
 

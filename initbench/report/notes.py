@@ -1,0 +1,291 @@
+"""The report's prose: the lines above each experiment's tables, the notes under each
+table that say what its columns are, and the known effects worth stating beside the
+numbers. Metric definitions come from :mod:`initbench.results.schema`, where they are
+written once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final
+
+import pandas as pd
+
+from initbench import analysis
+from initbench.analysis import Thresholds, format_value
+from initbench.config.activations import ACTIVATIONS, SATURATION_FRACTION
+from initbench.report.experiment import ExperimentReport
+from initbench.report.model import MISSING
+from initbench.results import schema, store
+
+# analysis's signal directions (column prefixes), in its order, by the report's word for each
+DIRECTIONS: Final = tuple(
+    (prefix, {"fwd": "forward", "bwd": "backward"}.get(prefix, prefix))
+    for prefix in analysis.DIRECTIONS
+)
+
+
+def metric_definitions(*names: str) -> list[str]:
+    """'metric: definition' of stored metrics, as the results schema defines them."""
+    defined = {**schema.LAYER_METRICS, **schema.CURVE_METRICS}
+    return [f"{name}: {defined[name]}" for name in names]
+
+
+CELL_NOTE: Final = (
+    f"cells: mean ± standard deviation over the seeds (n-1 denominator); one seed: the "
+    f"value alone; {MISSING}: not measured or undefined (see the verdict and notes)"
+)
+INIT_NOTES: Final = [
+    "fwd factor: 2^slope of the least-squares fit of log2(preact_var) against layer "
+    "l = 1..L (rnn: time step t of the top layer); 1 = preserved, 0.5 = halves per layer",
+    "fwd ratio: preact_var[L] / preact_var[1] (end-to-end change)",
+    "bwd factor, bwd ratio: the same for grad_preact_var read from layer L back to layer 1 "
+    "(2^-slope; grad_preact_var[1] / grad_preact_var[L]): < 1 = the gradient shrinks on its "
+    "way to the input; cnn: of grad_preact_var times the layer's map positions",
+    "normed: the forward factor and ratio of the batchnorm output (normed_var)",
+    "dead, sat: worst dead_frac / sat_frac over layers (the dead flag: relu only, see flags)",
+    *metric_definitions("dead_frac", "sat_frac"),
+    "w_var/formula: measured weight variance at step 0 over the initializer formula's, "
+    "for the weight furthest from 1",
+]
+THEORY_TABLE_NOTES: Final = [
+    "q1: layer 1's measured preact_sq at step 0 (rnn: at time step 1), where the prediction starts",
+    "fwd factor, fwd ratio, bwd factor, bwd ratio: measured, as in the step-0 table; beside "
+    "each, theory: the predicted value",
+]
+PER_LAYER_NOTES: Final = [
+    "mean ± std over the seeds (n = runs with the value); @0 = step 0, @last = each "
+    "run's last logged step (a diverged run: the step it went non-finite)",
+    "rows: watched layers l in forward order; rnn: each layer at each time step t",
+]
+PER_LAYER_THEORY_NOTE: Final = (
+    "preact_var theory, grad_preact_var theory: the mean-field prediction at step 0, mean "
+    "over the seeds with one. preact_var: q from the seed's measured layer-1 preact_sq (so "
+    "layer 1, and an rnn's layer 1 at every time step, is that measurement); "
+    "grad_preact_var: the predicted change from where the gradient enters, times the "
+    "seed's measured grad_preact_var there (layer L; rnn: each layer's last time step): "
+    "theory predicts the profile, not the readout's scale"
+)
+WEIGHT_NOTE: Final = (
+    "w_var @0: measured at step 0 (w_rec: the rnn's hidden-to-hidden weight); "
+    "formula: the initializer's variance for this shape; mismatch: runs flagged"
+)
+FINDINGS_NOTES: Final = [
+    "each line gathers the configurations of the tables below that share a verdict, flag "
+    "or check; nothing here is measured anew",
+    "a flag with a count (1/2) holds for that many of the configuration's seeds",
+]
+
+
+def definitions(th: Thresholds) -> list[str]:
+    """Every definition the tables rely on (the json report's glossary)."""
+    return [*INIT_NOTES, CELL_NOTE, *th.describe(), *theory_notes(th)]
+
+
+# --- known effects --------------------------------------------------------------------------
+
+CNN_EFFECTS: Final = [
+    "cnn: 'same' zero padding shrinks the variance by about ((3n-2)/3n)^2 per layer "
+    "on an n x n map (0.95 at 28x28, 0.82 at 7x7): a real effect, not a bug",
+    "cnn: bwd factor and ratio are of grad_preact_var times the layer's map "
+    "positions, the gradient's sum of squares over positions: a stride-2 conv (at "
+    "1/3 and 2/3 of the depth) divides the per-element variance by about 4, since "
+    "each input position feeds 9/4 outputs instead of 9, and keeps that sum, which "
+    "is what reaches the weights",
+]
+RNN_EFFECT: Final = (
+    "rnn: factors and ratios are across the time steps t = 1..28 of the top layer "
+    "(backward = through time, from t = 28 back to t = 1); --per-layer shows all"
+)
+ADAM_EFFECT: Final = (
+    "adam: per-parameter step sizes hide much of the scale difference between "
+    "inits that SGD exposes (after training)"
+)
+BATCHNORM_EFFECT: Final = (
+    "batchnorm: verdicts use preact (before batchnorm); the 'normed' columns are "
+    "after it, where batchnorm keeps the variance near 1"
+)
+SELU_EFFECT: Final = "selu self-normalises with lecun_normal, not with torch's gain 3/4"
+SATURATION_EFFECT: Final = (
+    f"sat: a unit counts as saturated only within {1 - SATURATION_FRACTION:.0%} of "
+    "its activation's asymptote; a layer driven towards one without reaching it "
+    "(Glorot & Bengio's sigmoid top layer near 0.03) shows in act_mean "
+    "(layers.parquet), not in sat"
+)
+
+
+def known_effects(keys: analysis.ConfigKeys) -> list[str]:
+    """Real effects (not bugs) worth stating next to this experiment's numbers."""
+    values = {k: {format_value(v)} for k, v in keys.constant.items()}
+    values.update({k: {format_value(v) for v in keys.labels[k]} for k in keys.varying})
+    archs, activations = values.get("model.arch", set()), values.get("model.activation", set())
+    notes = [*CNN_EFFECTS] if "cnn" in archs else []
+    notes += [RNN_EFFECT] if "rnn" in archs else []
+    notes += [ADAM_EFFECT] if _any_starts(values.get("train.optimizer", set()), "adam") else []
+    notes += [BATCHNORM_EFFECT] if "true" in values.get("model.batchnorm", set()) else []
+    notes += [SELU_EFFECT] if _any_starts(activations, "selu") else []
+    return notes + ([SATURATION_EFFECT] if _bounded(activations) else [])
+
+
+def _any_starts(labels: Iterable[str], prefix: str) -> bool:
+    return any(label.startswith(prefix) for label in labels)
+
+
+def _bounded(activations: set[str]) -> bool:
+    """Whether one of these activation labels names a bounded activation (tanh, sigmoid)."""
+    names = {label.split("(", 1)[0] for label in activations}
+    return any(name in ACTIVATIONS and ACTIVATIONS.get(name).kind == "bounded" for name in names)
+
+
+def experiment_notes(rep: ExperimentReport) -> list[str]:
+    """Why something is not reported, then the known effects of what is."""
+    return [*rep.notes, *(known_effects(rep.keys) if rep.keys is not None else [])]
+
+
+# --- above the tables -----------------------------------------------------------------------
+
+
+def header_lines(rep: ExperimentReport) -> list[str]:
+    """What a reader needs before the tables: where, what is constant, what was counted."""
+    experiment = rep.experiment
+    lines = [f"results: {rep.path}"]
+    if experiment.overrides:
+        given = " ".join(f"--set {o}" for o in experiment.overrides)
+        lines.append(f"spec: {schema.SPEC_FILE} with {given} ({schema.OVERRIDES_FILE})")
+    if rep.keys is not None:
+        constant = ", ".join(
+            f"{k}={format_value(v)}" for k, v in rep.keys.constant.items() if v != "none"
+        )
+        lines.append(f"constant: {constant}")
+        if rep.keys.varying:
+            lines.append(f"rows: {', '.join(rep.keys.varying)} (the last one side by side)")
+    counts = ", ".join(f"{n} {s}" for s, n in rep.status_counts().items())
+    lines.append(f"runs: {len(experiment.runs)} complete ({counts})")
+    if len(rep.runs) != len(experiment.runs) and rep.keys is not None:
+        n = len(rep.configs)
+        lines.append(f"selected: {len(rep.runs)} runs in {n} configuration{'s' * (n != 1)}")
+    return [*lines, *_unreported_lines(experiment), *(f"note: {n}" for n in experiment_notes(rep))]
+
+
+def _unreported_lines(experiment: store.Experiment) -> list[str]:
+    """The run folders that are not reported: incomplete, and unreadable with the reason."""
+    lines = []
+    if experiment.incomplete:
+        names = ", ".join(experiment.incomplete)
+        lines.append(
+            f"incomplete: {len(experiment.incomplete)} (no summary.json, not reported): {names}"
+        )
+    if experiment.unreadable:
+        lines.append(f"unreadable: {len(experiment.unreadable)} (not reported):")
+        lines += [f"  {run_id}: {why}" for run_id, why in experiment.unreadable.items()]
+    return lines
+
+
+# --- under the summary tables ---------------------------------------------------------------
+
+
+def run_notes(rep: ExperimentReport, columns: Sequence[tuple[str, str]]) -> list[str]:
+    """Distinct per-run notes ('variance exactly 0 ...') with configuration and count;
+    ``columns``: (what, column of analysis.analyse_runs)."""
+    seeds = {rep.label(row): row["seeds"] for row in rep.config_rows}
+    counts: dict[tuple[str, str, str], int] = {}
+    for run in rep.run_rows:
+        for what, column in columns:
+            if run[column]:
+                key = (rep.run_labels[run["run_id"]], what, str(run[column]))
+                counts[key] = counts.get(key, 0) + 1
+    return [
+        f"{lab}: {what}: {note} ({n}/{seeds[lab]} seeds)" for (lab, what, note), n in counts.items()
+    ]
+
+
+def direction_notes(rep: ExperimentReport, tag: str) -> list[str]:
+    """The per-run notes of every direction's verdict at ``tag`` (init or last)."""
+    return run_notes(rep, [(name, f"{prefix}_note_{tag}") for prefix, name in DIRECTIONS])
+
+
+def theory_notes(th: Thresholds, seeds: Sequence[int] = ()) -> list[str]:
+    """The definitions of the theory columns and of the 'vs theory' check; ``seeds``: the
+    seed counts of the configurations, whose t quantiles are then printed too."""
+    tol = f"{th.theory_tolerance:g}"
+    level = analysis.THEORY_LEVEL
+    quantiles = [
+        f"n = {n}: t = {analysis.student_t_quantile((1 + level) / 2, n - 1):.4g}"
+        for n in sorted({int(n) for n in seeds if n >= 2})
+    ]
+    return [
+        "theory: the mean-field prediction at step 0 (initbench theory: infinite width, "
+        "i.i.d. zero-mean weights and biases) for each seed, its q1 = that seed's measured "
+        "layer-1 preact_sq at step 0 (rnn: at every time step, as layer 1's input drive), "
+        "then the mean over the seeds; factor and ratio defined as the measured ones",
+        "vs theory: per seed d = ln(measured / theory) of the fwd and bwd factor and ratio; "
+        f"theory-mismatch where |mean d| > max(K ln(1 + {tol}), t sd(d) sqrt(1 + 1/n)) for one "
+        "of them: K = 1 for a factor, L - 1 for a ratio (L layers; rnn: time steps), sd = "
+        "sample std over the n seeds (n - 1), t = the "
+        f"{(1 + level) / 2:.1%} quantile of Student's t with n - 1 degrees of freedom"
+        + (f" ({'; '.join(quantiles)})" if quantiles else "")
+        + f": theory lies outside the {level:.0%} prediction interval of one network of this "
+        "configuration (the finite-width spread, estimated from the seeds) and is off by more "
+        f"than {tol} per layer; otherwise consistent (few seeds give a wide interval: csv and "
+        "json list mean d and the bound as theory_logdev_* and theory_allowed_*). One seed: "
+        "not evaluated (no spread). undefined: a d is not finite (a measured 0, inf or NaN, "
+        "or a seed without a prediction)",
+    ]
+
+
+def theory_reasons(rep: ExperimentReport) -> list[str]:
+    """Why theory predicts nothing (or less) for some configurations: each reason once."""
+    by_reason: dict[str, list[str]] = {}
+    for row in rep.config_rows:
+        if row.get("theory_note"):
+            by_reason.setdefault(row["theory_note"], []).append(rep.label(row))
+    everywhere = len(rep.config_rows)
+    return [
+        f"theory, {'every configuration' if len(labels) == everywhere else '; '.join(labels)}: "
+        f"{reason}"
+        for reason, labels in by_reason.items()
+    ]
+
+
+def diverged_notes(rep: ExperimentReport) -> list[str]:
+    """Where each diverged run first went non-finite (summary.json: diverged_at)."""
+    return [
+        f"{rep.run_labels.get(r['run_id'], 'run')}: run {r['run_id']} (seed {r['seed']}) "
+        f"{r['status_text']}: {r['diverged_at'] or 'where is not recorded'}"
+        for r in rep.run_rows
+        if r["status"] == "diverged"
+    ]
+
+
+def failed_notes(rep: ExperimentReport) -> list[str]:
+    """Each failed run with its error."""
+    failed = rep.runs[rep.runs["status"] == "failed"]
+    return [
+        f"failed run {r['run_id']} (seed {r['seed']}): {r['error']}" for _, r in failed.iterrows()
+    ]
+
+
+def trained_at(rep: ExperimentReport) -> str:
+    """The step the after-training table is measured at: 'step N', or the last logged one."""
+    steps = set(rep.experiment.runs.get("steps_planned", pd.Series(dtype=object)).dropna())
+    return f"step {int(next(iter(steps)))}" if len(steps) == 1 else "the last logged step"
+
+
+def trained_notes(rep: ExperimentReport) -> list[str]:
+    """What the after-training table's columns are."""
+    return [
+        f"measured at {trained_at(rep)} (the trained network); a diverged run at the step "
+        "it went non-finite, where dead and sat are undefined; factors as in the step-0 table",
+        f"final loss: {schema.SUMMARY_KEYS['final_loss']}; test acc: accuracy "
+        "on the test split (ok runs only); status and flags: per seed when they differ",
+    ]
+
+
+def per_layer_notes(row: Mapping[str, Any], signal: pd.DataFrame) -> list[str]:
+    """What the layer-by-layer table's columns are, and why theory is missing if it is."""
+    notes = [*PER_LAYER_NOTES]
+    predicted = [c for c in signal.columns if c.startswith("theory_") and c != "theory_n"]
+    if predicted and signal[predicted].notna().to_numpy().any():
+        notes.append(PER_LAYER_THEORY_NOTE)
+    if row.get("theory_note"):
+        notes.append(f"theory: {row['theory_note']}")
+    return notes

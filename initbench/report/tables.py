@@ -1,0 +1,183 @@
+"""The tables of one experiment: at initialisation (step 0), theory beside it, after
+training, and with ``--per-layer`` the layer-by-layer statistics and initial weights
+behind each verdict. Each is a :class:`~initbench.report.model.Table` of analysis's
+numbers with the notes that define its columns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import pandas as pd
+
+from initbench import analysis
+from initbench.analysis import Thresholds, format_value
+from initbench.report import notes
+from initbench.report.experiment import ExperimentReport
+from initbench.report.model import (
+    Cell,
+    Column,
+    Table,
+    make_table,
+    num_col,
+    stat_col,
+    text_col,
+    verdict_col,
+)
+
+INIT_TITLE: Final = "At initialisation (step 0)"
+THEORY_TITLE: Final = "Theory beside measurement (step 0)"
+
+
+def has_theory(configs: pd.DataFrame) -> bool:
+    """Whether theory predicts something for some configuration."""
+    return any(_has(configs, f"theory_{q}_init") for q in analysis.THEORY_QUANTITIES)
+
+
+def _has(configs: pd.DataFrame, column: str) -> bool:
+    return bool(configs[f"{column}_mean"].notna().any())
+
+
+def _key_cols(keys: analysis.ConfigKeys) -> list[Column]:
+    cols = [Column(k, lambda r, k=k: Cell(format_value(r[k])), numeric=False) for k in keys.varying]
+    return [*cols, Column("seeds", lambda r: Cell(str(r["seeds"])))]
+
+
+def _worst_cols(configs: pd.DataFrame, tag: str) -> list[Column]:
+    """dead and sat (worst over layers at ``tag``), where some configuration has them."""
+    cols = [stat_col("dead", f"dead_max_{tag}")] if _has(configs, f"dead_max_{tag}") else []
+    return cols + ([stat_col("sat", f"sat_max_{tag}")] if _has(configs, f"sat_max_{tag}") else [])
+
+
+def _init_columns(rep: ExperimentReport) -> list[Column]:
+    cols = [
+        *_key_cols(rep.keys),
+        stat_col("fwd factor", "fwd_factor_init"),
+        stat_col("fwd ratio", "fwd_ratio_init"),
+        verdict_col("forward", "fwd_verdict_init"),
+        stat_col("bwd factor", "bwd_factor_init"),
+        stat_col("bwd ratio", "bwd_ratio_init"),
+        verdict_col("backward", "bwd_verdict_init"),
+    ]
+    if (rep.configs["normed_verdict_init"] != "").any():
+        cols += [stat_col("normed factor", "normed_factor_init")]
+        cols += [stat_col("normed ratio", "normed_ratio_init")]
+    cols += _worst_cols(rep.configs, "init")
+    return [*cols, stat_col("w_var/formula", "init_worst_ratio")]
+
+
+def _theory_check_cell(row: Mapping[str, Any]) -> Cell:
+    text = str(row["theory_check"])
+    return Cell(text, "flag" if text.startswith("theory-mismatch") else "")
+
+
+def _theory_columns(rep: ExperimentReport) -> list[Column]:
+    """Each measured step-0 factor and ratio with the predicted one beside it."""
+    cols = [*_key_cols(rep.keys), stat_col("q1", "theory_q1")]
+    for quantity, (_, header) in analysis.THEORY_QUANTITIES.items():
+        cols.append(stat_col(header, f"{quantity}_init"))
+        cols.append(num_col("theory", f"theory_{quantity}_init_mean"))
+    return [*cols, Column("vs theory", _theory_check_cell, numeric=False)]
+
+
+def _flags_cell(row: Mapping[str, Any]) -> Cell:
+    return Cell(str(row["flags"]), "flag" if row["flags"] else "")
+
+
+def _last_columns(rep: ExperimentReport) -> list[Column]:
+    cols = [
+        *_key_cols(rep.keys),
+        stat_col("fwd factor", "fwd_factor_last"),
+        verdict_col("forward", "fwd_verdict_last"),
+        stat_col("bwd factor", "bwd_factor_last"),
+        verdict_col("backward", "bwd_verdict_last"),
+    ]
+    if (rep.configs["normed_verdict_last"] != "").any():
+        cols += [stat_col("normed factor", "normed_factor_last")]
+    return [
+        *cols,
+        *_worst_cols(rep.configs, "last"),
+        stat_col("final loss", "final_loss"),
+        stat_col("test acc", "test_accuracy"),
+        text_col("status", "status"),
+        Column("flags", _flags_cell, numeric=False),
+    ]
+
+
+def summary_tables(rep: ExperimentReport, th: Thresholds) -> list[Table]:
+    """The step-0 table, theory beside it (where theory predicts something) and the
+    after-training table of one experiment."""
+    if not rep.has_rows:
+        return []
+    init_notes = [*notes.INIT_NOTES, notes.CELL_NOTE, *th.describe()]
+    init_notes += notes.direction_notes(rep, "init")
+    init_notes += notes.run_notes(rep, [("init check", "init_note")])
+    tables = [make_table(INIT_TITLE, _init_columns(rep), rep.config_rows, init_notes)]
+    if has_theory(rep.configs):
+        seeds = rep.configs["seeds"].tolist()
+        theory_notes = [*notes.THEORY_TABLE_NOTES, notes.CELL_NOTE, *notes.theory_notes(th, seeds)]
+        theory_notes += notes.theory_reasons(rep)
+        tables.append(make_table(THEORY_TITLE, _theory_columns(rep), rep.config_rows, theory_notes))
+    else:
+        init_notes += notes.theory_reasons(rep)
+    last_notes = [*notes.trained_notes(rep), notes.CELL_NOTE, *th.describe()]
+    last_notes += notes.direction_notes(rep, "last")
+    last_notes += [*notes.diverged_notes(rep), *notes.failed_notes(rep)]
+    title = f"After training ({notes.trained_at(rep)}) and outcome"
+    return [*tables, make_table(title, _last_columns(rep), rep.config_rows, last_notes)]
+
+
+# --- per-layer tables -----------------------------------------------------------------------
+
+
+def _where_cell(row: Mapping[str, Any]) -> Cell:
+    return Cell(f"{row['name']} t={int(row['t'])}" if row["t"] else str(row["name"]))
+
+
+def _signal_columns(signal: pd.DataFrame) -> list[Column]:
+    cols = [Column("layer", _where_cell, numeric=False), Column("n", lambda r: Cell(str(r["n"])))]
+    for tag, at in (("init", "@0"), ("last", "@last")):
+        for metric in analysis.SIGNAL_METRICS:
+            name = f"{metric}_{tag}"
+            if f"{name}_mean" in signal.columns:
+                cols.append(stat_col(f"{metric} {at}", name, "n"))
+            predicted = f"theory_{name}"
+            if predicted in signal.columns and signal[predicted].notna().any():
+                cols.append(num_col(f"{metric} theory", predicted))
+    return cols
+
+
+def _mismatch_cell(row: Mapping[str, Any]) -> Cell:
+    text = f"{int(row['mismatches'])}/{int(row['runs'])}"
+    return Cell(text, "flag" if row["mismatches"] else "")
+
+
+WEIGHT_COLUMNS: Final = (
+    text_col("layer", "layer"),
+    text_col("tensor", "tensor"),
+    text_col("shape", "shape"),
+    text_col("init", "init"),
+    stat_col("w_var @0", "measured", "runs"),
+    num_col("formula", "expected"),
+    num_col("ratio", "ratio_mean"),
+    num_col("tolerance", "tolerance"),
+    Column("mismatch", _mismatch_cell),
+    text_col("note", "note"),
+)
+
+
+def per_layer_tables(rep: ExperimentReport, th: Thresholds) -> list[Table]:
+    """For each (selected) configuration: its layer-by-layer signal and initial weights."""
+    tables = []
+    for row in rep.config_rows:
+        label, run_ids = rep.label(row), row["run_ids"].split()
+        signal = rep.layer_signal(run_ids)
+        layer_notes = [*notes.per_layer_notes(row, signal), *th.describe()]
+        tables.append(
+            make_table(f"Layer by layer: {label}", _signal_columns(signal), signal, layer_notes)
+        )
+        weights = analysis.init_table(rep.init_checks(run_ids, th))
+        columns = WEIGHT_COLUMNS if len(weights) else ()
+        weight_notes = [notes.WEIGHT_NOTE, *th.describe()]
+        tables.append(make_table(f"Initial weights: {label}", columns, weights, weight_notes))
+    return tables
