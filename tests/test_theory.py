@@ -30,8 +30,8 @@ from initbench.measure.probes import Tape
 from initbench.nets import models
 from initbench.theory import (
     TheoryError,
+    activations,
     critical_sigma_w2,
-    decay_factor,
     fixed_point,
     gaussian_moments,
     numpy_activation,
@@ -40,6 +40,7 @@ from initbench.theory import (
     render,
     theory_text,
 )
+from initbench.theory.decay import fit_factor
 
 # (name, params): every activation at its defaults, plus the parameters that change shape.
 ACTIVATION_CASES = [(name, {}) for name in ACTIVATIONS.names()] + [
@@ -61,7 +62,7 @@ def _id(case: tuple[str, dict[str, Any]]) -> str:
 
 
 def test_every_registered_activation_has_a_numpy_twin() -> None:
-    assert set(theory._BUILDERS) == set(ACTIVATIONS.names())
+    assert set(activations._BUILDERS) == set(ACTIVATIONS.names())
 
 
 @pytest.mark.parametrize("case", ACTIVATION_CASES, ids=_id)
@@ -375,8 +376,8 @@ def test_rnn_input_drive_recovers_the_drives_behind_layer_one() -> None:
 
 
 def test_decay_factor_is_two_to_the_fitted_slope() -> None:
-    assert decay_factor(0.7 ** np.arange(9)) == pytest.approx(0.7)
-    assert math.isnan(decay_factor(np.array([1.0])))
+    assert fit_factor(np.arange(9), 0.7 ** np.arange(9)) == pytest.approx(0.7)
+    assert math.isnan(fit_factor([0], np.array([1.0])))
 
 
 # --- against a real forward/backward pass of initbench's models ------------------------------
