@@ -1,7 +1,7 @@
 """Architecture geometry, torch-free: input layout, conv strides, watched weight shapes.
 
-models.py builds the networks from these; analysis.py and theory.py read them without
-importing torch. One definition, so the report's formula checks and the theory's fans
+models.py builds the networks from these; initbench.analysis and initbench.theory read
+them without importing torch. One definition, so the report's formula checks and the theory's fans
 can never drift from the networks that were trained.
 """
 
@@ -58,6 +58,12 @@ def cnn_positions(depth: int) -> list[int]:
         side = -(-side // stride)
         positions.append(side * side)
     return positions
+
+
+def map_positions(arch: str, depth: int) -> dict[int, int]:
+    """Layer -> output positions (height x width) of each watched layer that has a map:
+    every conv of a cnn; none for mlp and rnn layers."""
+    return dict(enumerate(cnn_positions(depth), start=1)) if arch == "cnn" else {}
 
 
 def multiply_adds(arch: str, depth: int, width: int) -> int:

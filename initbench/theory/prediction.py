@@ -1,0 +1,189 @@
+"""The mean-field prediction for one configuration (a resolved run config or a model
+section): per-layer columns, the fixed point, the decay summary and the notes on what was
+assumed."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from initbench.config.geometry import RNN_STEPS, map_positions
+from initbench.theory.activations import Array, NumpyActivation, numpy_activation
+from initbench.theory.decay import end_ratio, fit_factor, profile_rows, summed_over_positions
+from initbench.theory.gaussian import gaussian_moments
+from initbench.theory.geometry import Geometry, bias_sigma2, geometry_of
+from initbench.theory.meanfield import FixedPoint, fixed_point, fixed_point_at
+from initbench.theory.model import TheoryError, model_section, split_ref
+from initbench.theory.propagation import COLUMNS, propagate_feedforward, propagate_rnn
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The mean-field prediction for one configuration: the per-layer ``columns`` (COLUMNS;
+    rnn: a row per layer and step, plus ``sigma_rec2``), the fixed point and the notes on
+    what was assumed; ``reason`` says why there is no prediction (columns then empty)."""
+
+    model: dict[str, Any]
+    q1: float
+    sigma_b2: float | None
+    columns: dict[str, Array] = field(default_factory=dict)
+    fixed: FixedPoint | None = None
+    reason: str | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """Whether there is a prediction."""
+        return self.reason is None
+
+    def frame(self) -> pd.DataFrame:
+        """The per-layer columns as a DataFrame (no rows when there is no prediction)."""
+        import pandas as pd
+
+        names = [*COLUMNS, "sigma_rec2"] if self.model["arch"] == "rnn" else list(COLUMNS)
+        return pd.DataFrame({k: self.columns.get(k, np.array([])) for k in names})
+
+    def summary(self) -> dict[str, Any]:
+        """Forward and backward decay, end-to-end ratios (``initbench.theory.decay``: a
+        cnn's backward one of the gradient's sum over positions; an rnn's across the top
+        layer's time steps) and the fixed point; or just the reason."""
+        if self.fixed is None:
+            return {"reason": self.reason}
+        rows, positions, _ = profile_rows(self.columns["layer"], self.columns["t"])
+        q, g = self.columns["q"][rows], self.columns["bwd_ratio"][rows]
+        per_layer = map_positions(self.model["arch"], int(self.model["depth"]))
+        g = summed_over_positions(positions, g, per_layer)
+        return {
+            "forward_decay": fit_factor(positions, q),
+            "backward_decay": fit_factor(positions, g, backward=True),
+            "forward_last_first": end_ratio(q),
+            "backward_first_last": end_ratio(g, backward=True),
+            "q_star": self.fixed.q_star,
+            "chi_star": self.fixed.chi_star,
+            "depth_scale": self.fixed.depth_scale,
+            "regime": self.fixed.regime,
+        }
+
+
+def _first_q(
+    model: Mapping[str, Any],
+    geo: Geometry,
+    q1: float | Sequence[float] | None,
+    sigma_b2: float,
+    input_sq: float,
+) -> Array:
+    """Layer 1's preact second moment (rnn: its input drive at each of the 28 steps), as
+    given or q1 = sigma_w1^2 mean(A 1 A^T) E[x^2] + sigma_b^2 with E[x^2] = input_sq."""
+    steps = RNN_STEPS if model["arch"] == "rnn" else 1
+    if q1 is None:
+        q1 = geo.sigma_w2[0] * float(geo.maps[0].sum(axis=1).mean() ** 2) * input_sq + sigma_b2
+    first = np.atleast_1d(np.asarray(q1, dtype=float))
+    if first.size == 1:
+        first = np.full(steps, first[0])
+    if first.shape != (steps,) or not np.all(np.isfinite(first)) or np.any(first <= 0):
+        raise TheoryError(f"q1 must be a number > 0 (rnn: or {steps} of them), got {q1!r}")
+    return first
+
+
+def _fixed_point_of(
+    act: NumpyActivation, model: Mapping[str, Any], geo: Geometry, first: Array, sigma_b2: float
+) -> FixedPoint:
+    """mlp/cnn: the hidden layers' fixed point from q1 (batchnorm: the activation always
+    sees q = 1, and chi* is the per-layer backward factor E[phi'(z)^2] / Var phi(z));
+    rnn: q* = sigma_rec^2 E[phi^2] + mean drive, chi* the stationary per-step BPTT factor."""
+    if model["arch"] == "rnn":
+        return fixed_point(act, geo.sigma_rec2, float(first.mean()), q0=float(first[0]))
+    if not model["batchnorm"]:
+        return fixed_point(act, geo.hidden_sigma2, sigma_b2, q0=float(first[0]))
+    mean, sq, dsq = gaussian_moments(act, 1.0)
+    return fixed_point_at(geo.hidden_sigma2 * sq + sigma_b2, dsq / (sq - mean**2))
+
+
+def _notes(model: Mapping[str, Any], geo: Geometry, given_q1: bool, padding: bool) -> list[str]:
+    """What the prediction assumed, in words, for under its table."""
+    notes = [
+        "q is the preact second moment; with zero-mean weights and biases it is the "
+        "predicted preact_var too (the all-element mean is ~0).",
+        "q1 as given (the measured layer-1 preact)."
+        if given_q1
+        else f"q1 = sigma_w1^2 E[x^2] + sigma_b^2 for standardised inputs (E[x^2] = 1), layer 1's "
+        f"sigma_w^2 = {geo.sigma_w2[0]:.4g}; pass the measured layer-1 preact_sq to compare.",
+        "Infinite width: measured values scatter around these by an amount that grows with "
+        "depth/width (Hanin & Rolnick 2018); the seeds show how much.",
+    ]
+    if model["batchnorm"]:
+        notes.append(
+            "batchnorm: the activation's input (normed) has variance 1 in every "
+            "layer; backward per layer E[phi'(z)^2] / Var phi(z) (large batch)."
+        )
+    if model["arch"] == "cnn":
+        notes.append(
+            f"cnn: 'same' zero padding {'modelled' if padding else 'ignored'} "
+            "(((3n-2)/3n)^2 per layer on an n x n map at first); stride-2 convs "
+            "scale the per-element gradient variance by ~1/4 and keep its sum over "
+            "positions: the backward decay and first/last ratio of the summary are of that "
+            "sum (as the report measures them), the table's bwd_factor and bwd_ratio per "
+            "element."
+        )
+    if model["arch"] == "rnn":
+        notes.append(
+            "rnn: layer 1's input drive is taken equal at every step unless q1 "
+            f"lists {RNN_STEPS}; MNIST's rows differ (the border rows are background)."
+        )
+    return notes
+
+
+def predict(
+    config: Mapping[str, Any],
+    q1: float | Sequence[float] | None = None,
+    *,
+    sigma_b2: float | None = None,
+    input_sq: float = 1.0,
+    padding_correction: bool = True,
+) -> Prediction:
+    """The mean-field prediction for a resolved run config (or its ``model`` section).
+
+    q1: layer 1's preact second moment, the measured ``preact_sq`` (or ``preact_var``) at
+    step 0; rnn: layer 1's input drive, one number or one per step (28). None derives it
+    from E[x^2] = input_sq. sigma_b2: None reads ``model.bias_init``. padding_correction:
+    model the cnn's zero padding (False: an unbounded map)."""
+    model = model_section(config)
+    act = numpy_activation(*split_ref(model["activation"]))
+    geo = geometry_of(model, padding_correction)
+    b2 = bias_sigma2(model) if sigma_b2 is None else float(sigma_b2)
+    if isinstance(geo, str) or isinstance(b2, str):
+        return Prediction(model, math.nan, None, reason=geo if isinstance(geo, str) else str(b2))
+    if not b2 >= 0:
+        raise TheoryError(f"sigma_b2 must be >= 0, got {b2}")
+    first = _first_q(model, geo, q1, b2, input_sq)
+    if model["arch"] == "rnn":
+        columns = propagate_rnn(act, geo, first, b2)
+    else:
+        columns = propagate_feedforward(act, geo, float(first[0]), b2, model["batchnorm"])
+    fixed = _fixed_point_of(act, model, geo, first, b2)
+    notes = _notes(model, geo, q1 is not None, padding_correction)
+    return Prediction(model, float(first[0]), b2, columns, fixed, None, tuple(notes))
+
+
+def rnn_input_drive(config: Mapping[str, Any], q_layer1: Sequence[float]) -> Array:
+    """Layer 1's input drive at each step from its measured preact second moments,
+    u_t = q_{1,t} - sigma_rec^2 E[phi(sqrt(q_{1,t-1}) z)^2] (u_1 = q_{1,1}), floored just
+    above 0. Passed as ``q1`` to :func:`predict`, layer 1 reproduces the measurement and
+    the layers above and every gradient stay predictions: MNIST's rows differ too much
+    (background rows at the top and bottom) for one drive per step to fit."""
+    model = model_section(config)
+    geo = geometry_of(model, padding_correction=True)
+    if isinstance(geo, str):
+        raise TheoryError(geo)
+    act = numpy_activation(*split_ref(model["activation"]))
+    q = np.asarray(q_layer1, dtype=float)
+    drive = q.copy()
+    drive[1:] -= geo.sigma_rec2 * np.array([gaussian_moments(act, v)[1] for v in q[:-1]])
+    return np.maximum(drive, 1e-12 * q)

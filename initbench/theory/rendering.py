@@ -1,0 +1,128 @@
+"""What `initbench theory` prints: a prediction as terminal text, markdown, csv or json."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from initbench.config.registry import UnknownNameError
+from initbench.theory.model import TheoryError, split_ref
+from initbench.theory.prediction import Prediction, predict
+from initbench.theory.propagation import COLUMN_HELP
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FORMATS = ("terminal", "markdown", "csv", "json")
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-safe scalar: numpy scalars as Python ones, NaN and infinities as None."""
+    value = value.item() if isinstance(value, np.generic) else value
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _headline(pred: Prediction) -> list[str]:
+    m = pred.model
+    line = (
+        f"mean-field prediction: {m['arch']}, depth {m['depth']}, width {m['width']}, "
+        f"activation {split_ref(m['activation'])[0]}, init {split_ref(m['init'])[0]}"
+        + (", batchnorm" if m["batchnorm"] else "")
+    )
+    if not pred.ok:
+        return [line, f"no prediction: {pred.reason}"]
+    s, unit = pred.summary(), "steps" if m["arch"] == "rnn" else "layers"
+    return [
+        f"{line}, sigma_b^2 = {pred.sigma_b2:.4g}, q1 = {pred.q1:.4g}",
+        f"fixed point: q* = {s['q_star']:.4g}, chi* = {s['chi_star']:.4g}, "
+        f"depth scale {s['depth_scale']:.4g} {unit} ({s['regime']})",
+        f"forward decay {s['forward_decay']:.4g} per {unit[:-1]} (last/first "
+        f"{s['forward_last_first']:.4g}); backward decay {s['backward_decay']:.4g} "
+        f"(first/last {s['backward_first_last']:.4g})",
+    ]
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    def cell(v: Any) -> str:
+        return str(v) if isinstance(v, int | np.integer) else f"{v:.4g}"
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    rows = frame.itertuples(index=False)
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
+
+
+def _json(pred: Prediction) -> str:
+    rows = [{k: _plain(v) for k, v in r.items()} for r in pred.frame().to_dict("records")]
+    doc = {
+        "model": pred.model,
+        "q1": _plain(pred.q1),
+        "sigma_b2": pred.sigma_b2,
+        "summary": {k: _plain(v) for k, v in pred.summary().items()},
+        "reason": pred.reason,
+        "notes": list(pred.notes),
+        "columns": COLUMN_HELP,
+        "rows": rows,
+    }
+    return json.dumps(doc, indent=2)
+
+
+def render(pred: Prediction, fmt: str = "terminal") -> str:
+    """The prediction as text: terminal (plain table), markdown, csv (table only) or json
+    (non-finite numbers as null)."""
+    if fmt not in FORMATS:
+        raise TheoryError(f"unknown format {fmt!r} (available: {', '.join(FORMATS)})")
+    if fmt == "csv":
+        return pred.frame().to_csv(index=False)
+    if fmt == "json":
+        return _json(pred) + "\n"
+    head = _headline(pred)
+    if not pred.ok:
+        return "\n".join(head) + "\n"
+    notes = [f"- {n}" for n in pred.notes]
+    if fmt == "markdown":
+        title = [f"**{head[0]}**", *head[1:]]
+        return "\n\n".join(["  \n".join(title), _markdown_table(pred.frame()), "\n".join(notes)])
+    table = pred.frame().to_string(index=False, float_format=lambda v: f"{v:.4g}")
+    return "\n".join([*head, "", table, "", "notes:", *notes]) + "\n"
+
+
+def theory_text(
+    activation: str | Mapping[str, Any],
+    init: str | Mapping[str, Any],
+    depth: int,
+    width: int,
+    arch: str = "mlp",
+    q1: float | None = None,
+    sigma_b2: float = 0.0,
+    batchnorm: bool = False,
+    recurrent_init: str | Mapping[str, Any] | None = None,
+    padding_correction: bool = True,
+    fmt: str = "terminal",
+) -> str:
+    """What `initbench theory` prints: the predicted per-layer table, without training.
+    Raises TheoryError (with the registries' "did you mean") for any bad argument."""
+    if depth < 1 or width < 1:
+        raise TheoryError(f"depth and width must be >= 1, got {depth} and {width}")
+    if recurrent_init is not None and arch != "rnn":
+        raise TheoryError(f"recurrent_init applies only to arch rnn (this is {arch})")
+    model = {
+        "arch": arch,
+        "depth": depth,
+        "width": width,
+        "activation": activation,
+        "init": init,
+        "recurrent_init": recurrent_init,
+        "batchnorm": batchnorm,
+    }
+    try:
+        pred = predict(model, q1, sigma_b2=sigma_b2, padding_correction=padding_correction)
+    except UnknownNameError as exc:
+        raise TheoryError(exc.message) from None
+    except ValidationError as exc:
+        raise TheoryError(str(exc)) from None
+    return render(pred, fmt)
