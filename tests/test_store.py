@@ -367,3 +367,70 @@ def test_nested_summary_keys_become_dotted_columns(exp: Path) -> None:
     result.summary["versions"] = {"torch": "2.13.0"}
     write_run(exp, result)
     assert load_experiment(exp).runs.loc[0, "versions.torch"] == "2.13.0"
+
+
+# --------------------------------------------------------------------------------------
+# summary.json: one builder, every key
+
+
+def test_every_way_a_run_ends_gives_exactly_the_summary_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from initbench.run import train
+    from initbench.run.executors import failed_result
+    from tests.conftest import make_config
+
+    config = make_config()
+    ok = train.execute_run(config.as_dict(), experiment="exp")
+    lost = failed_result(config, "exp", "worker lost: KilledWorker")
+    monkeypatch.setattr(train.Trainer, "setup", lambda self: 1 / 0)
+    raised = train.execute_run(config.as_dict(), experiment="exp")
+    assert [ok.status, lost.status, raised.status] == ["ok", "failed", "failed"]
+    for result in (ok, lost, raised):
+        assert list(result.summary) == list(schema.SUMMARY_KEYS)
+        assert result.summary["config"] == config.as_dict() == result.config
+        assert result.summary["run_id"] == config.run_id and result.summary["experiment"] == "exp"
+    assert lost.summary["error"] == "worker lost: KilledWorker" and lost.summary["steps_done"] == 0
+    assert lost.summary["test_accuracy"] is None and lost.summary["versions"] is None
+    assert raised.summary["error"] == "ZeroDivisionError: division by zero"
+
+
+def test_make_summary_refuses_a_key_the_schema_does_not_declare() -> None:
+    from initbench.results.summary import make_summary
+    from tests.conftest import make_config
+
+    with pytest.raises(KeyError, match="probe_kernel"):
+        make_summary(make_config(), "exp", probe_kernel="torch")
+
+
+def test_summaries_of_older_versions_still_load(exp: Path) -> None:
+    """probe_kernel is no longer written; results that have it still load, with the column."""
+    write_run(exp, make_result(probe_kernel="native"))
+    assert "probe_kernel" not in schema.SUMMARY_KEYS
+    assert load_experiment(exp).runs.loc[0, "probe_kernel"] == "native"
+
+
+# --------------------------------------------------------------------------------------
+# Paths given as text, and paths that are not an experiment folder
+
+
+def test_load_experiment_and_find_experiments_take_a_str(exp: Path) -> None:
+    write_run(exp, make_result())
+    assert len(load_experiment(str(exp)).runs) == 1
+    assert find_experiments(str(exp.parent)) == [exp]
+
+
+def test_load_experiment_refuses_a_path_that_is_not_one_experiment(exp: Path) -> None:
+    with pytest.raises(ResultsError, match="no such folder") as info:
+        load_experiment(exp)
+    assert str(exp) in str(info.value)
+    write_run(exp, make_result())
+    with pytest.raises(
+        ResultsError, match=r"not an experiment folder; it holds experiment folders \(exp\)"
+    ):
+        load_experiment(exp.parent)
+    with pytest.raises(ResultsError, match="is not a folder"):
+        load_experiment(exp / "runs" / "abc123def456" / schema.SUMMARY_FILE)
+    (exp.parent / "empty").mkdir()
+    with pytest.raises(ResultsError, match="not an experiment folder; it has no 'runs/'"):
+        load_experiment(exp.parent / "empty")

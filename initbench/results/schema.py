@@ -102,7 +102,11 @@ CURVE_METRICS: Final[dict[str, str]] = {
     "test_accuracy": "accuracy on the whole test split (eval mode), when evaluated",
 }
 
-# summary.json keys -> meaning. Written last: its presence marks the run complete.
+# summary.json keys -> meaning. Written last: its presence marks the run complete. Every
+# summary has each key (null where it does not apply): results.summary.make_summary builds
+# them all (a run lost with its worker has only its identity, status, steps and error).
+# Readers take what they find: older summaries may lack a key or hold one no
+# longer written (probe_kernel, which said whether a C kernel reduced the probes).
 SUMMARY_KEYS: Final[dict[str, str]] = {
     "format_version": "results format version (FORMAT_VERSION)",
     "run_id": "hash of the resolved config",
@@ -123,7 +127,6 @@ SUMMARY_KEYS: Final[dict[str, str]] = {
     "started_at": "UTC ISO-8601 start time",
     "device": "torch device the run used",
     "threads": "torch intra-op threads used",
-    "probe_kernel": "what reduced the probed tensors: 'native' (the C kernel) or 'torch'",
     "versions": "python, torch, numpy, initbench versions",
     "config": "the resolved config (same as config.json)",
 }

@@ -358,9 +358,10 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], Any, Any]:
     return row, frames[0], frames[1]
 
 
-def load_experiment(exp_dir: Path, skip_unreadable: bool = False) -> Experiment:
+def load_experiment(exp_dir: Path | str, skip_unreadable: bool = False) -> Experiment:
     """Load every complete run of one experiment folder. A run that cannot be read raises
     ResultsError, or with ``skip_unreadable`` is left out and listed in ``unreadable``."""
+    exp_dir = experiment_folder(exp_dir)
     import pandas as pd
 
     complete, incomplete = _run_dirs(exp_dir)
@@ -388,13 +389,36 @@ def load_experiment(exp_dir: Path, skip_unreadable: bool = False) -> Experiment:
     )
 
 
-def find_experiments(path: Path) -> list[Path]:
-    """Experiment folders at ``path``: itself if it has runs/, else its children that do."""
+def experiment_folder(path: Path | str) -> Path:
+    """``path`` as a Path, if it is one experiment folder (it has runs/); else ResultsError
+    saying what it is instead: missing, a file, a folder of experiments, or neither."""
+    path = Path(path)
     if not path.is_dir():
-        raise ResultsError(f"{path}: no such results folder")
+        what = "is not a folder" if path.exists() else "no such folder"
+        raise ResultsError(f"{path}: {what}; expected an experiment folder")
+    if not (path / schema.RUNS_DIR).is_dir():
+        inside = ", ".join(p.name for p in _experiments_in(path))
+        hint = f"it has no '{schema.RUNS_DIR}/'"
+        if inside:
+            hint = f"it holds experiment folders ({inside}): load one, or each of find_experiments"
+        raise ResultsError(f"{path}: not an experiment folder; {hint}")
+    return path
+
+
+def _experiments_in(path: Path) -> list[Path]:
+    """The experiment folders directly inside ``path``, by name."""
+    return sorted(p for p in path.iterdir() if (p / schema.RUNS_DIR).is_dir())
+
+
+def find_experiments(path: Path | str) -> list[Path]:
+    """Experiment folders at ``path``: itself if it has runs/, else its children that do.
+    Raises ResultsError when ``path`` is not a folder or holds no experiment."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ResultsError(f"{path}: no such results folder{' (a file)' * path.exists()}")
     if (path / schema.RUNS_DIR).is_dir():
         return [path]
-    found = sorted(p for p in path.iterdir() if (p / schema.RUNS_DIR).is_dir())
+    found = _experiments_in(path)
     if not found:
         raise ResultsError(f"{path}: no experiment folders (none has a '{schema.RUNS_DIR}/')")
     return found

@@ -35,6 +35,7 @@ from typing import Any, Final, Protocol
 
 from initbench.config.spec import RunConfig
 from initbench.results import schema
+from initbench.results.summary import make_summary
 
 EXECUTORS: Final = ("local", "dask", "slurm")
 INSTALL_EXTRA: Final = 'pip install "initbench[dask]"'
@@ -155,16 +156,7 @@ def _check_slurm_values(options: ExecutorOptions) -> None:
 
 def failed_result(run: RunConfig, experiment: str, message: str) -> schema.RunResult:
     """The RunResult recorded for a run that produced none (its worker was lost)."""
-    summary = {
-        "format_version": schema.FORMAT_VERSION,
-        "run_id": run.run_id,
-        "experiment": experiment,
-        "status": "failed",
-        "steps_planned": run.train.steps,
-        "steps_done": 0,
-        "error": message,
-        "config": run.as_dict(),
-    }
+    summary = make_summary(run, experiment, status="failed", steps_done=0, error=message)
     return schema.RunResult(run.run_id, run.as_dict(), summary)
 
 

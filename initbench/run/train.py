@@ -34,6 +34,7 @@ from initbench.measure import native
 from initbench.measure.probes import Probe, Recorder, Tape, first_non_finite
 from initbench.nets.models import InstrumentedModel, build_model
 from initbench.results import schema
+from initbench.results.summary import make_summary
 
 EVAL_CHUNK = 2048  # test examples per forward pass during evaluation
 
@@ -236,30 +237,18 @@ def evaluate(
 
 
 def _base_summary(config: RunConfig, experiment: str, device: torch.device) -> dict[str, Any]:
-    return {
-        "format_version": schema.FORMAT_VERSION,
-        "run_id": config.run_id,
-        "experiment": experiment,
-        "status": "ok",
-        "steps_planned": config.train.steps,
-        "steps_done": 0,
-        "diverged_step": None,
-        "diverged_at": None,
-        "error": None,
-        "traceback": None,
-        "final_loss": None,
-        "final_train_accuracy": None,
-        "test_loss": None,
-        "test_accuracy": None,
-        "train_seconds": 0.0,
-        "total_seconds": 0.0,
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "probe_kernel": probe_kernel(device),
-        "versions": versions(),
-        "config": config.as_dict(),
-    }
+    return make_summary(
+        config,
+        experiment,
+        status="ok",
+        steps_done=0,
+        train_seconds=0.0,
+        total_seconds=0.0,
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        device=str(device),
+        threads=torch.get_num_threads(),
+        versions=versions(),
+    )
 
 
 def _train_and_summarise(trainer: Trainer, summary: dict[str, Any]) -> None:

@@ -1,0 +1,517 @@
+"""initbench from Python: run a sweep, load its results, report them, ask the theory.
+
+Each function does what the command of the same name does, with the same checks and
+the same files written, and raises where the command exits: SpecError (a bad spec or
+override), DataError (missing or corrupt data), ResultsError (a results folder that cannot
+be read or written), ExecutorError (executor options that cannot work), ReportError and
+TheoryError (bad report or theory arguments), each importable from here (``api.SpecError``).
+Importing this module loads nothing heavy: each function imports what it needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from initbench.analysis import Thresholds
+    from initbench.config.spec import RunConfig, Spec
+    from initbench.results.schema import RunResult
+    from initbench.results.store import Experiment
+    from initbench.run.executors import ExecutorOptions
+    from initbench.run.runner import Plan
+    from initbench.theory import Prediction
+
+# Exception name -> the module that defines it; each is imported on first use.
+_ERRORS: dict[str, str] = {
+    "SpecError": "initbench.config.spec",
+    "DataError": "initbench.data",
+    "ResultsError": "initbench.results.store",
+    "ExecutorError": "initbench.run.executors",
+    "ReportError": "initbench.report",
+    "TheoryError": "initbench.theory",
+}
+
+__all__ = ["Hooks", "Outcome", "Results", "load", "prediction", "report", "run", "theory"]
+__all__ += ["validate", *_ERRORS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ERRORS:
+        return getattr(importlib.import_module(_ERRORS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+# --- run -------------------------------------------------------------------------------------
+
+
+def _ignore(*args: Any) -> None:
+    """A hook that does nothing."""
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """How a front end follows :func:`run` (the command line's progress bar); each hook
+    does nothing by default.
+
+    planned(plan): the sweep is planned (``plan.todo``, ``plan.done``) and nothing is
+        written yet; raise to stop here.
+    opened(description): the executor is up; ``description`` says where runs go ('' for
+        the local default). Returns the context that the runs execute in (a progress bar).
+    started(total): the runs begin. finished(run, result): one run is written.
+    retrying(run, attempt, cause): a run lost with its worker is resubmitted.
+    """
+
+    planned: Callable[[Plan], None] = _ignore
+    opened: Callable[[str], AbstractContextManager[Any]] = lambda _: contextlib.nullcontext()
+    started: Callable[[int], None] = _ignore
+    finished: Callable[[RunConfig, RunResult], None] = _ignore
+    retrying: Callable[[RunConfig, int, str], None] = _ignore
+
+
+@dataclass(frozen=True, repr=False)
+class Outcome:
+    """What one sweep did: each run's status by run id, and where the results are.
+
+    ``statuses``: the runs this sweep executed (ok, diverged or failed), in the order they
+    finished. ``skipped``: the runs already complete, which it left as they were, with
+    their stored status. ``errors``: the failed runs' errors. ``seconds``: wall time.
+    """
+
+    experiment: str
+    path: Path
+    statuses: dict[str, str]
+    skipped: dict[str, str]
+    errors: dict[str, str]
+    seconds: float
+
+    def runs(self, status: str, skipped: bool = False) -> tuple[str, ...]:
+        """Run ids with ``status`` in this sweep, and with ``skipped`` among those skipped."""
+        found = [r for r, s in self.statuses.items() if s == status]
+        return (*found, *(r for r, s in self.skipped.items() if s == status and skipped))
+
+    @property
+    def ok(self) -> tuple[str, ...]:
+        """Runs of this sweep that trained to the end."""
+        return self.runs("ok")
+
+    @property
+    def diverged(self) -> tuple[str, ...]:
+        """Runs of this sweep whose loss or a statistic went non-finite."""
+        return self.runs("diverged")
+
+    @property
+    def failed(self) -> tuple[str, ...]:
+        """Runs of this sweep that raised (see ``errors``) or whose worker was lost."""
+        return self.runs("failed")
+
+    def counts(self, skipped: bool = False) -> Counter[str]:
+        """Runs per status: this sweep's, or (``skipped``) the skipped runs' stored ones."""
+        return Counter((self.skipped if skipped else self.statuses).values())
+
+    def unsuccessful(self, skipped: bool = True) -> tuple[str, ...]:
+        """Runs that failed or diverged: this sweep's and (``skipped``) the skipped ones."""
+        return (*self.runs("failed", skipped), *self.runs("diverged", skipped))
+
+    def __repr__(self) -> str:
+        from initbench.results.schema import STATUSES
+
+        counts = self.counts()
+        done = ", ".join(f"{counts[s]} {s}" for s in STATUSES)
+        return (
+            f"Outcome({self.experiment}: {done}, {len(self.skipped)} skipped as complete, "
+            f"{self.seconds:.1f} s -> {self.path})"
+        )
+
+
+def run(
+    spec: str | Path | Spec,
+    out: str | Path = "results",
+    overrides: Iterable[str] = (),
+    workers: int | None = None,
+    *,
+    device: str = "cpu",
+    force: bool = False,
+    hooks: Hooks | None = None,
+    **options: Any,
+) -> Outcome:
+    """Train every run of ``spec`` into ``out/<spec name>/``, as ``initbench run`` does.
+
+    spec: a spec file, or a Spec from :func:`validate`. overrides: ``"KEY=VALUE"`` texts
+    as for ``--set``, e.g. ``["train.steps=20", "seeds=1"]``. workers: runs in parallel
+    (default: 1 locally, cores / cpus_per_run for Dask). device: 'cpu', 'cuda' or 'auto'.
+    force: redo complete runs, which are otherwise skipped (so a sweep resumes). options:
+    the other executor options of ``initbench run`` by their Python names (executor,
+    threads, scheduler, cpus_per_run, retries, jobs, ...). hooks: see :class:`Hooks`.
+
+    A run that fails or diverges is recorded and the sweep goes on; the :class:`Outcome`
+    says which. Raises before anything is written: SpecError, DataError, ExecutorError,
+    ResultsError (``out`` unwritable or not an experiment folder, another process writing
+    there); later ResultsError if a result cannot be written. Runs finished before an
+    error or Ctrl-C stay complete.
+    """
+    hooks = hooks or Hooks()
+    executor = _executor_options(workers, options)
+    if executor.executor == "local" and (executor.workers or 1) > 1:
+        from initbench.run.executors import prestart_workers
+
+        prestart_workers()  # the workers import torch while this process plans
+    sweep = _plan(validate(spec, overrides), Path(out), force)
+    hooks.planned(sweep)
+    return _execute(sweep, executor, device, hooks)
+
+
+def validate(spec: str | Path | Spec, overrides: Iterable[str] = ()) -> Spec:
+    """Read and check ``spec`` as ``initbench validate`` does, writing nothing: the spec
+    itself, each initializer against its weights, the data (loaded once per dataset) and
+    every batch size. Returns the Spec; ``spec.runs`` are the resolved run configs.
+
+    Raises SpecError (every problem, each located at its line, grid value or override)
+    or DataError (the data files are missing or corrupt). ``overrides`` apply to a spec
+    file only: a Spec passed in is already resolved (ValueError)."""
+    from initbench.config.spec import Spec, load_spec
+    from initbench.data import DataError
+    from initbench.run.runner import check_data, check_initializers
+
+    overrides = [overrides] if isinstance(overrides, str) else list(overrides)
+    if isinstance(spec, Spec):
+        if overrides:
+            raise ValueError(
+                "overrides apply to a spec file: pass its path, or validate(path, overrides)"
+            )
+        loaded, source = spec, spec.source
+    elif isinstance(spec, str | Path):
+        loaded, source = load_spec(Path(spec), overrides), str(spec)
+    else:
+        raise TypeError(f"spec: expected a path or a Spec, got {type(spec).__name__}")
+    check_initializers(loaded)
+    try:
+        check_data(loaded)
+    except DataError as exc:
+        raise DataError(f"{source}: data: {exc}") from exc
+    return loaded
+
+
+_COUNTS = {"workers": 1, "threads": 1, "cpus_per_run": 1, "jobs": 1, "retries": 0}  # minimum
+
+
+def _executor_options(workers: int | None, options: Mapping[str, Any]) -> ExecutorOptions:
+    """The executor options given to :func:`run`, checked (ExecutorError, with the fix)."""
+    from initbench.run.executors import ExecutorError, ExecutorOptions, check_options
+
+    _refuse_unknown(
+        "run", options, [f.name for f in fields(ExecutorOptions) if f.name != "workers"]
+    )
+    given = {**options, **({} if workers is None else {"workers": workers})}
+    for name, least in _COUNTS.items():
+        value = given.get(name, least)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ExecutorError(f"{name} must be a whole number, got {value!r}")
+        if value is not None and value < least:
+            raise ExecutorError(f"{name} must be at least {least}, got {value}")
+    executor = ExecutorOptions(**given)
+    check_options(executor, given)
+    return executor
+
+
+def _refuse_unknown(function: str, given: Mapping[str, Any], known: Sequence[str]) -> None:
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise TypeError(
+            f"{function}() got unknown option(s) {', '.join(unknown)}; known: {', '.join(known)}"
+        )
+
+
+def _check_out(out: Path) -> None:
+    """Raise ResultsError unless ``out`` is a folder this process can write (made if new)."""
+    from initbench.results.store import ResultsError
+
+    if out.exists() and not out.is_dir():
+        raise ResultsError(f"--out {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".initbench-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ResultsError(f"--out {out}: cannot write there ({exc.strerror})") from None
+
+
+def _plan(spec: Spec, out: Path, force: bool) -> Plan:
+    from initbench.run.runner import plan
+
+    _check_out(out)
+    return plan(spec, out, force)
+
+
+def _execute(sweep: Plan, executor: ExecutorOptions, device: str, hooks: Hooks) -> Outcome:
+    from initbench.run.executors import open_backend
+    from initbench.run.runner import execute
+
+    with open_backend(executor, len(sweep.todo)) as backend, hooks.opened(backend.describe()):
+        report = execute(
+            sweep,
+            device=device,
+            on_start=hooks.started,
+            on_result=hooks.finished,
+            backend=backend,
+            on_retry=hooks.retrying,
+        )
+    done = report.results
+    return Outcome(
+        sweep.spec.name,
+        sweep.experiment_dir,
+        {r["run_id"]: r["status"] for r in done},
+        dict(zip(sweep.done, sweep.done_statuses, strict=True)),
+        {r["run_id"]: r["error"] for r in done if r["status"] == "failed"},
+        report.seconds,
+    )
+
+
+# --- load ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Results:
+    """Stored results as tidy pandas tables, over one or several experiments.
+
+    runs: a row per complete run: ``experiment``, ``run_id``, each config key as a dotted
+        column (``model.depth``, ``model.init``; a named reference as its name and the
+        parameters that differ from its defaults: ``normal(std=0.1)``), ``seed``, then
+        the summary's fields (``status``, ``test_accuracy``, ``final_loss`` ...).
+    layers, curves: the long tables (step, layer, t, name, metric, value; step, metric,
+        value), each row led by its run's ``experiment``, ``run_id``, config keys, seed.
+    config_keys: the config columns (``seed`` last). incomplete: experiment -> run
+    folders without a summary. unreadable: "experiment/run_id" -> why it was left out.
+    """
+
+    path: Path
+    experiments: tuple[str, ...]
+    runs: pd.DataFrame
+    layers: pd.DataFrame
+    curves: pd.DataFrame
+    config_keys: tuple[str, ...]
+    incomplete: dict[str, list[str]]
+    unreadable: dict[str, str]
+
+    @property
+    def varying(self) -> tuple[str, ...]:
+        """The config keys whose value differs between the runs."""
+        runs = self.runs
+        return tuple(k for k in self.config_keys if runs[k].astype(str).nunique() > 1)
+
+    def __repr__(self) -> str:
+        statuses = self.runs["status"].value_counts()
+        shown = ", ".join(f"{n} {s}" for s, n in statuses.items())
+        return (
+            f"Results({self.path}: {len(self.experiments)} experiment(s), "
+            f"{len(self.runs)} runs ({shown}); varying: {', '.join(self.varying) or 'none'})"
+        )
+
+
+def load(path: str | Path) -> Results:
+    """Load the results at ``path``: a results folder (every experiment in it) or one
+    experiment folder, as pandas tables (see :class:`Results`).
+
+    Raises ResultsError when ``path`` does not exist, holds no experiment folder, or none
+    of its runs is complete, and when a run was written by a newer initbench. A run
+    that cannot be read is left out with a warning and listed in ``unreadable``.
+    """
+    import pandas as pd
+
+    from initbench.results import store
+
+    root = Path(path)
+    loaded = [store.load_experiment(p, skip_unreadable=True) for p in store.find_experiments(root)]
+    tables = [_tidy(e) for e in loaded if not e.runs.empty]
+    unreadable = {f"{e.name}/{r}": why for e in loaded for r, why in e.unreadable.items()}
+    if not tables:
+        incomplete = sum(len(e.incomplete) for e in loaded)
+        raise store.ResultsError(
+            f"{root}: no complete run to load in {len(loaded)} experiment folder(s) "
+            f"({', '.join(e.name for e in loaded)}): {incomplete} incomplete, "
+            f"{len(unreadable)} unreadable"
+        )
+    if unreadable:
+        warnings.warn(
+            f"{root}: {len(unreadable)} run(s) could not be read and are left out: "
+            f"{', '.join(unreadable)} (see Results.unreadable)",
+            stacklevel=2,
+        )
+    runs, layers, curves = (pd.concat([t[i] for t in tables], ignore_index=True) for i in range(3))
+    keys = dict.fromkeys(k for t in tables for k in t[3])
+    return Results(
+        root,
+        tuple(e.name for e in loaded),
+        runs,
+        layers,
+        curves,
+        tuple(keys),
+        {e.name: list(e.incomplete) for e in loaded if e.incomplete},
+        unreadable,
+    )
+
+
+def _tidy(experiment: Experiment) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
+    """One experiment's runs, layers and curves with plain config columns, and their names."""
+    import pandas as pd
+
+    from initbench.analysis import config_labels
+
+    raw = experiment.runs
+    labels = config_labels(raw)
+    keys = labels[sorted(labels.columns)].reset_index()
+    if "config.seed" in raw:
+        keys["seed"] = raw["config.seed"].to_numpy()
+    keys.insert(0, "experiment", experiment.name)
+    own = [c for c in raw.columns if c.startswith("config.") or c in ("run_id", "experiment")]
+    runs = pd.concat([keys, raw.drop(columns=own).reset_index(drop=True)], axis=1)
+
+    def joined(table: pd.DataFrame) -> pd.DataFrame:
+        return keys.merge(table, on="run_id", how="right", validate="one_to_many")
+
+    return runs, joined(experiment.layers), joined(experiment.curves), list(keys.columns[2:])
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def report(
+    path: str | Path,
+    format: str = "markdown",
+    *,
+    per_layer: bool = False,
+    select: Sequence[str] | Mapping[str, Any] = (),
+    plots: str | Path | None = None,
+    **thresholds: float,
+) -> str:
+    """The report of the results at ``path`` (a results folder or one experiment), as
+    ``initbench report`` prints it, returned as text.
+
+    format: markdown, terminal (plain text), csv, json, html (figures embedded) or latex.
+    per_layer: add the layer-by-layer tables behind each verdict. select: only these
+    configurations: ``{"model.depth": 30, "model.init": ["he_normal", "xavier_normal"]}``
+    or ``["model.depth=30"]``. plots: also write every figure as PNG into this folder.
+    thresholds: any of ratio, factor, dead, saturated, chance_margin, init_tolerance,
+    theory_tolerance (see ``initbench report --help``).
+
+    Raises ResultsError (no results there), ReportError (bad format or select) or
+    ValueError (a threshold out of range).
+    """
+    import io
+
+    from initbench.report import generate
+
+    text = io.StringIO()
+    generate(
+        Path(path),
+        fmt=format,
+        plots=None if plots is None else Path(plots),
+        per_layer=per_layer,
+        select=_select_texts(select),
+        thresholds=_thresholds(thresholds),
+        stream=text,
+    )
+    return text.getvalue()
+
+
+def _thresholds(values: Mapping[str, float]) -> Thresholds:
+    from initbench.analysis import Thresholds
+
+    _refuse_unknown("report", values, [f.name for f in fields(Thresholds)])
+    return Thresholds(**values)
+
+
+def _select_texts(select: Sequence[str] | Mapping[str, Any]) -> list[str]:
+    """``select`` as ``--select`` texts: a mapping's values (one, or a list of them)
+    written as the report writes config values."""
+    if not isinstance(select, Mapping):
+        return [select] if isinstance(select, str) else list(select)
+    from initbench.analysis import format_value
+
+    listed = {k: v if isinstance(v, list | tuple | set) else [v] for k, v in select.items()}
+    return [f"{key}={format_value(v)}" for key, values in listed.items() for v in values]
+
+
+# --- theory ----------------------------------------------------------------------------------
+
+
+def prediction(
+    activation: str | Mapping[str, Any],
+    init: str | Mapping[str, Any],
+    depth: int,
+    width: int,
+    arch: str = "mlp",
+    *,
+    q1: float | Sequence[float] | None = None,
+    sigma_b2: float = 0.0,
+    batchnorm: bool = False,
+    recurrent_init: str | Mapping[str, Any] | None = None,
+    padding_correction: bool = True,
+) -> Prediction:
+    """The mean-field prediction (a ``theory.Prediction``) for the arguments of
+    :func:`theory`; ``Prediction.ok`` is False, with the ``reason``, when the theory has
+    none for them. Raises TheoryError for a bad argument."""
+    from pydantic import ValidationError
+
+    from initbench.config.registry import UnknownNameError
+    from initbench.theory import TheoryError, predict
+
+    if depth < 1 or width < 1:
+        raise TheoryError(f"depth and width must be >= 1, got {depth} and {width}")
+    if recurrent_init is not None and arch != "rnn":
+        raise TheoryError(f"recurrent_init applies only to arch rnn (this is {arch})")
+    model = dict(arch=arch, depth=depth, width=width, activation=activation, init=init)
+    model.update(recurrent_init=recurrent_init, batchnorm=batchnorm)
+    try:
+        return predict(model, q1, sigma_b2=sigma_b2, padding_correction=padding_correction)
+    except UnknownNameError as exc:
+        raise TheoryError(exc.message) from None
+    except ValidationError as exc:
+        raise TheoryError(str(exc)) from None
+
+
+def theory(
+    activation: str | Mapping[str, Any],
+    init: str | Mapping[str, Any],
+    depth: int,
+    width: int,
+    arch: str = "mlp",
+    **options: Any,
+) -> pd.DataFrame:
+    """The mean-field prediction of per-layer variance at initialisation, as
+    ``initbench theory`` prints it: a DataFrame with a row per layer (rnn: per layer and
+    time step), whose columns ``theory.COLUMN_HELP`` defines.
+
+    activation, init, recurrent_init: a registry name or ``{"name": ..., **params}``.
+    options: q1 (layer 1's preact second moment; default: standardised inputs),
+    sigma_b2 (bias variance, 0), batchnorm (False), recurrent_init (rnn; default init),
+    padding_correction (cnn zero padding, True).
+
+    ``frame.attrs`` holds the ``summary`` (fixed point q*, chi*, depth scale, regime,
+    forward and backward decay per layer), the ``notes`` on what was assumed, ``q1``,
+    ``sigma_b2`` and the ``model``. Raises TheoryError for a bad argument, and when the
+    theory makes no prediction (non-zero-mean or constant weights), with the reason.
+    """
+    from initbench.theory import TheoryError
+
+    pred = prediction(activation, init, depth, width, arch, **options)
+    if not pred.ok:
+        raise TheoryError(f"no prediction: {pred.reason}")
+    frame = pred.frame()
+    frame.attrs.update(summary=pred.summary(), notes=list(pred.notes), model=pred.model)
+    frame.attrs.update(q1=pred.q1, sigma_b2=pred.sigma_b2)
+    return frame
