@@ -7,10 +7,16 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 from initbench.config.spec import RunConfig, build_spec, set_dotted
+
+# The same examples on every run: a property test that fails, fails every time (and CI
+# never meets an example a developer's run did not).
+settings.register_profile("initbench", derandomize=True)
+settings.load_profile("initbench")
 
 
 def make_config(**dotted: Any) -> RunConfig:

@@ -43,11 +43,8 @@ def _construct_mapping(loader: StrictLoader, node: yaml.MappingNode) -> dict[Any
 StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 # PyYAML follows YAML 1.1, where a float needs a dot: `lr: 1e-3` would be the string '1e-3'.
 # Resolve YAML 1.2 floats (exponent without a dot) as floats, as scientists write them.
-StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)?\.?[0-9_]*[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
+EXPONENT_FLOAT: Final = re.compile(r"^[-+]?(?:[0-9][0-9_]*)?\.?[0-9_]*[eE][-+]?[0-9]+$")
+StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", EXPONENT_FLOAT, list("-+0123456789."))
 
 
 def _line_map(
