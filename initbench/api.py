@@ -465,23 +465,20 @@ def prediction(
     """The mean-field prediction (a ``theory.Prediction``) for the arguments of
     :func:`theory`; ``Prediction.ok`` is False, with the ``reason``, when the theory has
     none for them. Raises TheoryError for a bad argument."""
-    from pydantic import ValidationError
+    from initbench.theory import predict_for
 
-    from initbench.config.registry import UnknownNameError
-    from initbench.theory import TheoryError, predict
-
-    if depth < 1 or width < 1:
-        raise TheoryError(f"depth and width must be >= 1, got {depth} and {width}")
-    if recurrent_init is not None and arch != "rnn":
-        raise TheoryError(f"recurrent_init applies only to arch rnn (this is {arch})")
-    model = dict(arch=arch, depth=depth, width=width, activation=activation, init=init)
-    model.update(recurrent_init=recurrent_init, batchnorm=batchnorm)
-    try:
-        return predict(model, q1, sigma_b2=sigma_b2, padding_correction=padding_correction)
-    except UnknownNameError as exc:
-        raise TheoryError(exc.message) from None
-    except ValidationError as exc:
-        raise TheoryError(str(exc)) from None
+    return predict_for(
+        activation,
+        init,
+        depth,
+        width,
+        arch,
+        q1=q1,
+        sigma_b2=sigma_b2,
+        batchnorm=batchnorm,
+        recurrent_init=recurrent_init,
+        padding_correction=padding_correction,
+    )
 
 
 def theory(

@@ -7,10 +7,11 @@ Exit codes: 0 success, 1 some runs failed or diverged (``run`` only, and only wi
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import gc
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,19 +39,6 @@ def _fail(message: str) -> None:
     sys.exit(EXIT_BAD_INPUT)
 
 
-def _load(spec_path: str, overrides: tuple[str, ...]) -> Any:
-    from initbench.config.spec import SpecError, load_spec
-    from initbench.run.runner import check_initializers
-
-    try:
-        spec = load_spec(Path(spec_path), overrides)
-        check_initializers(spec)
-    except SpecError as exc:
-        _console(stderr=True).print(str(exc), markup=False, soft_wrap=True)
-        sys.exit(EXIT_BAD_INPUT)
-    return spec
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="initbench")
 def main() -> None:
@@ -74,24 +62,15 @@ _SET_HELP = "Override a spec key, e.g. --set train.steps=20 (repeatable; value p
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
 def validate(spec: str, overrides: tuple[str, ...]) -> None:
     """Check SPEC without running it: print the runs it expands to."""
-    loaded = _load(spec, overrides)
-    _check_data(spec, loaded)
+    from initbench import api
+
+    with _exit_on_errors():
+        loaded = api.validate(spec, overrides)
     console = _console()
-    console.print(f"{spec}: ok — experiment [bold]{loaded.name}[/], {len(loaded.runs)} runs")
+    runs = f"{len(loaded.runs)} run{'s' * (len(loaded.runs) != 1)}"
+    console.print(f"{spec}: ok — experiment [bold]{loaded.name}[/], {runs}")
     if loaded.grid_keys:
         console.print(f"grid: {', '.join(loaded.grid_keys)}")
-
-
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        _fail(f"--out {out}: exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".initbench-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        _fail(f"--out {out}: cannot write there ({exc.strerror})")
 
 
 _EXECUTOR_HELP = (
@@ -201,129 +180,79 @@ def run(
     **executor: Any,
 ) -> None:
     """Train every run of SPEC, recording per-layer statistics under --out."""
-    options = _check_executor(ctx, executor)
-    if options.executor == "local" and (options.workers or 1) > 1:
-        from initbench.run.executors import prestart_workers
+    from initbench import api
+    from initbench.ui import CliSweep, print_sweep_summary
 
-        prestart_workers()  # the workers import torch while this process plans
-    loaded = _load(spec, overrides)
-    _check_data(spec, loaded)
-    _check_out(out)
-    sweep = _plan(loaded, out, force)
-    _confirm_size(sweep, yes)
+    given = {k: v for k, v in executor.items() if _given(ctx, k)}
     console = _console()
-    console.print(
-        f"[bold]{loaded.name}[/]: {len(loaded.runs)} runs, "
-        f"{len(sweep.done)} already complete, {len(sweep.todo)} to run → {sweep.experiment_dir}"
-    )
-    report = _execute(console, sweep, options, device)
-    from initbench.ui import print_sweep_summary
+    sweep = CliSweep(console, yes, _confirm_size, executor["retries"])
+    with _exit_on_errors(sweep):
+        outcome = api.run(
+            spec,
+            out,
+            overrides,
+            given.pop("workers", None),
+            device=device,
+            force=force,
+            hooks=sweep.hooks(),
+            **given,
+        )
+    print_sweep_summary(console, outcome)
+    if strict and outcome.unsuccessful():
+        _strict_exit(outcome)
 
-    print_sweep_summary(console, report)
-    if strict and report.unsuccessful():
-        _strict_exit(report)
+
+def _given(ctx: click.Context, name: str) -> bool:
+    """Whether the option was given on the command line (not left at its default)."""
+    return ctx.get_parameter_source(name) is not ParameterSource.DEFAULT
 
 
-def _strict_exit(report: Any) -> None:
+def _strict_exit(outcome: Any) -> None:
     """--strict: say how many runs failed or diverged (skipped ones included), exit 1."""
-    skipped = report.unsuccessful() - report.unsuccessful(skipped=False)
+    total = len(outcome.unsuccessful())
+    skipped = total - len(outcome.unsuccessful(skipped=False))
     among = f", {skipped} of them already complete from an earlier sweep" if skipped else ""
     _console(stderr=True).print(
-        f"--strict: {report.unsuccessful()} run(s) failed or diverged{among}",
-        markup=False,
-        soft_wrap=True,
+        f"--strict: {total} run(s) failed or diverged{among}", markup=False, soft_wrap=True
     )
     sys.exit(1)
 
 
-def _check_executor(ctx: click.Context, executor: dict[str, Any]) -> Any:
-    """The executor options, checked before anything else (exit 2 with the fix if bad)."""
-    from initbench.run.executors import ExecutorError, ExecutorOptions, check_options
-
-    options = ExecutorOptions(**executor)
-    given = [n for n in executor if ctx.get_parameter_source(n) is not ParameterSource.DEFAULT]
-    try:
-        check_options(options, given)
-    except ExecutorError as exc:
-        _fail(str(exc))
-    return options
-
-
-def _execute(console: Any, sweep: Any, options: Any, device: str) -> Any:
-    """Run the sweep on the chosen executor with a progress bar; exits 2 on executor or
-    write errors, 130 on Ctrl-C (finished runs kept)."""
+@contextlib.contextmanager
+def _exit_on_errors(sweep: Any = None) -> Iterator[None]:
+    """Bad input (spec, data, executor options, results folder) exits 2 with its message;
+    Ctrl-C during a sweep exits 130, saying where the finished runs are."""
+    from initbench.config.spec import SpecError
+    from initbench.data import DataError
     from initbench.results.store import ResultsError
-    from initbench.run.executors import ExecutorError, open_backend
-    from initbench.run.runner import execute
-    from initbench.ui import SweepProgress
+    from initbench.run.executors import ExecutorError
 
     try:
-        with open_backend(options, len(sweep.todo)) as backend:
-            if backend.describe():
-                console.print(backend.describe(), soft_wrap=True)
-            with SweepProgress(console, sweep.spec.grid_keys) as progress:
-
-                def on_retry(run: Any, attempt: int, cause: str) -> None:
-                    progress.progress.console.print(
-                        f"[yellow]retry {attempt}/{options.retries}[/] {run.run_id}  {cause}",
-                        soft_wrap=True,
-                    )
-
-                return execute(
-                    sweep,
-                    device=device,
-                    on_start=progress.start,
-                    on_result=progress.advance,
-                    backend=backend,
-                    on_retry=on_retry,
-                )
-    except (ExecutorError, ResultsError) as exc:
+        yield
+    except SpecError as exc:
+        _console(stderr=True).print(str(exc), markup=False, soft_wrap=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except (DataError, ExecutorError, ResultsError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
+        if sweep is None or sweep.folder is None:
+            raise
         _console(stderr=True).print(
-            f"\ninterrupted: finished runs are kept in {sweep.experiment_dir}; "
+            f"\ninterrupted: finished runs are kept in {sweep.folder}; "
             "run the same command again to do only what is missing.",
             soft_wrap=True,
         )
         sys.exit(EXIT_INTERRUPTED)
 
 
-def _check_data(spec_path: str, loaded: Any) -> None:
-    """Load the sweep's data once: exit 2 on missing or corrupt data, and on a batch size
-    larger than a training set (located like any spec error), before anything is written."""
-    from initbench.config.spec import SpecError
-    from initbench.data import DataError
-    from initbench.run.runner import check_data
-
-    try:
-        check_data(loaded)
-    except DataError as exc:
-        _fail(f"{spec_path}: data: {exc}")
-    except SpecError as exc:
-        _console(stderr=True).print(str(exc), markup=False, soft_wrap=True)
-        sys.exit(EXIT_BAD_INPUT)
-
-
-def _plan(loaded: Any, out: Path, force: bool) -> Any:
-    """The sweep's plan, after checking the results folder (exit 2 if bad)."""
-    from initbench.results.store import ResultsError
-    from initbench.run.runner import plan
-
-    try:
-        sweep = plan(loaded, out, force)
-    except ResultsError as exc:
-        _fail(str(exc))
-    return sweep
-
-
-def _confirm_size(sweep: Any, yes: bool) -> None:
+def _confirm_size(todo: Sequence[Any], yes: bool) -> None:
     """Ask before a sweep of more than LARGE_SWEEP runs (refuse without a terminal)."""
-    if len(sweep.todo) <= LARGE_SWEEP or yes:
+    if len(todo) <= LARGE_SWEEP or yes:
         return
-    steps = sum(run.train.steps for run in sweep.todo)
+    steps = sum(run.train.steps for run in todo)
     hours = steps * SECONDS_PER_STEP / 3600
     message = (
-        f"{len(sweep.todo)} runs to do, {steps:,} optimizer steps in all "
+        f"{len(todo)} runs to do, {steps:,} optimizer steps in all "
         f"(~{hours:.1f} h at {SECONDS_PER_STEP * 1e3:.0f} ms/step, a depth-30 width-128 mlp "
         "on 2 cores)"
     )
@@ -503,25 +432,25 @@ def theory_cmd(
     fmt: str,
 ) -> None:
     """Mean-field prediction of per-layer variance at initialisation, without training."""
-    from initbench import theory
+    from initbench import api
+    from initbench.theory import TheoryError, render
 
     try:
-        text = theory.theory_text(
+        prediction = api.prediction(
             activation,
             init,
             depth,
             width,
-            arch=arch,
+            arch,
             q1=q1,
             sigma_b2=sigma_b2,
             batchnorm=batchnorm,
             recurrent_init=recurrent_init,
             padding_correction=padding_correction,
-            fmt=fmt,
         )
-    except theory.TheoryError as exc:
+    except TheoryError as exc:
         _fail(str(exc))
-    click.echo(text, nl=False)
+    click.echo(render(prediction, fmt), nl=False)
 
 
 @main.group()

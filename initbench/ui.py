@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -17,9 +19,10 @@ from rich.progress import (
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from initbench.api import Hooks, Outcome
     from initbench.config.spec import RunConfig
     from initbench.results.schema import RunResult
-    from initbench.run.runner import SweepReport
+    from initbench.run.runner import Plan
 
 STATUS_STYLE = {"ok": "green", "diverged": "yellow", "failed": "red"}
 
@@ -81,24 +84,81 @@ class SweepProgress:
         self.progress.advance(self.task)
 
 
-def _skipped_text(report: SweepReport) -> str:
+class CliSweep:
+    """The command line's view of a sweep (:class:`initbench.api.Hooks`): the size check,
+    the header line, the executor's description, the progress bar and retries."""
+
+    def __init__(
+        self,
+        console: Console,
+        yes: bool,
+        confirm: Callable[[Sequence[Any], bool], None],
+        retries: int,
+    ) -> None:
+        self.console, self.yes, self.confirm, self.retries = console, yes, confirm, retries
+        self.folder: Path | None = None  # the experiment folder, once planned
+        self.grid_keys: tuple[str, ...] = ()
+        self.progress: SweepProgress | None = None
+
+    def hooks(self) -> Hooks:
+        """The hooks that make :func:`initbench.api.run` report to this view."""
+        from initbench.api import Hooks
+
+        return Hooks(self.planned, self.opened, self.started, self.finished, self.retrying)
+
+    def planned(self, plan: Plan) -> None:
+        """Ask before a large sweep, then say what it will do."""
+        self.confirm(plan.todo, self.yes)
+        self.folder, self.grid_keys = plan.experiment_dir, plan.spec.grid_keys
+        self.console.print(
+            f"[bold]{plan.spec.name}[/]: {len(plan.spec.runs)} runs, "
+            f"{len(plan.done)} already complete, {len(plan.todo)} to run → {self.folder}"
+        )
+
+    def opened(self, description: str) -> SweepProgress:
+        """Say where the runs go (if not the local default); the progress bar."""
+        if description:
+            self.console.print(description, soft_wrap=True)
+        self.progress = SweepProgress(self.console, self.grid_keys)
+        return self.progress
+
+    def started(self, total: int) -> None:
+        """Begin the progress bar."""
+        assert self.progress is not None
+        self.progress.start(total)
+
+    def finished(self, run: RunConfig, result: RunResult) -> None:
+        """One line per finished run."""
+        assert self.progress is not None
+        self.progress.advance(run, result)
+
+    def retrying(self, run: RunConfig, attempt: int, cause: str) -> None:
+        """A run lost with its worker is resubmitted."""
+        assert self.progress is not None
+        self.progress.progress.console.print(
+            f"[yellow]retry {attempt}/{self.retries}[/] {run.run_id}  {cause}", soft_wrap=True
+        )
+
+
+def _skipped_text(outcome: Outcome) -> str:
     """Skipped complete runs, with their stored statuses where some did not go ok."""
-    bad = [(s, report.skipped_counts[s]) for s in ("diverged", "failed")]
-    shown = ", ".join(f"{n} {status}" for status, n in bad if n)
-    return f"{report.skipped} ({shown})" if shown else str(report.skipped)
+    stored = outcome.counts(skipped=True)
+    shown = ", ".join(f"{stored[s]} {s}" for s in ("diverged", "failed") if stored[s])
+    return f"{len(outcome.skipped)} ({shown})" if shown else str(len(outcome.skipped))
 
 
-def print_sweep_summary(console: Console, report: SweepReport) -> None:
+def print_sweep_summary(console: Console, outcome: Outcome) -> None:
     """Status counts and wall time of a finished sweep."""
     table = Table(title="sweep summary", show_header=True)
     for column in ("ok", "diverged", "failed", "skipped (complete)", "wall time"):
         table.add_column(column, justify="right")
+    counts = outcome.counts()
     table.add_row(
-        str(report.counts["ok"]),
-        str(report.counts["diverged"]),
-        str(report.counts["failed"]),
-        _skipped_text(report),
-        f"{report.seconds:.1f} s",
+        str(counts["ok"]),
+        str(counts["diverged"]),
+        str(counts["failed"]),
+        _skipped_text(outcome),
+        f"{outcome.seconds:.1f} s",
     )
     console.print(table)
 

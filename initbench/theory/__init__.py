@@ -60,7 +60,7 @@ from initbench.theory.meanfield import (
     iterate_limit,
 )
 from initbench.theory.model import TheoryError, model_section
-from initbench.theory.prediction import Prediction, predict, rnn_input_drive
+from initbench.theory.prediction import Prediction, predict, predict_for, rnn_input_drive
 from initbench.theory.propagation import (
     COLUMN_HELP,
     COLUMNS,
@@ -103,6 +103,7 @@ __all__ = [
     "model_section",
     "numpy_activation",
     "predict",
+    "predict_for",
     "profile_rows",
     "propagate_feedforward",
     "propagate_rnn",

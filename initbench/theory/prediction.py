@@ -187,3 +187,37 @@ def rnn_input_drive(config: Mapping[str, Any], q_layer1: Sequence[float]) -> Arr
     drive = q.copy()
     drive[1:] -= geo.sigma_rec2 * np.array([gaussian_moments(act, v)[1] for v in q[:-1]])
     return np.maximum(drive, 1e-12 * q)
+
+
+def predict_for(
+    activation: str | Mapping[str, Any],
+    init: str | Mapping[str, Any],
+    depth: int,
+    width: int,
+    arch: str = "mlp",
+    *,
+    q1: float | Sequence[float] | None = None,
+    sigma_b2: float = 0.0,
+    batchnorm: bool = False,
+    recurrent_init: str | Mapping[str, Any] | None = None,
+    padding_correction: bool = True,
+) -> Prediction:
+    """:func:`predict` from separate arguments (``initbench theory``'s options and
+    ``initbench.api.theory``'s); a bad argument is a TheoryError, with the registries'
+    "did you mean"."""
+    from pydantic import ValidationError
+
+    from initbench.config.registry import UnknownNameError
+
+    if depth < 1 or width < 1:
+        raise TheoryError(f"depth and width must be >= 1, got {depth} and {width}")
+    if recurrent_init is not None and arch != "rnn":
+        raise TheoryError(f"recurrent_init applies only to arch rnn (this is {arch})")
+    model = dict(arch=arch, depth=depth, width=width, activation=activation, init=init)
+    model.update(recurrent_init=recurrent_init, batchnorm=batchnorm)
+    try:
+        return predict(model, q1, sigma_b2=sigma_b2, padding_correction=padding_correction)
+    except UnknownNameError as exc:
+        raise TheoryError(exc.message) from None
+    except ValidationError as exc:
+        raise TheoryError(str(exc)) from None

@@ -8,11 +8,9 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import ValidationError
 
-from initbench.config.registry import UnknownNameError
 from initbench.theory.model import TheoryError, split_ref
-from initbench.theory.prediction import Prediction, predict
+from initbench.theory.prediction import Prediction, predict_for
 from initbench.theory.propagation import COLUMN_HELP
 
 if TYPE_CHECKING:
@@ -97,32 +95,10 @@ def theory_text(
     depth: int,
     width: int,
     arch: str = "mlp",
-    q1: float | None = None,
-    sigma_b2: float = 0.0,
-    batchnorm: bool = False,
-    recurrent_init: str | Mapping[str, Any] | None = None,
-    padding_correction: bool = True,
     fmt: str = "terminal",
+    **options: Any,
 ) -> str:
     """What `initbench theory` prints: the predicted per-layer table, without training.
-    Raises TheoryError (with the registries' "did you mean") for any bad argument."""
-    if depth < 1 or width < 1:
-        raise TheoryError(f"depth and width must be >= 1, got {depth} and {width}")
-    if recurrent_init is not None and arch != "rnn":
-        raise TheoryError(f"recurrent_init applies only to arch rnn (this is {arch})")
-    model = {
-        "arch": arch,
-        "depth": depth,
-        "width": width,
-        "activation": activation,
-        "init": init,
-        "recurrent_init": recurrent_init,
-        "batchnorm": batchnorm,
-    }
-    try:
-        pred = predict(model, q1, sigma_b2=sigma_b2, padding_correction=padding_correction)
-    except UnknownNameError as exc:
-        raise TheoryError(exc.message) from None
-    except ValidationError as exc:
-        raise TheoryError(str(exc)) from None
-    return render(pred, fmt)
+    ``options``: those of :func:`predict_for`. Raises TheoryError (with the registries'
+    "did you mean") for any bad argument."""
+    return render(predict_for(activation, init, depth, width, arch, **options), fmt)
