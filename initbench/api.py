@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -169,22 +170,27 @@ def run(
         from initbench.run.executors import prestart_workers
 
         prestart_workers()  # the workers import torch while this process plans
-    sweep = _plan(validate(spec, overrides), Path(out), force)
+    _check_device(device)
+    sweep = _plan(validate(spec, overrides, parallel=_parallel(executor)), Path(out), force)
     hooks.planned(sweep)
     return _execute(sweep, executor, device, hooks)
 
 
-def validate(spec: str | Path | Spec, overrides: Iterable[str] = ()) -> Spec:
+def validate(
+    spec: str | Path | Spec, overrides: Iterable[str] = (), *, parallel: int | None = 1
+) -> Spec:
     """Read and check ``spec`` as ``initbench validate`` does, writing nothing: the spec
-    itself, each initializer against its weights, the data (loaded once per dataset) and
-    every batch size. Returns the Spec; ``spec.runs`` are the resolved run configs.
+    itself, each initializer against its weights, the data (loaded once per dataset),
+    every batch size, and that ``parallel`` of its largest runs fit in this machine's
+    memory (None: the runs go to other machines, not checked). Returns the Spec;
+    ``spec.runs`` are the resolved run configs.
 
     Raises SpecError (every problem, each located at its line, grid value or override)
     or DataError (the data files are missing or corrupt). ``overrides`` apply to a spec
     file only: a Spec passed in is already resolved (ValueError)."""
     from initbench.config.spec import Spec, load_spec
     from initbench.data import DataError
-    from initbench.run.runner import check_data, check_initializers
+    from initbench.run.runner import check_data, check_initializers, check_memory
 
     overrides = [overrides] if isinstance(overrides, str) else list(overrides)
     if isinstance(spec, Spec):
@@ -198,6 +204,8 @@ def validate(spec: str | Path | Spec, overrides: Iterable[str] = ()) -> Spec:
     else:
         raise TypeError(f"spec: expected a path or a Spec, got {type(spec).__name__}")
     check_initializers(loaded)
+    if parallel is not None:
+        check_memory(loaded, parallel)
     try:
         check_data(loaded)
     except DataError as exc:
@@ -225,6 +233,32 @@ def _executor_options(workers: int | None, options: Mapping[str, Any]) -> Execut
     executor = ExecutorOptions(**given)
     check_options(executor, given)
     return executor
+
+
+def _parallel(executor: ExecutorOptions) -> int | None:
+    """Runs this machine holds at once; None where they run elsewhere (a Dask scheduler
+    given by address, Slurm jobs)."""
+    if executor.executor == "slurm" or executor.scheduler:
+        return None
+    if executor.executor == "local":
+        return executor.workers or 1
+    return executor.workers or max(1, (os.cpu_count() or 1) // executor.cpus_per_run)
+
+
+def _check_device(device: str) -> None:
+    """ExecutorError, before anything is written, for a device that is not there."""
+    from initbench.run.executors import ExecutorError
+
+    if device not in ("cpu", "cuda", "auto"):
+        raise ExecutorError(f"--device must be cpu, cuda or auto, got {device!r}")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ExecutorError(
+                f"--device cuda: torch {torch.__version__} sees no CUDA device here; "
+                "use --device cpu, or --device auto (CUDA where there is one, else the CPU)"
+            )
 
 
 def _refuse_unknown(function: str, given: Mapping[str, Any], known: Sequence[str]) -> None:

@@ -63,6 +63,7 @@ _SET_HELP = "Override a spec key, e.g. --set train.steps=20 (repeatable; value p
 def validate(spec: str, overrides: tuple[str, ...]) -> None:
     """Check SPEC without running it: print the runs it expands to."""
     from initbench import api
+    from initbench.run.runner import largest_run
 
     with _exit_on_errors():
         loaded = api.validate(spec, overrides)
@@ -71,6 +72,8 @@ def validate(spec: str, overrides: tuple[str, ...]) -> None:
     console.print(f"{spec}: ok — experiment [bold]{loaded.name}[/], {runs}")
     if loaded.grid_keys:
         console.print(f"grid: {', '.join(loaded.grid_keys)}")
+    run_, needed = largest_run(loaded)
+    console.print(f"memory: up to {needed.describe()} per run ({run_.run_id})", soft_wrap=True)
 
 
 _EXECUTOR_HELP = (

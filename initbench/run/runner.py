@@ -11,6 +11,7 @@ is missing.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Generator
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from initbench.config import geometry
+from initbench.config.memory import MemoryEstimate, estimate, human
 from initbench.config.spec import Problem, RunConfig, Spec, SpecError
 from initbench.results import schema, store
 from initbench.run.executors import Backend, InProcess, OnRetry, local_backend
@@ -102,6 +104,47 @@ def check_data(spec: Spec) -> None:
             problems.append(batch_problem(spec, run, sizes[key]))
     if problems:
         raise SpecError(spec.source, problems)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can give new processes now (Linux: MemAvailable),
+    else its free physical memory; None where neither can be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def largest_run(spec: Spec) -> tuple[RunConfig, MemoryEstimate]:
+    """The run of the sweep that needs the most memory, and its estimate."""
+    estimates = [(run, estimate(run.as_dict())) for run in spec.runs]
+    return max(estimates, key=lambda pair: pair[1].total)
+
+
+def check_memory(spec: Spec, parallel: int = 1, available: int | None = None) -> None:
+    """Raise SpecError, with the estimate and the limit, when ``parallel`` of the sweep's
+    largest runs would not fit in this machine's available memory (nothing is checked
+    where that cannot be read)."""
+    available = available_memory() if available is None else available
+    if available is None:
+        return
+    run, needed = largest_run(spec)
+    parallel = max(1, min(parallel, len(spec.runs)))
+    if needed.total * parallel <= available:
+        return
+    times = f" x {parallel} runs in parallel" if parallel > 1 else ""
+    message = (
+        f"needs about {needed.describe()} per run{times}, more than the {human(available)} "
+        "of memory this machine has available"
+    )
+    raise SpecError(spec.source, [spec.problem(run, "model", message)])
 
 
 def batch_problem(spec: Spec, run: RunConfig, n_train: int) -> Problem:
