@@ -119,6 +119,14 @@ class Outcome:
         """Runs of this sweep that raised (see ``errors``) or whose worker was lost."""
         return self.runs("failed")
 
+    @property
+    def lost(self) -> tuple[str, ...]:
+        """Runs of this sweep recorded failed because their worker process died at every
+        attempt (killed for memory, say), not because training failed."""
+        from initbench.run.executors import WORKER_LOST
+
+        return tuple(r for r, e in self.errors.items() if e.startswith(WORKER_LOST))
+
     def counts(self, skipped: bool = False) -> Counter[str]:
         """Runs per status: this sweep's, or (``skipped``) the skipped runs' stored ones."""
         return Counter((self.skipped if skipped else self.statuses).values())

@@ -10,6 +10,8 @@ import atexit
 import contextlib
 import functools
 import gc
+import os
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -19,16 +21,72 @@ import click
 from click.core import ParameterSource
 
 EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
+EXIT_LOST = 1  # runs lost with their worker process (or --strict: runs failed or diverged)
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, as shells report Ctrl-C
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143: timeout, scancel, docker stop
 LARGE_SWEEP = 1000  # runs; more asks for confirmation (or --yes)
 SECONDS_PER_STEP = 0.015  # measured: depth-30 width-128 mlp step on 2 cores, for the estimate
 LIST_TOPICS = ("initializers", "activations", "datasets", "architectures", "optimizers", "metrics")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is (finished runs kept, workers stopped) but exiting 143."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+class _Pipe:
+    """Standard output that outlives its reader: once a pipe's reader is gone
+    (``initbench run ... | head -1``), the rest of the output is dropped and the sweep
+    goes on, instead of stopping at the next line with a BrokenPipeError."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self._drop()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self._drop()
+
+    def _drop(self) -> None:
+        # the fd itself too, so that the interpreter's final flush at exit is quiet
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self.stream.fileno())
+        os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    return Console(file=sys.stderr if stderr else _Pipe(sys.stdout), highlight=False)
+
+
+class _Group(click.Group):
+    """The command group: SIGTERM handled like Ctrl-C, and an interrupt at any moment
+    (even while torch is imported) exits 130 (143 for SIGTERM) with a message, not click's
+    'Aborted!' and 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        signal.signal(signal.SIGTERM, _terminate)
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, Terminated)
+            _console(stderr=True).print("\nterminated" if terminated else "\ninterrupted")
+            sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
 
 
 def _fail(message: str) -> None:
@@ -39,7 +97,7 @@ def _fail(message: str) -> None:
     sys.exit(EXIT_BAD_INPUT)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="initbench")
 def main() -> None:
     """initbench: which weight initialisation keeps a network trainable, measured."""
@@ -201,6 +259,13 @@ def run(
             **given,
         )
     print_sweep_summary(console, outcome)
+    if outcome.lost:
+        _console(stderr=True).print(
+            f"{len(outcome.lost)} run(s) lost their worker at every attempt and are recorded "
+            f"failed: {', '.join(outcome.lost)}; see their error, and redo them with --force",
+            soft_wrap=True,
+        )
+        sys.exit(EXIT_LOST)
     if strict and outcome.unsuccessful():
         _strict_exit(outcome)
 
@@ -218,7 +283,7 @@ def _strict_exit(outcome: Any) -> None:
     _console(stderr=True).print(
         f"--strict: {total} run(s) failed or diverged{among}", markup=False, soft_wrap=True
     )
-    sys.exit(1)
+    sys.exit(EXIT_LOST)
 
 
 @contextlib.contextmanager
@@ -237,15 +302,16 @@ def _exit_on_errors(sweep: Any = None) -> Iterator[None]:
         sys.exit(EXIT_BAD_INPUT)
     except (DataError, ExecutorError, ResultsError) as exc:
         _fail(str(exc))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if sweep is None or sweep.folder is None:
             raise
+        terminated = isinstance(exc, Terminated)
         _console(stderr=True).print(
-            f"\ninterrupted: finished runs are kept in {sweep.folder}; "
-            "run the same command again to do only what is missing.",
+            f"\n{'terminated' if terminated else 'interrupted'}: finished runs are kept in "
+            f"{sweep.folder}; run the same command again to do only what is missing.",
             soft_wrap=True,
         )
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
 
 
 def _confirm_size(todo: Sequence[Any], yes: bool) -> None:

@@ -34,36 +34,24 @@ def _runs(out: Path) -> list[Path]:
     return sorted(p for p in runs.iterdir() if not p.name.startswith(".")) if runs.is_dir() else []
 
 
-# Loaded by the child interpreter (sitecustomize): every run after the first waits until
-# the gate file exists, so a signal sent after the first run finds the sweep mid-way
-# however fast the machine is.
-GATE_HOOK = """
-import os, time
-import initbench.run.train as train
-
-_execute_run, _calls = train.execute_run, []
-
-def execute_run(*args, **kwargs):
-    _calls.append(1)
-    while len(_calls) > 1 and not os.path.exists(os.environ["INITBENCH_TEST_GATE"]):
-        time.sleep(0.01)
-    return _execute_run(*args, **kwargs)
-
-train.execute_run = execute_run
-"""
+HOOKS = Path(__file__).with_name("child_hooks")  # a sitecustomize for the child
 
 
-def _start(spec: Path, out: Path) -> subprocess.Popen[str]:
-    """The CLI in a child process whose second run waits for ``<out>.gate`` to exist."""
-    hook = out.parent / "gate_hook"
-    hook.mkdir(exist_ok=True)
-    (hook / "sitecustomize.py").write_text(GATE_HOOK)
-    command = [sys.executable, "-m", "initbench.cli", "run", str(spec), "--out", str(out)]
-    path = os.pathsep.join([str(hook), *sys.path])
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
-    env["INITBENCH_TEST_GATE"] = str(out.parent / "gate")
+def _start(spec: Path, out: Path, *args: str, **env: str) -> subprocess.Popen[str]:
+    """The CLI in a child process (its own session) whose second run waits for
+    ``<out>.gate`` to exist; ``env``: more of the hooks' variables (child_hooks)."""
+    command = [sys.executable, "-m", "initbench.cli", "run", str(spec), "--out", str(out), *args]
+    path = os.pathsep.join([str(HOOKS), *sys.path])
+    gate = str(out.parent / "gate")
+    environ = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+    environ.update(INITBENCH_TEST_GATE=gate, **env)
     return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=environ,
+        start_new_session=True,
     )
 
 

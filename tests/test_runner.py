@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from initbench.config.spec import build_spec
-from initbench.run.executors import InProcess, ProcessPool
+from initbench.run.executors import InProcess, LocalProcesses
 from initbench.run.runner import _results, estimated_cost, largest_first, plan
 
 SPEC = {
@@ -34,14 +34,14 @@ def test_parallel_backends_get_the_runs_longest_first(tmp_path) -> None:
     assert costs == sorted(costs, reverse=True)
     assert sorted(r.run_id for r in ordered) == sorted(r.run_id for r in runs)
 
-    class Recording(ProcessPool):
+    class Recording(LocalProcesses):
         def results(self, runs, experiment, device, on_retry):
             seen.extend(runs)
             yield from ()
 
     sweep = plan(build_spec(SPEC, "order.yaml", ""), tmp_path)
     seen: list = []
-    list(_results(sweep, Recording(2, 1), "cpu", lambda *a: None))
+    list(_results(sweep, Recording(2, 1, 0), "cpu", lambda *a: None))
     assert [r.run_id for r in seen] == [r.run_id for r in ordered]
     assert [r.run_id for r in ordered] != [r.run_id for r in sweep.todo]  # a real reordering
     seen.clear()

@@ -2,7 +2,7 @@
 
 Every executor calls the same top-level function, :func:`initbench.run.train.execute_run`, on a
 plain resolved-config dict, and hands the RunResult back to the driver, which alone writes
-results (see :mod:`initbench.run.runner`). The process pool and Dask share one loop
+results (see :mod:`initbench.run.runner`). Local worker processes and Dask share one loop
 (:func:`stream`) over standard ``concurrent.futures`` futures (Dask's through
 ``Client.get_executor()``): results are yielded as they finish, a run lost with its worker
 is resubmitted up to ``retries`` times and then yielded as ``failed`` with the cause.
@@ -26,10 +26,8 @@ from concurrent.futures import (
     CancelledError,
     Executor,
     Future,
-    ProcessPoolExecutor,
     wait,
 )
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -47,7 +45,7 @@ OPTION_EXECUTORS: Final[dict[str, tuple[str, ...]]] = {
     "threads": ("local",),
     "scheduler": ("dask",),
     "cpus_per_run": ("dask", "slurm"),
-    "retries": ("dask", "slurm"),
+    "retries": ("local", "dask", "slurm"),
     "jobs": ("slurm",),
     "partition": ("slurm",),
     "walltime": ("slurm",),
@@ -65,6 +63,7 @@ SCHEDULER_CONFIG: Final[dict[str, Any]] = {
 
 _WALLTIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")  # the forms sbatch --time accepts
 
+WORKER_LOST: Final = "worker lost"  # how the error of a run lost with its worker begins
 RunPair = tuple[RunConfig, schema.RunResult]
 OnRetry = Callable[[RunConfig, int, str], None]  # run, attempt number (1 = first retry), cause
 
@@ -226,7 +225,7 @@ def _settle(
     try:
         return future.result(), ""
     except lost as exc:
-        cause = f"worker lost{_times(attempt)}: {_cause(exc)}"
+        cause = f"{WORKER_LOST}{_times(attempt)}: {_cause(exc)}"
         return (failed_result(run, experiment, cause) if attempt >= retries else None), cause
     except Exception as exc:  # the task could not run there; retrying would not help
         return failed_result(run, experiment, f"error on the worker: {_cause(exc)}"), ""
@@ -292,18 +291,15 @@ def prestart_workers() -> None:
     forkserver.ensure_running()
 
 
-def _worker_init(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 @dataclass(frozen=True)
-class ProcessPool:
-    """A local process pool (forkserver, else spawn: never fork after torch has run)."""
+class LocalProcesses:
+    """Runs in local worker processes, ``workers`` at a time, each run in a process of its
+    own (:mod:`initbench.run.processes`): a run lost with its process is resubmitted up to
+    ``retries`` times, and the others go on."""
 
     workers: int
     threads: int
+    retries: int
 
     def describe(self) -> str:
         """Nothing to say: the default."""
@@ -312,33 +308,26 @@ class ProcessPool:
     def results(
         self, runs: tuple[RunConfig, ...], experiment: str, device: str, on_retry: OnRetry
     ) -> Generator[RunPair, None, None]:
-        """Execute ``runs`` in the pool; a dead worker breaks the pool, so no retries."""
+        """Execute ``runs`` in worker processes; closing the generator (Ctrl-C, SIGTERM, an
+        early stop) terminates the runs in flight."""
+        from initbench.run.processes import RunProcesses, WorkerLost, context
         from initbench.run.train import execute_run
 
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-        pool = ProcessPoolExecutor(
-            self.workers, mp_context=context, initializer=_worker_init, initargs=(self.threads,)
-        )
+        pool = RunProcesses(self.workers, execute_run, context())
 
         def submit(run: RunConfig, attempt: int) -> Future[schema.RunResult]:
-            return pool.submit(execute_run, run.as_dict(), experiment, device, self.threads)
+            return pool.submit(run.as_dict(), experiment, device, self.threads)
 
         try:
-            yield from stream(submit, runs, experiment, 0, (BrokenProcessPool,), on_retry)
-        except BaseException:  # Ctrl-C or the consumer stopped: abandon the runs in flight
-            processes = list((getattr(pool, "_processes", None) or {}).values())
-            pool.shutdown(wait=False, cancel_futures=True)
-            for process in processes:
-                process.terminate()
-            raise
-        pool.shutdown(wait=True)
+            yield from stream(submit, runs, experiment, self.retries, (WorkerLost,), on_retry)
+        finally:
+            pool.shutdown()
 
 
-def local_backend(workers: int, threads: int | None, runs: int) -> Backend:
-    """The default: a process pool for several workers and runs, else this process."""
+def local_backend(workers: int, threads: int | None, runs: int, retries: int) -> Backend:
+    """The default: worker processes for several workers and runs, else this process."""
     if workers > 1 and runs > 1:
-        return ProcessPool(workers, threads or max(1, (os.cpu_count() or 1) // workers))
+        return LocalProcesses(workers, threads or max(1, (os.cpu_count() or 1) // workers), retries)
     return InProcess(threads)
 
 
@@ -407,7 +396,7 @@ def open_backend(options: ExecutorOptions, runs: int) -> Iterator[Backend]:
     out of reach, no sbatch). Starts no cluster when there is nothing to run."""
     check_options(options)
     if options.executor == "local":
-        yield local_backend(options.workers or 1, options.threads, runs)
+        yield local_backend(options.workers or 1, options.threads, runs, options.retries)
         return
     if runs == 0:
         yield InProcess()

@@ -23,7 +23,13 @@ from initbench.config import geometry
 from initbench.config.memory import MemoryEstimate, estimate, human
 from initbench.config.spec import Problem, RunConfig, Spec, SpecError
 from initbench.results import schema, store
-from initbench.run.executors import Backend, InProcess, OnRetry, local_backend
+from initbench.run.executors import (
+    Backend,
+    ExecutorOptions,
+    InProcess,
+    OnRetry,
+    local_backend,
+)
 
 
 @dataclass(frozen=True)
@@ -211,7 +217,7 @@ def execute(
             _write(report, lambda: store.write_spec(exp_dir, spec.text, spec.overrides))
         on_start(len(sweep.todo))
         if backend is None:
-            backend = local_backend(workers, threads, len(sweep.todo))
+            backend = local_backend(workers, threads, len(sweep.todo), ExecutorOptions.retries)
         results = _results(sweep, backend, device, on_retry)
         try:
             for run, result in results:
