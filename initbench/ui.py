@@ -18,6 +18,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from initbench.results.schema import QUARANTINE_DIR
+
 if TYPE_CHECKING:
     from initbench.api import Hooks, Outcome
     from initbench.config.spec import RunConfig
@@ -110,6 +112,14 @@ class CliSweep:
         """Ask before a large sweep, then say what it will do."""
         self.confirm(plan.todo, self.yes)
         self.folder, self.grid_keys = plan.experiment_dir, plan.spec.grid_keys
+        if plan.broken:
+            where = plan.experiment_dir / QUARANTINE_DIR
+            lines = [f"  {run_id}: {why}" for run_id, why in plan.broken.items()]
+            self.console.print(
+                f"[yellow]{len(plan.broken)} complete run(s) cannot be read; moving them into "
+                f"{where} and redoing them:[/]\n" + "\n".join(lines),
+                soft_wrap=True,
+            )
         self.console.print(
             f"[bold]{plan.spec.name}[/]: {len(plan.spec.runs)} runs, "
             f"{len(plan.done)} already complete, {len(plan.todo)} to run → {self.folder}"

@@ -11,6 +11,8 @@ Layout::
     <out>/<experiment>/runs/<run_id>/layers.parquet  long table (LAYER_COLUMNS)
     <out>/<experiment>/runs/<run_id>/curves.parquet  long table (CURVE_COLUMNS)
     <out>/<experiment>/runs/<run_id>/summary.json    written last (SUMMARY_KEYS)
+    <out>/<experiment>/quarantine/<run_id>/          a run found unreadable on resume, moved
+                                                     aside with reason.txt, and redone
 
 A run directory is built under a temporary name and renamed into place, so a
 directory named ``<run_id>`` always holds a complete run.
@@ -35,6 +37,9 @@ LAYERS_FILE: Final = "layers.parquet"
 CURVES_FILE: Final = "curves.parquet"
 SUMMARY_FILE: Final = "summary.json"
 TMP_PREFIX: Final = ".tmp-"
+# Complete-looking runs found broken on resume are moved here (with a REASON_FILE) and redone.
+QUARANTINE_DIR: Final = "quarantine"
+REASON_FILE: Final = "reason.txt"
 LOCK_FILE: Final = ".initbench.lock"  # held (flock) by the one process writing the folder
 
 Status = Literal["ok", "diverged", "failed"]

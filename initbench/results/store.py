@@ -30,6 +30,10 @@ class ResultsError(Exception):
     """A results folder that cannot be read or written as asked."""
 
 
+class NewerFormatError(ResultsError):
+    """Results written by a newer initbench: not broken, just not readable by this one."""
+
+
 class ResultsLockedError(ResultsError):
     """Another process is writing to the same experiment folder."""
 
@@ -79,7 +83,13 @@ _OVERRIDES_HEADER = (
     "# trained runs into this folder, in order; each run's config.json is what it ran\n"
 )
 
-_EXPERIMENT_ENTRIES = {schema.SPEC_FILE, schema.OVERRIDES_FILE, schema.RUNS_DIR, schema.LOCK_FILE}
+_EXPERIMENT_ENTRIES = {
+    schema.SPEC_FILE,
+    schema.OVERRIDES_FILE,
+    schema.RUNS_DIR,
+    schema.LOCK_FILE,
+    schema.QUARANTINE_DIR,
+}
 
 
 def check_experiment_folder(exp_dir: Path) -> None:
@@ -234,6 +244,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ResultsError(f"{path}: cannot read JSON ({exc})") from exc
+    except RecursionError:
+        raise ResultsError(f"{path}: cannot read JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise ResultsError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
@@ -249,7 +261,7 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
             f"(expected an integer <= {schema.FORMAT_VERSION})"
         )
     if version > schema.FORMAT_VERSION:
-        raise ResultsError(
+        raise NewerFormatError(
             f"{run_dir / schema.SUMMARY_FILE}: results format version {version!r} is newer than "
             f"this initbench reads ({schema.FORMAT_VERSION}); upgrade initbench"
         )
@@ -293,14 +305,14 @@ class Experiment:
     def grid(self) -> dict[str, list[Any]]:
         """The grid of the stored spec.yaml with the stored overrides applied, in its key
         and value order (empty when the spec cannot be read: it orders, never stops)."""
-        import yaml
-
         from initbench.config.spec import SpecError, apply_overrides
+        from initbench.config.yamlfile import load_checked
 
+        path = self.path / schema.SPEC_FILE
         try:
-            data = yaml.safe_load((self.path / schema.SPEC_FILE).read_text(encoding="utf-8"))
+            data, _ = load_checked(path.read_text(encoding="utf-8"), str(path))
             data = apply_overrides(data, self.overrides) if isinstance(data, dict) else data
-        except (OSError, UnicodeDecodeError, yaml.YAMLError, SpecError):
+        except (OSError, UnicodeDecodeError, SpecError):
             return {}
         grid = data.get("grid") if isinstance(data, dict) else None
         if not isinstance(grid, dict):
@@ -324,6 +336,8 @@ def _run_dirs(exp_dir: Path) -> tuple[list[Path], list[str]]:
 def _read_table(path: Path) -> Any:
     import pyarrow.parquet as pq
 
+    if not path.is_file():  # pyarrow would read a folder as a dataset of its files
+        raise ResultsError(f"{path}: missing, or not a file")
     try:
         return pq.read_table(path).to_pandas()
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
@@ -343,9 +357,9 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], Any, Any]:
     """One complete run as (runs-table row, layers frame, curves frame), each frame with a
     ``run_id`` column; raises ResultsError naming the file that cannot be read."""
     summary = read_summary(run_dir)
-    config = summary.get("config", {})
+    config = summary.get("config")
     if not isinstance(config, Mapping):
-        raise ResultsError(f"{run_dir / schema.SUMMARY_FILE}: 'config' is not a mapping")
+        raise ResultsError(f"{run_dir / schema.SUMMARY_FILE}: no 'config' mapping")
     # nested summary keys (diverged_at, versions) become dotted columns like the config's
     row = flatten({k: v for k, v in summary.items() if k != "config"})
     row.update(flatten(config, "config."))

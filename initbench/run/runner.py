@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 from initbench.config import geometry
 from initbench.config.memory import MemoryEstimate, estimate, human
 from initbench.config.spec import Problem, RunConfig, Spec, SpecError
-from initbench.results import schema, store
+from initbench.results import schema, store, verify
 from initbench.run.executors import (
     Backend,
     ExecutorOptions,
@@ -41,6 +41,7 @@ class Plan:
     todo: tuple[RunConfig, ...]
     done: tuple[str, ...]
     done_statuses: tuple[str, ...] = ()  # stored status of each run in ``done``
+    broken: Mapping[str, str] = field(default_factory=dict)  # run id -> why; redone
 
 
 @dataclass
@@ -166,17 +167,29 @@ def batch_problem(spec: Spec, run: RunConfig, n_train: int) -> Problem:
 def plan(spec: Spec, out: Path, force: bool = False) -> Plan:
     """Decide which runs to execute; complete runs are skipped unless ``force``.
 
-    Reads only: raises ResultsError for a folder that is not an initbench experiment, or
-    a complete run this version cannot read (a newer results format, a corrupt summary).
+    Reads only. A complete run that cannot be read (a truncated table, a garbage summary)
+    is planned to be moved aside (:func:`initbench.results.verify.quarantine`) and redone.
+    Raises ResultsError for a folder that is not an initbench experiment, or a run stored
+    by a newer version of the results format.
     """
     exp_dir = out / spec.name
     store.check_experiment_folder(exp_dir)
-    done = [] if force else [r.run_id for r in spec.runs if store.is_complete(exp_dir, r.run_id)]
+    complete = (
+        [] if force else [r.run_id for r in spec.runs if store.is_complete(exp_dir, r.run_id)]
+    )
+    broken = {}
+    for run_id in complete:
+        problem = verify.run_problem(store.run_path(exp_dir, run_id))
+        if problem and "is newer than this initbench reads" in problem:
+            raise store.ResultsError(problem)
+        if problem:
+            broken[run_id] = problem
+    done = [run_id for run_id in complete if run_id not in broken]
     statuses = [
         str(store.read_summary(store.run_path(exp_dir, run_id)).get("status")) for run_id in done
     ]
     todo = tuple(r for r in spec.runs if r.run_id not in set(done))
-    return Plan(spec, exp_dir, todo, tuple(done), tuple(statuses))
+    return Plan(spec, exp_dir, todo, tuple(done), tuple(statuses), broken)
 
 
 def describe(run: RunConfig, keys: tuple[str, ...]) -> str:
@@ -212,6 +225,8 @@ def execute(
     started = time.perf_counter()
     with store.experiment_lock(sweep.experiment_dir):
         store.remove_stale_temporaries(sweep.experiment_dir)
+        for run_id, reason in sweep.broken.items():
+            verify.quarantine(sweep.experiment_dir, run_id, reason)
         if sweep.todo:
             spec, exp_dir = sweep.spec, sweep.experiment_dir
             _write(report, lambda: store.write_spec(exp_dir, spec.text, spec.overrides))
