@@ -305,3 +305,21 @@ def test_orthogonal_bias_is_refused_before_running(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "model.bias_init: orthogonal cannot initialise a bias vector" in result.output
+
+
+def test_a_disk_full_before_the_first_run_is_a_clear_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = tmp_path / "faults.yaml"
+    spec.write_text(SLOW_SPEC.replace("steps: 250", "steps: 2"))
+    real_open = Path.open
+
+    def full(path: Path, *args, **kwargs):
+        if path.name == schema.LOCK_FILE:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", full)
+    result = CliRunner().invoke(main, ["run", str(spec), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    assert os.strerror(errno.ENOSPC) in result.output and "Traceback" not in result.output

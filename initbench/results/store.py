@@ -42,9 +42,13 @@ class ResultsLockedError(ResultsError):
 def experiment_lock(exp_dir: Path) -> Iterator[None]:
     """Hold the experiment folder's lock while writing to it. The lock is an flock on
     ``.initbench.lock``: the kernel releases it when the holder exits, even by SIGKILL,
-    so a crashed run never leaves the folder locked."""
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    handle = (exp_dir / schema.LOCK_FILE).open("a+", encoding="utf-8")
+    so a crashed run never leaves the folder locked. A folder that cannot be written (a
+    full disk, no permission) is a ResultsError before any run starts."""
+    try:
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        handle = (exp_dir / schema.LOCK_FILE).open("a+", encoding="utf-8")
+    except OSError as exc:
+        raise ResultsError(f"{exp_dir}: cannot write there ({exc.strerror})") from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -55,10 +59,13 @@ def experiment_lock(exp_dir: Path) -> Iterator[None]:
                 f"{exp_dir}: {holder} is already running a sweep into this folder; "
                 "wait for it to finish (it writes every run it completes), or use another --out"
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"initbench pid {os.getpid()}")
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"initbench pid {os.getpid()}")
+            handle.flush()
+        except OSError as exc:  # a disk that is already full
+            raise ResultsError(f"{exp_dir}: cannot write there ({exc.strerror})") from None
         yield
     finally:
         handle.close()  # closing the file releases the flock
