@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -174,7 +173,7 @@ def run(
     """
     hooks = hooks or Hooks()
     executor = _executor_options(workers, options)
-    if executor.executor == "local" and (executor.workers or 1) > 1:
+    if executor.executor == "local" and executor.local_workers() > 1:
         from initbench.run.executors import prestart_workers
 
         prestart_workers()  # the workers import torch while this process plans
@@ -249,8 +248,8 @@ def _parallel(executor: ExecutorOptions) -> int | None:
     if executor.executor == "slurm" or executor.scheduler:
         return None
     if executor.executor == "local":
-        return executor.workers or 1
-    return executor.workers or max(1, (os.cpu_count() or 1) // executor.cpus_per_run)
+        return executor.local_workers()
+    return executor.fitting_workers()
 
 
 def _check_device(device: str) -> None:

@@ -155,13 +155,13 @@ def _executor_options(command: Callable[..., Any]) -> Callable[..., Any]:
             type=click.IntRange(min=1),
             default=None,
             help="Runs in parallel: local processes, or the local Dask cluster's workers "
-            "[default: 1; dask: cores / --cpus-per-run].",
+            "[default: one per core; dask: cores / --cpus-per-run].",
         ),
         click.option(
             "--threads",
             type=click.IntRange(min=1),
             default=None,
-            help="local: torch threads per run [default: cores / workers].",
+            help="local: torch threads per run [default: 1].",
         ),
         click.option(
             "--scheduler",
@@ -182,8 +182,8 @@ def _executor_options(command: Callable[..., Any]) -> Callable[..., Any]:
             type=click.IntRange(min=0),
             default=2,
             show_default=True,
-            help="dask, slurm: times a run lost with its worker is resubmitted before it is "
-            "recorded failed.",
+            help="Times a run lost with its worker (killed for memory, say) is resubmitted "
+            "before it is recorded failed.",
         ),
         click.option(
             "--jobs",

@@ -40,6 +40,7 @@ HOOKS = Path(__file__).with_name("child_hooks")  # a sitecustomize for the child
 def _start(spec: Path, out: Path, *args: str, **env: str) -> subprocess.Popen[str]:
     """The CLI in a child process (its own session) whose second run waits for
     ``<out>.gate`` to exist; ``env``: more of the hooks' variables (child_hooks)."""
+    args = args or ("--workers", "1")  # one process: the gate counts its runs
     command = [sys.executable, "-m", "initbench.cli", "run", str(spec), "--out", str(out), *args]
     path = os.pathsep.join([str(HOOKS), *sys.path])
     gate = str(out.parent / "gate")

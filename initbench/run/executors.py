@@ -38,6 +38,10 @@ from initbench.results.summary import make_summary
 EXECUTORS: Final = ("local", "dask", "slurm")
 INSTALL_EXTRA: Final = 'pip install "initbench[dask]"'
 CONNECT_TIMEOUT: float = 10.0  # seconds to reach a --scheduler before giving up
+# Torch threads of a local run unless --threads says otherwise. One: on a shared 2-core
+# machine a depth-20 run took 29.2 s with two threads and 7.8 s with one (two threads
+# spin against the other load), and a sweep gains more from a run per core.
+LOCAL_THREADS: Final = 1
 
 # Option name -> the executors it applies to; given with another one it is an error.
 OPTION_EXECUTORS: Final[dict[str, tuple[str, ...]]] = {
@@ -79,15 +83,25 @@ class ExecutorOptions:
 
     executor: str = "local"
     workers: int | None = None  # local: processes; dask without --scheduler: cluster workers
-    threads: int | None = None  # local: torch threads per run
+    threads: int | None = None  # local: torch threads per run (None: LOCAL_THREADS)
     scheduler: str | None = None  # dask: address of a running scheduler
     cpus_per_run: int = 1  # dask, slurm: torch threads per run, cores each run holds
-    retries: int = 2  # dask, slurm: resubmissions of a run lost with its worker
+    retries: int = 2  # resubmissions of a run lost with its worker (local, dask, slurm)
     jobs: int = 1  # slurm: jobs, one Dask worker each
     partition: str | None = None
     walltime: str = "01:00:00"
     memory: str = "4GB"
     account: str | None = None
+
+    def local_workers(self) -> int:
+        """Local runs at once: ``workers``, else one per core (each run one thread, so a
+        busy machine slows them evenly instead of thrashing torch's thread pools)."""
+        return self.workers or os.cpu_count() or 1
+
+    def fitting_workers(self) -> int:
+        """Workers of a local Dask cluster: ``workers``, else as many as the cores hold
+        runs of ``cpus_per_run`` cores."""
+        return self.workers or max(1, (os.cpu_count() or 1) // self.cpus_per_run)
 
 
 def _flag(name: str) -> str:
@@ -327,8 +341,8 @@ class LocalProcesses:
 def local_backend(workers: int, threads: int | None, runs: int, retries: int) -> Backend:
     """The default: worker processes for several workers and runs, else this process."""
     if workers > 1 and runs > 1:
-        return LocalProcesses(workers, threads or max(1, (os.cpu_count() or 1) // workers), retries)
-    return InProcess(threads)
+        return LocalProcesses(min(workers, runs), threads or LOCAL_THREADS, retries)
+    return InProcess(threads or LOCAL_THREADS)
 
 
 @dataclass
@@ -396,7 +410,7 @@ def open_backend(options: ExecutorOptions, runs: int) -> Iterator[Backend]:
     out of reach, no sbatch). Starts no cluster when there is nothing to run."""
     check_options(options)
     if options.executor == "local":
-        yield local_backend(options.workers or 1, options.threads, runs, options.retries)
+        yield local_backend(options.local_workers(), options.threads, runs, options.retries)
         return
     if runs == 0:
         yield InProcess()
@@ -462,8 +476,7 @@ def local_cluster(options: ExecutorOptions, runs: int) -> Any:
     import dask
     from distributed import LocalCluster
 
-    fit = max(1, (os.cpu_count() or 1) // options.cpus_per_run)
-    workers = max(1, min(options.workers or fit, runs))
+    workers = max(1, min(options.fitting_workers(), runs))
     with dask.config.set(SCHEDULER_CONFIG):
         return LocalCluster(
             n_workers=workers,
