@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from initbench.config.spec import TrainConfig, build_spec, set_dotted
 from initbench.measure import native
-from initbench.run.train import Trainer, probe_kernel
+from initbench.sweep.train import Trainer, probe_kernel
 
 DEFAULT_LOG_EVERY = TrainConfig.model_fields["log_every"].default  # initbench's default: 10
 CASES = [  # (label, dotted overrides): issue 7's mlp depths x widths, a cnn, an rnn

@@ -90,11 +90,18 @@ def main() -> None:
                 times = _case(Path(folder), name, args.repeats, busy)
                 old, new = (statistics.median(t) for t in times.values())
                 rows.append({"case": name, "busy": busy, "old": old, "new": new, "times": times})
-                print(f"| {name} | {'busy' if busy else 'idle'} | {old:.1f} s | {new:.1f} s "
-                      f"| {old / new:.2f}x |", flush=True)
+                print(
+                    f"| {name} | {'busy' if busy else 'idle'} | {old:.1f} s | {new:.1f} s "
+                    f"| {old / new:.2f}x |",
+                    flush=True,
+                )
     if args.json:
-        meta = {"machine": platform.processor() or platform.machine(), "cores": CORES,
-                "loadavg": os.getloadavg(), "python": platform.python_version()}
+        meta = {
+            "machine": platform.processor() or platform.machine(),
+            "cores": CORES,
+            "loadavg": os.getloadavg(),
+            "python": platform.python_version(),
+        }
         args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
 
 

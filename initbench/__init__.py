@@ -16,11 +16,7 @@ def __getattr__(name: str) -> Any:
     if name not in _API:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
-    from importlib.machinery import PathFinder
 
-    # While a subpackage has the same name, importing it must still give the subpackage.
-    if PathFinder.find_spec(f"{__name__}.{name}", __path__) is not None:
-        return importlib.import_module(f"{__name__}.{name}")
     return getattr(importlib.import_module(f"{__name__}.api"), name)
 
 

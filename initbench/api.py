@@ -25,20 +25,20 @@ if TYPE_CHECKING:
 
     from initbench.analysis import Thresholds
     from initbench.config.spec import RunConfig, Spec
+    from initbench.meanfield import Prediction
     from initbench.results.schema import RunResult
     from initbench.results.store import Experiment
-    from initbench.run.executors import ExecutorOptions
-    from initbench.run.runner import Plan
-    from initbench.theory import Prediction
+    from initbench.sweep.executors import ExecutorOptions
+    from initbench.sweep.runner import Plan
 
 # Exception name -> the module that defines it; each is imported on first use.
 _ERRORS: dict[str, str] = {
     "SpecError": "initbench.config.spec",
     "DataError": "initbench.data",
     "ResultsError": "initbench.results.store",
-    "ExecutorError": "initbench.run.executors",
-    "ReportError": "initbench.report",
-    "TheoryError": "initbench.theory",
+    "ExecutorError": "initbench.sweep.executors",
+    "ReportError": "initbench.reporting",
+    "TheoryError": "initbench.meanfield",
 }
 
 __all__ = ["Hooks", "Outcome", "Results", "load", "prediction", "report", "run", "theory"]
@@ -122,7 +122,7 @@ class Outcome:
     def lost(self) -> tuple[str, ...]:
         """Runs of this sweep recorded failed because their worker process died at every
         attempt (killed for memory, say), not because training failed."""
-        from initbench.run.executors import WORKER_LOST
+        from initbench.sweep.executors import WORKER_LOST
 
         return tuple(r for r, e in self.errors.items() if e.startswith(WORKER_LOST))
 
@@ -174,7 +174,7 @@ def run(
     hooks = hooks or Hooks()
     executor = _executor_options(workers, options)
     if executor.executor == "local" and executor.local_workers() > 1:
-        from initbench.run.executors import prestart_workers
+        from initbench.sweep.executors import prestart_workers
 
         prestart_workers()  # the workers import torch while this process plans
     _check_device(device)
@@ -197,7 +197,7 @@ def validate(
     file only: a Spec passed in is already resolved (ValueError)."""
     from initbench.config.spec import Spec, load_spec
     from initbench.data import DataError
-    from initbench.run.runner import check_data, check_initializers, check_memory
+    from initbench.sweep.runner import check_data, check_initializers, check_memory
 
     overrides = [overrides] if isinstance(overrides, str) else list(overrides)
     if isinstance(spec, Spec):
@@ -225,7 +225,7 @@ _COUNTS = {"workers": 1, "threads": 1, "cpus_per_run": 1, "jobs": 1, "retries": 
 
 def _executor_options(workers: int | None, options: Mapping[str, Any]) -> ExecutorOptions:
     """The executor options given to :func:`run`, checked (ExecutorError, with the fix)."""
-    from initbench.run.executors import ExecutorError, ExecutorOptions, check_options
+    from initbench.sweep.executors import ExecutorError, ExecutorOptions, check_options
 
     _refuse_unknown(
         "run", options, [f.name for f in fields(ExecutorOptions) if f.name != "workers"]
@@ -254,7 +254,7 @@ def _parallel(executor: ExecutorOptions) -> int | None:
 
 def _check_device(device: str) -> None:
     """ExecutorError, before anything is written, for a device that is not there."""
-    from initbench.run.executors import ExecutorError
+    from initbench.sweep.executors import ExecutorError
 
     if device not in ("cpu", "cuda", "auto"):
         raise ExecutorError(f"--device must be cpu, cuda or auto, got {device!r}")
@@ -292,15 +292,15 @@ def _check_out(out: Path) -> None:
 
 
 def _plan(spec: Spec, out: Path, force: bool) -> Plan:
-    from initbench.run.runner import plan
+    from initbench.sweep.runner import plan
 
     _check_out(out)
     return plan(spec, out, force)
 
 
 def _execute(sweep: Plan, executor: ExecutorOptions, device: str, hooks: Hooks) -> Outcome:
-    from initbench.run.executors import open_backend
-    from initbench.run.runner import execute
+    from initbench.sweep.executors import open_backend
+    from initbench.sweep.runner import execute
 
     with open_backend(executor, len(sweep.todo)) as backend, hooks.opened(backend.describe()):
         report = execute(
@@ -454,7 +454,7 @@ def report(
     """
     import io
 
-    from initbench.report import generate
+    from initbench.reporting import generate
 
     text = io.StringIO()
     generate(
@@ -506,7 +506,7 @@ def prediction(
     """The mean-field prediction (a ``theory.Prediction``) for the arguments of
     :func:`theory`; ``Prediction.ok`` is False, with the ``reason``, when the theory has
     none for them. Raises TheoryError for a bad argument."""
-    from initbench.theory import predict_for
+    from initbench.meanfield import predict_for
 
     return predict_for(
         activation,
@@ -544,7 +544,7 @@ def theory(
     ``sigma_b2`` and the ``model``. Raises TheoryError for a bad argument, and when the
     theory makes no prediction (non-zero-mean or constant weights), with the reason.
     """
-    from initbench.theory import TheoryError
+    from initbench.meanfield import TheoryError
 
     pred = prediction(activation, init, depth, width, arch, **options)
     if not pred.ok:

@@ -121,7 +121,7 @@ _SET_HELP = "Override a spec key, e.g. --set train.steps=20 (repeatable; value p
 def validate(spec: str, overrides: tuple[str, ...]) -> None:
     """Check SPEC without running it: print the runs it expands to."""
     from initbench import api
-    from initbench.run.runner import largest_run
+    from initbench.sweep.runner import largest_run
 
     with _exit_on_errors():
         loaded = api.validate(spec, overrides)
@@ -141,7 +141,7 @@ _EXECUTOR_HELP = (
 
 
 def _executor_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The executor options of ``run`` (see initbench.run.executors.OPTION_EXECUTORS)."""
+    """The executor options of ``run`` (see initbench.sweep.executors.OPTION_EXECUTORS)."""
     options = [
         click.option(
             "--executor",
@@ -293,7 +293,7 @@ def _exit_on_errors(sweep: Any = None) -> Iterator[None]:
     from initbench.config.spec import SpecError
     from initbench.data import DataError
     from initbench.results.store import ResultsError
-    from initbench.run.executors import ExecutorError
+    from initbench.sweep.executors import ExecutorError
 
     try:
         yield
@@ -436,7 +436,7 @@ def report(
 ) -> None:
     """Verdict tables (and plots) of the runs under RESULTS_DIR."""
     from initbench.analysis import Thresholds
-    from initbench.report import ReportError, generate
+    from initbench.reporting import ReportError, generate
     from initbench.results import store
 
     try:
@@ -502,7 +502,7 @@ def theory_cmd(
 ) -> None:
     """Mean-field prediction of per-layer variance at initialisation, without training."""
     from initbench import api
-    from initbench.theory import TheoryError, render
+    from initbench.meanfield import TheoryError, render
 
     try:
         prediction = api.prediction(

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from initbench.api import Hooks, Outcome
     from initbench.config.spec import RunConfig
     from initbench.results.schema import RunResult
-    from initbench.run.runner import Plan
+    from initbench.sweep.runner import Plan
 
 STATUS_STYLE = {"ok": "green", "diverged": "yellow", "failed": "red"}
 
@@ -62,7 +62,7 @@ class SweepProgress:
 
     def advance(self, run: RunConfig, result: RunResult) -> None:
         """Report one finished run."""
-        from initbench.run.runner import describe
+        from initbench.sweep.runner import describe
 
         summary = result.summary
         status = summary["status"]

@@ -19,7 +19,7 @@ from analysis_tables import (
     table,
 )
 
-from initbench import analysis, theory
+from initbench import analysis, meanfield
 from initbench.analysis import Thresholds
 from initbench.config import geometry
 
@@ -65,14 +65,14 @@ def test_run_prediction_is_theory_predict_from_the_runs_layer1_preact_sq():
     model = {"arch": "mlp", "depth": 3, "width": 16, "activation": {"name": "tanh"}}
     model["init"] = {"name": "xavier_normal", "mode": "fan_avg", "gain": 1.0}
     model["init"]["distribution"] = "normal"
-    expected = theory.predict({"model": model}, q1=2.5).summary()
+    expected = meanfield.predict({"model": model}, q1=2.5).summary()
     assert out["theory_q1"] == 2.5
     assert out["theory_fwd_factor_init"] == pytest.approx(expected["forward_decay"], rel=1e-12)
     assert out["theory_fwd_ratio_init"] == pytest.approx(expected["forward_last_first"], rel=1e-12)
     assert out["theory_bwd_factor_init"] == pytest.approx(expected["backward_decay"], rel=1e-12)
     assert out["theory_bwd_ratio_init"] == pytest.approx(expected["backward_first_last"], rel=1e-12)
     assert out["theory_positions"] == 3 and out["theory_note_init"] == ""
-    assert theory.predict({"model": model}, q1=0.1).summary() != expected  # q1 matters for tanh
+    assert meanfield.predict({"model": model}, q1=0.1).summary() != expected  # q1 matters for tanh
 
 
 def test_relu_he_predicts_one_and_uniform_init_gets_the_reason_instead():
@@ -170,7 +170,7 @@ def test_an_rnn_of_depth_one_has_no_forward_prediction():
     assert "forward profile is the measurement itself" in summary["theory_note_init"]
 
 
-def predicted_table(pred: theory.Prediction) -> pd.DataFrame:
+def predicted_table(pred: meanfield.Prediction) -> pd.DataFrame:
     """A run's step-0 long table whose preact_var and grad_preact_var are the prediction's
     q and bwd_ratio, row by row (layer, t)."""
     c = pred.columns
@@ -204,7 +204,7 @@ def test_theory_summarises_a_predicted_profile_as_analysis_reads_a_measured_one(
     """One definition of the factors and ratios: analysis's verdict numbers of a table
     holding the predicted profiles are the prediction's own summary (an rnn's over its top
     layer's time steps, a cnn's backward one over the gradient's sum over positions)."""
-    pred = theory.predict(model)
+    pred = meanfield.predict(model)
     record = run_record("p", **{"config.model.arch": model["arch"]})
     record["config.model.depth"] = model["depth"]
     out = analysis.signal_at(

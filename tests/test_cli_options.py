@@ -14,7 +14,7 @@ def _options(command: str) -> dict[str, click.Parameter]:
 
 
 def test_run_executor_defaults_are_the_executors_own() -> None:
-    from initbench.run.executors import ExecutorOptions
+    from initbench.sweep.executors import ExecutorOptions
 
     options = _options("run")
     for field in dataclasses.fields(ExecutorOptions):

@@ -26,7 +26,7 @@ from click.testing import CliRunner
 from initbench.cli import main
 from initbench.config.spec import load_spec
 from initbench.results import schema
-from initbench.run import executors
+from initbench.sweep import executors
 
 SMOKE = Path(__file__).parent.parent / "configs" / "smoke.yaml"
 TINY = ["--set", "train.steps=4", "--set", "train.log_every=2"]
@@ -64,7 +64,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         with Client(started, set_as_default=False) as warm:  # import torch there meanwhile
             workers = list(warm.scheduler_info()["workers"])
             load = [
-                warm.submit(importlib.import_module, "initbench.run.train", workers=[w], pure=False)
+                warm.submit(
+                    importlib.import_module, "initbench.sweep.train", workers=[w], pure=False
+                )
                 for w in workers
             ]
             fire_and_forget(load)

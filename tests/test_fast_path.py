@@ -41,7 +41,7 @@ from initbench.measure.probes import (
     trusted,
 )
 from initbench.nets.models import build_model
-from initbench.run.train import execute_run
+from initbench.sweep.train import execute_run
 from tests.conftest import make_config
 
 BATCH = 16

@@ -263,7 +263,7 @@ DOCUMENTS = st.recursive(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(document=DOCUMENTS)
 def test_random_documents_load_or_fail_with_spec_error(document: object) -> None:
-    from initbench.run.runner import check_initializers
+    from initbench.sweep.runner import check_initializers
 
     try:
         check_initializers(build_spec(document, "<random>", ""))

@@ -22,10 +22,10 @@ ALLOWED: dict[str, set[str]] = {
     "nets": {"config"},
     "measure": {"config", "nets"},
     "results": {"config"},
-    "theory": {"config"},
-    "run": {"config", "data", "nets", "measure", "results"},
-    "analysis": {"config", "results", "theory"},
-    "report": {"config", "results", "theory", "analysis"},
+    "meanfield": {"config"},
+    "sweep": {"config", "data", "nets", "measure", "results"},
+    "analysis": {"config", "results", "meanfield"},
+    "reporting": {"config", "results", "meanfield", "analysis"},
 }
 TOP = {"api", "ui", "cli", "__init__", "__main__"}  # the front: may import any stage
 ALLOWED_FRONT = {"api": set(ALLOWED) | {"__init__"}, "ui": set(ALLOWED) | {"__init__", "api"}}

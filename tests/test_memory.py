@@ -13,7 +13,7 @@ from initbench.cli import main
 from initbench.config.memory import BYTES, estimate, forward_values, human, parameter_count
 from initbench.config.spec import SpecError, load_spec
 from initbench.nets.models import build_model
-from initbench.run.runner import check_memory
+from initbench.sweep.runner import check_memory
 from tests.conftest import make_config
 
 ROOT = Path(__file__).resolve().parents[1]

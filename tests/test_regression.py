@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from initbench.run.train import execute_run
+from initbench.sweep.train import execute_run
 from tests.conftest import make_config
 
 STORED = Path(__file__).with_name("data") / "regression.csv.gz"

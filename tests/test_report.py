@@ -1,4 +1,4 @@
-"""End-to-end tests of initbench.report on real tiny sweeps: every format, plots, --select,
+"""End-to-end tests of initbench.reporting on real tiny sweeps: every format, plots, --select,
 --per-layer, thresholds, and results folders with incomplete or corrupt runs."""
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from initbench import theory
+from initbench import meanfield
 from initbench.analysis import Thresholds
 from initbench.config.spec import build_spec
-from initbench.report import FIG_DPI, FIG_SIZE, ReportError, generate
+from initbench.reporting import FIG_DPI, FIG_SIZE, ReportError, generate
 from initbench.results import store
-from initbench.run.train import execute_run
+from initbench.sweep.train import execute_run
 
 SYNTHETIC = "data: {name: synthetic, n_train: 256, n_test: 100}\n"
 SPECS = {
@@ -416,9 +416,9 @@ def predicted_from_files(run_dir: Path) -> dict[str, float]:
     q = layers.query("step == 0 and layer == 1 and metric == 'preact_sq'").sort_values("t")
     q1 = q["value"].to_numpy()
     if config["model"]["arch"] == "rnn":
-        prediction = theory.predict(config, q1=theory.rnn_input_drive(config, q1))
+        prediction = meanfield.predict(config, q1=meanfield.rnn_input_drive(config, q1))
     else:
-        prediction = theory.predict(config, q1=float(q1[0]))
+        prediction = meanfield.predict(config, q1=float(q1[0]))
     return prediction.summary()
 
 
@@ -503,8 +503,8 @@ def test_per_layer_table_has_the_predicted_columns(results: Path):
 
 
 def test_variance_figures_draw_theory_as_dashed_lines(results: Path):
-    from initbench.report import build_reports
-    from initbench.report.figures import variance_figure
+    from initbench.reporting import build_reports
+    from initbench.reporting.figures import variance_figure
 
     (rep,) = build_reports(results / "theory", Thresholds())
     for direction in ("forward", "backward"):

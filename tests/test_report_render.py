@@ -11,13 +11,13 @@ from rich.console import Console
 
 from initbench import analysis
 from initbench.analysis import Thresholds
-from initbench.report import FORMATS
-from initbench.report.model import MISSING, STYLES, Cell, Section, Table, fmt_num, fmt_stat
-from initbench.report.notes import definitions
-from initbench.report.render.html import render_html
-from initbench.report.render.latex import latex_escape, render_latex
-from initbench.report.render.markdown import render_markdown
-from initbench.report.render.terminal import print_terminal, render_terminal
+from initbench.reporting import FORMATS
+from initbench.reporting.model import MISSING, STYLES, Cell, Section, Table, fmt_num, fmt_stat
+from initbench.reporting.notes import definitions
+from initbench.reporting.render.html import render_html
+from initbench.reporting.render.latex import latex_escape, render_latex
+from initbench.reporting.render.markdown import render_markdown
+from initbench.reporting.render.terminal import print_terminal, render_terminal
 from initbench.results import schema
 
 TABLE = Table(
@@ -101,7 +101,7 @@ def test_the_cli_offers_every_format() -> None:
 
 
 def test_json_is_valid_for_no_experiments() -> None:
-    from initbench.report.render.data import render_json
+    from initbench.reporting.render.data import render_json
 
     data = json.loads(render_json([], Thresholds(), per_layer=False))
     assert data["experiments"] == [] and data["definitions"] == definitions(Thresholds())

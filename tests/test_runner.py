@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 from initbench.config.spec import build_spec
-from initbench.run.executors import InProcess, LocalProcesses
-from initbench.run.runner import _results, estimated_cost, largest_first, plan
+from initbench.sweep.executors import InProcess, LocalProcesses
+from initbench.sweep.runner import _results, estimated_cost, largest_first, plan
 
 SPEC = {
     "name": "order",
@@ -59,7 +59,7 @@ def test_check_data_refuses_a_batch_larger_than_the_training_set() -> None:
     import pytest
 
     from initbench.config.spec import SpecError
-    from initbench.run.runner import check_data
+    from initbench.sweep.runner import check_data
 
     raw = {**SPEC, "train": {"steps": 1}, "grid": {"train.batch_size": [16, 65]}}
     with pytest.raises(SpecError) as caught:
@@ -72,8 +72,8 @@ def test_check_data_refuses_a_batch_larger_than_the_training_set() -> None:
 
 def test_plan_keeps_the_stored_status_of_skipped_runs(tmp_path) -> None:
     from initbench.results import store
-    from initbench.run.runner import SweepReport
-    from initbench.run.train import execute_run
+    from initbench.sweep.runner import SweepReport
+    from initbench.sweep.train import execute_run
 
     train = {"steps": 2, "lr": 1e6, "batch_size": 16}
     spec = build_spec({**SPEC, "grid": {}, "train": train}, "order.yaml", "")

@@ -376,8 +376,8 @@ def test_nested_summary_keys_become_dotted_columns(exp: Path) -> None:
 def test_every_way_a_run_ends_gives_exactly_the_summary_keys(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from initbench.run import train
-    from initbench.run.executors import failed_result
+    from initbench.sweep import train
+    from initbench.sweep.executors import failed_result
     from tests.conftest import make_config
 
     config = make_config()

@@ -1,8 +1,8 @@
-"""Mean-field theory's building blocks (initbench.theory) against closed forms,
+"""Mean-field theory's building blocks (initbench.meanfield) against closed forms,
 quadrature, Monte Carlo and the literature's numbers.
 
 Three independent ways to a Gaussian expectation are compared for every activation:
-the closed form (written out here where initbench.theory has none), the module's composite
+the closed form (written out here where initbench.meanfield has none), the module's composite
 quadrature, Gauss-Hermite (numpy's hermegauss, where the integrand is smooth) and a
 seeded Monte Carlo mean whose tolerance is its own standard error.
 """
@@ -17,10 +17,10 @@ import pytest
 import torch
 from numpy.polynomial.hermite_e import hermegauss
 
-from initbench import theory
+from initbench import meanfield
 from initbench.config.activations import ACTIVATIONS, build_activation
 from initbench.config.initializers import weight_scale_sigma2
-from initbench.theory import (
+from initbench.meanfield import (
     activations,
     critical_sigma_w2,
     fixed_point,
@@ -89,7 +89,7 @@ def test_closed_forms_equal_quadrature(name: str, slope: float, q: float) -> Non
     np.testing.assert_allclose(quadrature_moments(act, q), closed, rtol=1e-10, atol=1e-15)
 
 
-def _hermite(act: theory.NumpyActivation, q: float, nodes: int = 150) -> np.ndarray:
+def _hermite(act: meanfield.NumpyActivation, q: float, nodes: int = 150) -> np.ndarray:
     x, w = hermegauss(nodes)
     w = w / math.sqrt(2 * math.pi)  # hermegauss integrates against exp(-x^2/2)
     y, dy = act.phi(math.sqrt(q) * x), act.dphi(math.sqrt(q) * x)
@@ -104,7 +104,7 @@ def test_quadrature_equals_gauss_hermite_for_smooth_activations(case, q) -> None
 
 
 def test_gauss_hermite_alone_fails_where_the_composite_rule_does_not() -> None:
-    """Why initbench.theory does not use plain Gauss-Hermite: tanh's chi at large q, selu's kink."""
+    """Why the theory does not use plain Gauss-Hermite: tanh's chi at large q, selu's kink."""
     tanh, selu = numpy_activation("tanh"), numpy_activation("selu")
     assert abs(_hermite(tanh, 100.0, 100)[2] / gaussian_moments(tanh, 100.0)[2] - 1) > 0.5
     assert abs(_hermite(selu, 1.0, 100)[2] / gaussian_moments(selu, 1.0)[2] - 1) > 1e-3
@@ -129,7 +129,7 @@ def _elu_closed(q: float, alpha: float, scale: float = 1.0) -> tuple[float, floa
     [
         ("elu", {}, 1.0, 1.0),
         ("elu", {"alpha": 0.5}, 0.5, 1.0),
-        ("selu", {}, theory.SELU_ALPHA, theory.SELU_LAMBDA),
+        ("selu", {}, meanfield.SELU_ALPHA, meanfield.SELU_LAMBDA),
     ],
 )
 def test_elu_and_selu_quadrature_equals_closed_form(name, params, alpha, scale, q) -> None:

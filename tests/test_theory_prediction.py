@@ -1,4 +1,4 @@
-"""Mean-field predictions (initbench.theory.predict) per layer, against a real
+"""Mean-field predictions (initbench.meanfield.predict) per layer, against a real
 forward/backward pass of initbench's own models, and the text of `initbench theory`."""
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ import pandas as pd
 import pytest
 import torch
 
-from initbench import theory
+from initbench import meanfield
 from initbench.config import geometry
 from initbench.config.spec import ModelConfig, RunConfig
-from initbench.measure.probes import Tape
-from initbench.nets import models
-from initbench.theory import (
+from initbench.meanfield import (
     TheoryError,
     gaussian_moments,
     numpy_activation,
@@ -27,7 +25,9 @@ from initbench.theory import (
     render,
     theory_text,
 )
-from initbench.theory.decay import fit_factor
+from initbench.meanfield.decay import fit_factor
+from initbench.measure.probes import Tape
+from initbench.nets import models
 
 # --- per-layer predictions ---------------------------------------------------------------------
 
@@ -144,9 +144,9 @@ def test_cnn_tap_matrix_gives_the_padding_and_stride_factors() -> None:
     """A uniform field through 'same' zero padding keeps ((3n-2)/3n)^2 of its variance;
     a gradient through a stride-2 conv on an unbounded map keeps 1/4."""
     for n in (28, 7):
-        a = theory.tap_matrix(n, 1)
+        a = meanfield.tap_matrix(n, 1)
         assert (a @ np.ones((n, n)) @ a.T).mean() == pytest.approx(((3 * n - 2) / (3 * n)) ** 2)
-    a = theory.tap_matrix(28, 2, zero_padding=False)
+    a = meanfield.tap_matrix(28, 2, zero_padding=False)
     assert a.shape == (14, 28)
     assert (a.T @ np.ones((14, 14)) @ a).mean() == pytest.approx(0.25)
 
@@ -157,7 +157,7 @@ def test_rnn_accepts_one_drive_per_step_and_checks_its_length() -> None:
     pred = predict(model, q1=drives)
     first = pred.columns["q"][:28]
     assert first[0] == pytest.approx(0.1) and np.all(first[1:] > drives[1:])
-    assert pred.frame().shape == (56, len(theory.COLUMNS) + 1)
+    assert pred.frame().shape == (56, len(meanfield.COLUMNS) + 1)
     with pytest.raises(TheoryError, match="28"):
         predict(model, q1=[1.0, 2.0])
 
@@ -166,7 +166,7 @@ def test_rnn_input_drive_recovers_the_drives_behind_layer_one() -> None:
     model = {"arch": "rnn", "depth": 2, "width": 64, "activation": "relu", "init": "he_normal"}
     drives = np.linspace(0.2, 2.0, 28)
     pred = predict(model, q1=drives)
-    recovered = theory.rnn_input_drive(model, pred.columns["q"][:28])
+    recovered = meanfield.rnn_input_drive(model, pred.columns["q"][:28])
     np.testing.assert_allclose(recovered, drives, rtol=1e-10)
     summary = pred.summary()  # the rnn is summarised across the top layer's steps
     top = pred.columns["q"][28:]
@@ -202,7 +202,7 @@ def test_model_section_takes_model_configs_defaults() -> None:
     """A partial model section is completed from ModelConfig, the per-arch activation
     included; `initbench theory --format json` prints the model's keys in this order."""
     for arch, activation in (("mlp", "relu"), ("rnn", "tanh")):
-        model = theory.model_section({"arch": arch})
+        model = meanfield.model_section({"arch": arch})
         assert model["activation"] == activation
         assert ModelConfig.model_validate(model).resolved() == ModelConfig(arch=arch).resolved()
     doc = json.loads(theory_text("relu", "he_normal", depth=3, width=8, fmt="json"))
@@ -322,7 +322,7 @@ def test_theory_text_formats(fmt: str) -> None:
         assert "| layer | t | sigma_w2 | q |" in text
     elif fmt == "csv":
         frame = pd.read_csv(StringIO(text))
-        assert list(frame.columns) == list(theory.COLUMNS) and len(frame) == 5
+        assert list(frame.columns) == list(meanfield.COLUMNS) and len(frame) == 5
     else:
         doc = json.loads(text)
         assert doc["summary"]["regime"] == "critical"

@@ -11,8 +11,8 @@ import torch
 
 from initbench.config.spec import build_spec
 from initbench.results import store
-from initbench.run.runner import execute, plan
-from initbench.run.train import batch_indices, derive_seed, execute_run
+from initbench.sweep.runner import execute, plan
+from initbench.sweep.train import batch_indices, derive_seed, execute_run
 from tests.conftest import make_config
 
 

@@ -3,7 +3,7 @@
 Pure functions on the tables :func:`initbench.results.store.load_experiment` returns
 (``runs``, ``layers``); no I/O, no printing. Every number comes from the stored
 statistics (``initbench.results.schema.LAYER_METRICS`` defines them) by the definitions of
-:mod:`initbench.theory.decay` (factor, ratio, the positions a profile runs over),
+:mod:`initbench.meanfield.decay` (factor, ratio, the positions a profile runs over),
 :mod:`~initbench.analysis.verdicts` (verdicts, flags) and
 :mod:`~initbench.analysis.theorycheck` (theory beside measurement).
 
@@ -79,7 +79,7 @@ from initbench.analysis.verdicts import (
     decay,
     run_flags,
 )
-from initbench.theory.decay import fit_factor
+from initbench.meanfield.decay import fit_factor
 
 __all__ = [
     "CHANCE_ACCURACY",

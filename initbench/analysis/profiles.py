@@ -2,7 +2,7 @@
 steps) at one step, read from the long table; and the same across runs, for plots.
 
 Which positions a profile runs over, the backward profile's sum over a cnn's map
-positions and the factor fit are :mod:`initbench.theory.decay`'s, shared with the
+positions and the factor fit are :mod:`initbench.meanfield.decay`'s, shared with the
 predictions.
 """
 
@@ -17,7 +17,7 @@ import pandas as pd
 from initbench.analysis.configs import run_config
 from initbench.analysis.stats import nan_mean
 from initbench.config import geometry
-from initbench.theory.decay import LAYER, profile_rows, summed_over_positions
+from initbench.meanfield.decay import LAYER, profile_rows, summed_over_positions
 
 TAGS: Final = {"init": "step 0", "last": "last logged step"}  # the steps a run is read at
 DIRECTIONS: Final = {"fwd": "preact_var", "bwd": "grad_preact_var", "normed": "normed_var"}
@@ -53,7 +53,7 @@ def profile(
     run_layers: pd.DataFrame | RunStats, step: int, metric: str
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """(positions, values, unit) of one run's metric at one step, over the positions
-    :func:`initbench.theory.decay.profile_rows` selects (layers; an rnn's top layer's t)."""
+    :func:`initbench.meanfield.decay.profile_rows` selects (layers; an rnn's top layer's t)."""
     stats = as_stats(run_layers)
     rows = stats.rows(step, metric)
     mask, positions, unit = profile_rows(stats.layer[rows], stats.t[rows])
@@ -62,7 +62,7 @@ def profile(
 
 def gradient_positions(record: Mapping[str, Any]) -> dict[int, int]:
     """Layer -> map positions that a cnn run's backward profile multiplies
-    ``grad_preact_var`` by (:mod:`initbench.theory.decay`); empty for other architectures."""
+    ``grad_preact_var`` by (:mod:`initbench.meanfield.decay`); empty for other architectures."""
     model = run_config(record).get("model", {})
     return geometry.map_positions(str(model.get("arch")), int(model.get("depth") or 0))
 

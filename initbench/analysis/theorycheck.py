@@ -1,6 +1,6 @@
 """Theory beside measurement, at step 0.
 
-Each run's factors and ratios are also predicted by :func:`initbench.theory.predict` from
+Each run's factors and ratios are also predicted by :func:`initbench.meanfield.predict` from
 the run's own measured layer-1 ``preact_sq`` (q1; rnn: per time step, as layer 1's input
 drive), as ``theory_<quantity>_init``. Over a configuration's n seeds, d = ln(measured /
 predicted) per seed; ``theory-mismatch`` where |mean d| > max(K ln(1 + theory_tolerance),
@@ -26,8 +26,8 @@ from initbench.analysis.configs import run_config
 from initbench.analysis.profiles import RunStats, as_stats
 from initbench.analysis.stats import nan_mean, student_t_quantile
 from initbench.analysis.verdicts import Thresholds
-from initbench.theory import Prediction, TheoryError, predict, rnn_input_drive
-from initbench.theory.decay import LAYER, profile_rows
+from initbench.meanfield import Prediction, TheoryError, predict, rnn_input_drive
+from initbench.meanfield.decay import LAYER, profile_rows
 
 # quantity -> (key of Prediction.summary(), label in tables); all at step 0
 THEORY_QUANTITIES: Final = {
@@ -45,9 +45,9 @@ RNN_DRIVE_NOTE: Final = (
 
 @dataclass(frozen=True)
 class RunTheory:
-    """The mean-field prediction (:func:`initbench.theory.predict`) of one run at step 0,
+    """The mean-field prediction (:func:`initbench.meanfield.predict`) of one run at step 0,
     from the run's own layer 1: q1 = its measured ``preact_sq`` at step 0 (rnn: at every
-    time step, turned into layer 1's input drive by :func:`initbench.theory.rnn_input_drive`)."""
+    time step, turned into layer 1's input drive by :func:`initbench.meanfield.rnn_input_drive`)."""
 
     prediction: Prediction | None
     q1: float  # layer 1's measured preact_sq at step 0 (rnn: at t = 1); NaN if not recorded

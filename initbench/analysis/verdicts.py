@@ -1,6 +1,6 @@
 """Verdicts and flags, and the thresholds they use.
 
-A variance profile's factor and end-to-end ratio (:mod:`initbench.theory.decay`) give its
+A variance profile's factor and end-to-end ratio (:mod:`initbench.meanfield.decay`) give its
 verdict: ``vanishing`` if ratio < 1/R or factor < 1/F, ``exploding`` if ratio > R or
 factor > F (the ratio decides if the two disagree), else ``stable``. Degenerate profiles
 are named, never dropped: ``collapsed`` (variance exactly 0 at every layer, or at an inner
@@ -23,7 +23,7 @@ import numpy as np
 from initbench.analysis.configs import missing, run_config
 from initbench.config.activations import dead_units_pass_no_gradient as no_gradient
 from initbench.config.geometry import NUM_CLASSES
-from initbench.theory.decay import end_ratio, fit_factor
+from initbench.meanfield.decay import end_ratio, fit_factor
 
 CHANCE_ACCURACY: Final = 1 / NUM_CLASSES
 SAMPLING_SIGMAS: Final = 5.0  # init check: sampling standard deviations always tolerated

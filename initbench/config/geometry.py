@@ -1,6 +1,6 @@
 """Architecture geometry, torch-free: input layout, conv strides, watched weight shapes.
 
-models.py builds the networks from these; initbench.analysis and initbench.theory read
+models.py builds the networks from these; initbench.analysis and initbench.meanfield read
 them without importing torch. One definition, so the report's formula checks and the theory's fans
 can never drift from the networks that were trained.
 """

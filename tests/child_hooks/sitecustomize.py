@@ -32,7 +32,7 @@ def _kill_if_asked(config: dict) -> None:
 
 
 if {"INITBENCH_TEST_GATE", "INITBENCH_TEST_KILL", "INITBENCH_TEST_STALL"} & set(os.environ):
-    import initbench.run.train as train
+    import initbench.sweep.train as train
 
     _execute_run, _calls = train.execute_run, []
 
@@ -51,7 +51,7 @@ if {"INITBENCH_TEST_GATE", "INITBENCH_TEST_KILL", "INITBENCH_TEST_STALL"} & set(
     train.execute_run = execute_run
 
 if "INITBENCH_TEST_READY" in os.environ:
-    import initbench.run.runner as runner
+    import initbench.sweep.runner as runner
 
     _plan = runner.plan
 

@@ -1,6 +1,6 @@
 """The tables of one experiment: at initialisation (step 0), theory beside it, after
 training, and with ``--per-layer`` the layer-by-layer statistics and initial weights
-behind each verdict. Each is a :class:`~initbench.report.model.Table` of analysis's
+behind each verdict. Each is a :class:`~initbench.reporting.model.Table` of analysis's
 numbers with the notes that define its columns."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pandas as pd
 
 from initbench import analysis
 from initbench.analysis import Thresholds, format_value
-from initbench.report import notes
-from initbench.report.experiment import ExperimentReport
-from initbench.report.model import (
+from initbench.reporting import notes
+from initbench.reporting.experiment import ExperimentReport
+from initbench.reporting.model import (
     Cell,
     Column,
     Table,

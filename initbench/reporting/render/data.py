@@ -12,8 +12,8 @@ import pandas as pd
 
 import initbench
 from initbench.analysis import Thresholds, format_value
-from initbench.report import notes
-from initbench.report.experiment import ExperimentReport
+from initbench.reporting import notes
+from initbench.reporting.experiment import ExperimentReport
 from initbench.results import store
 
 REPORT_VERSION: Final = 1  # of the json/csv report layout

@@ -10,17 +10,17 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from initbench.analysis import Thresholds
-from initbench.report.experiment import ExperimentReport, ReportError, build_reports
-from initbench.report.figures import figure_pngs
-from initbench.report.findings import findings_table
-from initbench.report.model import Section
-from initbench.report.notes import header_lines
-from initbench.report.render.data import render_csv, render_json
-from initbench.report.render.html import render_html
-from initbench.report.render.latex import render_latex
-from initbench.report.render.markdown import render_markdown
-from initbench.report.render.terminal import print_to, render_terminal
-from initbench.report.tables import per_layer_tables, summary_tables
+from initbench.reporting.experiment import ExperimentReport, ReportError, build_reports
+from initbench.reporting.figures import figure_pngs
+from initbench.reporting.findings import findings_table
+from initbench.reporting.model import Section
+from initbench.reporting.notes import header_lines
+from initbench.reporting.render.data import render_csv, render_json
+from initbench.reporting.render.html import render_html
+from initbench.reporting.render.latex import render_latex
+from initbench.reporting.render.markdown import render_markdown
+from initbench.reporting.render.terminal import print_to, render_terminal
+from initbench.reporting.tables import per_layer_tables, summary_tables
 from initbench.results import store
 
 

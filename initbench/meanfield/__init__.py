@@ -4,8 +4,8 @@ The signal-propagation map of wide random networks (Poole et al. 2016, "Exponent
 expressivity in deep neural networks through transient chaos"; Schoenholz et al. 2017,
 "Deep information propagation"), with sigma_w^2 = fan_in * Var(W) of the layer's
 initializer and sigma_b^2 = Var(b): the fixed point q*, chi* and the depth scale are in
-:mod:`~initbench.theory.meanfield`, the per-layer propagation (feed-forward, CNN, RNN,
-batchnorm) in :mod:`~initbench.theory.propagation`.
+:mod:`~initbench.meanfield.fixedpoint`, the per-layer propagation (feed-forward, CNN, RNN,
+batchnorm) in :mod:`~initbench.meanfield.propagation`.
 
 Predictions are made to compare with what initbench measures (the metrics as
 ``initbench.results.schema.LAYER_METRICS`` defines them):
@@ -18,7 +18,7 @@ Predictions are made to compare with what initbench measures (the metrics as
 * Backward, the measured ``grad_preact_var`` g^l is predicted relative to the last layer's
   (the readout sets its scale).
 * The decay summary reads a predicted profile as the report reads a measured one
-  (:mod:`~initbench.theory.decay`).
+  (:mod:`~initbench.meanfield.decay`).
 
 Modules, in the order they build on each other: ``model`` (reading a config's model
 section), ``activations`` (numpy phi and phi'), ``gaussian`` (Gaussian expectations),
@@ -30,7 +30,7 @@ Only numpy and initbench.config (pydantic, yaml) at import; pandas when a table 
 
 from __future__ import annotations
 
-from initbench.theory.activations import (
+from initbench.meanfield.activations import (
     SELU_ALPHA,
     SELU_LAMBDA,
     SOFTPLUS_THRESHOLD,
@@ -38,8 +38,17 @@ from initbench.theory.activations import (
     NumpyActivation,
     numpy_activation,
 )
-from initbench.theory.decay import end_ratio, fit_factor, profile_rows, summed_over_positions
-from initbench.theory.gaussian import (
+from initbench.meanfield.decay import end_ratio, fit_factor, profile_rows, summed_over_positions
+from initbench.meanfield.fixedpoint import (
+    CRITICAL_TOL,
+    FixedPoint,
+    Regime,
+    critical_sigma_w2,
+    depth_scale,
+    fixed_point,
+    iterate_limit,
+)
+from initbench.meanfield.gaussian import (
     Q_CEIL,
     Q_FLOOR,
     Z_MAX,
@@ -49,26 +58,17 @@ from initbench.theory.gaussian import (
     gaussian_nodes,
     quadrature_moments,
 )
-from initbench.theory.geometry import Geometry, cnn_tap_matrices, tap_matrix
-from initbench.theory.meanfield import (
-    CRITICAL_TOL,
-    FixedPoint,
-    Regime,
-    critical_sigma_w2,
-    depth_scale,
-    fixed_point,
-    iterate_limit,
-)
-from initbench.theory.model import TheoryError, model_section
-from initbench.theory.prediction import Prediction, predict, predict_for, rnn_input_drive
-from initbench.theory.propagation import (
+from initbench.meanfield.geometry import Geometry, cnn_tap_matrices, tap_matrix
+from initbench.meanfield.model import TheoryError, model_section
+from initbench.meanfield.prediction import Prediction, predict, predict_for, rnn_input_drive
+from initbench.meanfield.propagation import (
     COLUMN_HELP,
     COLUMNS,
     first_field,
     propagate_feedforward,
     propagate_rnn,
 )
-from initbench.theory.rendering import FORMATS, render, theory_text
+from initbench.meanfield.rendering import FORMATS, render, theory_text
 
 __all__ = [
     "COLUMNS",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from initbench.report.model import Section, Table, report_title
+from initbench.reporting.model import Section, Table, report_title
 
 
 def _escape(text: str) -> str:

@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from initbench.config.geometry import RNN_STEPS, map_positions
-from initbench.theory.activations import Array, NumpyActivation, numpy_activation
-from initbench.theory.decay import end_ratio, fit_factor, profile_rows, summed_over_positions
-from initbench.theory.gaussian import gaussian_moments
-from initbench.theory.geometry import Geometry, bias_sigma2, geometry_of
-from initbench.theory.meanfield import FixedPoint, fixed_point, fixed_point_at
-from initbench.theory.model import TheoryError, model_section, split_ref
-from initbench.theory.propagation import COLUMNS, propagate_feedforward, propagate_rnn
+from initbench.meanfield.activations import Array, NumpyActivation, numpy_activation
+from initbench.meanfield.decay import end_ratio, fit_factor, profile_rows, summed_over_positions
+from initbench.meanfield.fixedpoint import FixedPoint, fixed_point, fixed_point_at
+from initbench.meanfield.gaussian import gaussian_moments
+from initbench.meanfield.geometry import Geometry, bias_sigma2, geometry_of
+from initbench.meanfield.model import TheoryError, model_section, split_ref
+from initbench.meanfield.propagation import COLUMNS, propagate_feedforward, propagate_rnn
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,7 +51,7 @@ class Prediction:
         return pd.DataFrame({k: self.columns.get(k, np.array([])) for k in names})
 
     def summary(self) -> dict[str, Any]:
-        """Forward and backward decay, end-to-end ratios (``initbench.theory.decay``: a
+        """Forward and backward decay, end-to-end ratios (``initbench.meanfield.decay``: a
         cnn's backward one of the gradient's sum over positions; an rnn's across the top
         layer's time steps) and the fixed point; or just the reason."""
         if self.fixed is None:

@@ -7,7 +7,7 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-from initbench.report.model import STYLES, Section, Table, report_title
+from initbench.reporting.model import STYLES, Section, Table, report_title
 
 
 def _css_class(style: str) -> str:

@@ -3,7 +3,7 @@
 A process per run, rather than a pool, so that a lost worker loses exactly one known run:
 a run whose process dies (an out-of-memory kill, a segfault) fails its future with
 :class:`WorkerLost`, naming the signal, and the shared loop
-(:func:`initbench.run.executors.stream`) resubmits it up to ``--retries`` times; runs that
+(:func:`initbench.sweep.executors.stream`) resubmits it up to ``--retries`` times; runs that
 never started are untouched, and the sweep goes on. Workers are forked from the
 forkserver, which has torch imported already (``prestart_workers``), so a new process
 costs milliseconds, not the seconds of an import.

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from initbench.theory.activations import NumpyActivation
-from initbench.theory.gaussian import Q_CEIL, Q_FLOOR, gaussian_moments
+from initbench.meanfield.activations import NumpyActivation
+from initbench.meanfield.gaussian import Q_CEIL, Q_FLOOR, gaussian_moments
 
 Regime = Literal["ordered", "critical", "chaotic"]
 CRITICAL_TOL = 1e-9  # |chi* - 1| up to this counts as critical

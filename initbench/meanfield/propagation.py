@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from initbench.theory.activations import Array, NumpyActivation
-from initbench.theory.gaussian import field_moments, gaussian_moments
-from initbench.theory.geometry import Geometry
+from initbench.meanfield.activations import Array, NumpyActivation
+from initbench.meanfield.gaussian import field_moments, gaussian_moments
+from initbench.meanfield.geometry import Geometry
 
 COLUMN_HELP = {
     "layer": "watched layer l (1-based)",

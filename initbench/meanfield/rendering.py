@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from initbench.theory.model import TheoryError, split_ref
-from initbench.theory.prediction import Prediction, predict_for
-from initbench.theory.propagation import COLUMN_HELP
+from initbench.meanfield.model import TheoryError, split_ref
+from initbench.meanfield.prediction import Prediction, predict_for
+from initbench.meanfield.propagation import COLUMN_HELP
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -12,8 +12,8 @@ import numpy as np
 
 from initbench.config.geometry import IMAGE_SIZE, cnn_strides, input_weight_shapes
 from initbench.config.initializers import INITIALIZERS, compute_fans, expected_moments
-from initbench.theory.activations import Array
-from initbench.theory.model import recurrent_init, split_ref
+from initbench.meanfield.activations import Array
+from initbench.meanfield.model import recurrent_init, split_ref
 
 
 def tap_matrix(n_in: int, stride: int, zero_padding: bool = True) -> Array:

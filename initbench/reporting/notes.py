@@ -13,8 +13,8 @@ import pandas as pd
 from initbench import analysis
 from initbench.analysis import Thresholds, format_value
 from initbench.config.activations import ACTIVATIONS, SATURATION_FRACTION
-from initbench.report.experiment import ExperimentReport
-from initbench.report.model import MISSING
+from initbench.reporting.experiment import ExperimentReport
+from initbench.reporting.model import MISSING
 from initbench.results import schema, store
 
 # analysis's signal directions (column prefixes), in its order, by the report's word for each

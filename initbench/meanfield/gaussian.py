@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.polynomial.legendre import leggauss
 
-from initbench.theory.activations import Array, NumpyActivation
+from initbench.meanfield.activations import Array, NumpyActivation
 
 Moments = tuple[float, float, float]  # (E[phi], E[phi^2], E[phi'^2]) at one q
 Q_FLOOR, Q_CEIL = 1e-300, 1e40  # q range of the fixed-point search (0 and inf beyond)

@@ -10,18 +10,18 @@ built from the same analysed experiments.
 
 The modules, in the order the data flows through them:
 
-* :mod:`~initbench.report.experiment`: one experiment loaded, analysed and ``--select``-ed
-* :mod:`~initbench.report.model`: the format-neutral document (cells, tables, sections)
-* :mod:`~initbench.report.notes`: the prose above and under the tables, known effects
-* :mod:`~initbench.report.tables`, :mod:`~initbench.report.findings`: the tables
-* :mod:`~initbench.report.figures`: the matplotlib figures
-* :mod:`~initbench.report.render`: terminal, markdown, latex, html; csv and json
-* :mod:`~initbench.report.output`: the document, a renderer, the files written
+* :mod:`~initbench.reporting.experiment`: one experiment loaded, analysed and ``--select``-ed
+* :mod:`~initbench.reporting.model`: the format-neutral document (cells, tables, sections)
+* :mod:`~initbench.reporting.notes`: the prose above and under the tables, known effects
+* :mod:`~initbench.reporting.tables`, :mod:`~initbench.reporting.findings`: the tables
+* :mod:`~initbench.reporting.figures`: the matplotlib figures
+* :mod:`~initbench.reporting.render`: terminal, markdown, latex, html; csv and json
+* :mod:`~initbench.reporting.output`: the document, a renderer, the files written
 """
 
-from initbench.report.experiment import ExperimentReport, ReportError, build_reports
-from initbench.report.figures import FIG_DPI, FIG_SIZE
-from initbench.report.output import FORMATS, generate, sections
+from initbench.reporting.experiment import ExperimentReport, ReportError, build_reports
+from initbench.reporting.figures import FIG_DPI, FIG_SIZE
+from initbench.reporting.output import FORMATS, generate, sections
 
 __all__ = [
     "FIG_DPI",

@@ -1,7 +1,7 @@
 """The report's figures (matplotlib, Agg): variance profiles at initialisation with the
 mean-field prediction beside them, the rnn's profile through time, the gradient's
 variance over training as a heatmap, and the training loss. Built from the same
-:class:`~initbench.report.experiment.ExperimentReport` as the tables."""
+:class:`~initbench.reporting.experiment.ExperimentReport` as the tables."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from initbench import analysis
-from initbench.report.experiment import ExperimentReport
+from initbench.reporting.experiment import ExperimentReport
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

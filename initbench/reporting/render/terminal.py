@@ -7,7 +7,7 @@ import io
 from collections.abc import Sequence
 from typing import Any, Final, TextIO
 
-from initbench.report.model import STYLES, Section, Table
+from initbench.reporting.model import STYLES, Section, Table
 
 PIPE_WIDTH: Final = 200  # written to a file or pipe: wide enough for every column
 

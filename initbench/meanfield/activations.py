@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from initbench.config.activations import ACTIVATIONS
-from initbench.theory.model import TheoryError
+from initbench.meanfield.model import TheoryError
 
 Array = np.ndarray
 Fn = Callable[[Array], Array]
@@ -126,6 +126,6 @@ def numpy_activation(name: str, params: Mapping[str, Any] | None = None) -> Nump
     validated = entry.params.model_validate(dict(params or {}))
     if name not in _BUILDERS:
         raise TheoryError(
-            f"activation {name!r} has no numpy version in initbench.theory.activations"
+            f"activation {name!r} has no numpy version in initbench.meanfield.activations"
         )
     return _BUILDERS[name](validated)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from initbench.report.model import Section, Table, report_title
+from initbench.reporting.model import Section, Table, report_title
 
 _SPECIAL: Final = {
     "\\": r"\textbackslash{}",

@@ -1,7 +1,7 @@
 """A sweep: plan (skip complete runs), execute (in-process, a process pool, Dask), write.
 
-Workers only compute: each calls :func:`initbench.run.train.execute_run` on a plain config
-dict and returns the RunResult (see :mod:`initbench.run.executors`); the driver alone writes
+Workers only compute: each calls :func:`initbench.sweep.train.execute_run` on a plain config
+dict and returns the RunResult (see :mod:`initbench.sweep.executors`); the driver alone writes
 results, atomically, as they arrive. A run that fails or diverges is recorded and the
 sweep goes on. Interrupting (Ctrl-C) abandons the runs in flight - nothing of them is
 written - and keeps every finished one, so re-running the same command does only what
@@ -23,7 +23,7 @@ from initbench.config import geometry
 from initbench.config.memory import MemoryEstimate, estimate, human
 from initbench.config.spec import Problem, RunConfig, Spec, SpecError
 from initbench.results import schema, store, verify
-from initbench.run.executors import (
+from initbench.sweep.executors import (
     Backend,
     ExecutorOptions,
     InProcess,
@@ -214,7 +214,7 @@ def execute(
 ) -> SweepReport:
     """Run every planned run under the folder's lock, writing each as it finishes.
 
-    ``backend`` is where runs execute (see :mod:`initbench.run.executors`; a Dask cluster, ...);
+    ``backend`` is where runs execute (see :mod:`initbench.sweep.executors`; a Dask cluster, ...);
     without one, ``workers`` processes with ``threads`` torch threads each, or this process.
     Whatever the backend, only this process writes. Raises ResultsLockedError if another
     process is writing the folder, and ResultsError if a result cannot be written (disk

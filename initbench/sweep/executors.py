@@ -1,8 +1,8 @@
 """Where a sweep's runs execute: in this process, a local process pool, a Dask cluster, Slurm.
 
-Every executor calls the same top-level function, :func:`initbench.run.train.execute_run`, on a
+Every executor calls the same top-level function, :func:`initbench.sweep.train.execute_run`, on a
 plain resolved-config dict, and hands the RunResult back to the driver, which alone writes
-results (see :mod:`initbench.run.runner`). Local worker processes and Dask share one loop
+results (see :mod:`initbench.sweep.runner`). Local worker processes and Dask share one loop
 (:func:`stream`) over standard ``concurrent.futures`` futures (Dask's through
 ``Client.get_executor()``): results are yielded as they finish, a run lost with its worker
 is resubmitted up to ``retries`` times and then yielded as ``failed`` with the cause.
@@ -280,7 +280,7 @@ class InProcess:
         self, runs: tuple[RunConfig, ...], experiment: str, device: str, on_retry: OnRetry
     ) -> Generator[RunPair, None, None]:
         """Execute ``runs`` in order, here."""
-        from initbench.run.train import execute_run
+        from initbench.sweep.train import execute_run
 
         for run in runs:
             yield run, execute_run(run.as_dict(), experiment, device, self.threads)
@@ -288,7 +288,7 @@ class InProcess:
 
 # Imported once by the forkserver, which forks the pool's workers: torch, initbench and
 # torch._dynamo, which torch.optim imports when the first optimizer is built (2 s here).
-FORKSERVER_PRELOAD: Final = ["initbench.run.train", "torch._dynamo"]
+FORKSERVER_PRELOAD: Final = ["initbench.sweep.train", "torch._dynamo"]
 
 
 def prestart_workers() -> None:
@@ -308,7 +308,7 @@ def prestart_workers() -> None:
 @dataclass(frozen=True)
 class LocalProcesses:
     """Runs in local worker processes, ``workers`` at a time, each run in a process of its
-    own (:mod:`initbench.run.processes`): a run lost with its process is resubmitted up to
+    own (:mod:`initbench.sweep.processes`): a run lost with its process is resubmitted up to
     ``retries`` times, and the others go on."""
 
     workers: int
@@ -324,8 +324,8 @@ class LocalProcesses:
     ) -> Generator[RunPair, None, None]:
         """Execute ``runs`` in worker processes; closing the generator (Ctrl-C, SIGTERM, an
         early stop) terminates the runs in flight."""
-        from initbench.run.processes import RunProcesses, WorkerLost, context
-        from initbench.run.train import execute_run
+        from initbench.sweep.processes import RunProcesses, WorkerLost, context
+        from initbench.sweep.train import execute_run
 
         pool = RunProcesses(self.workers, execute_run, context())
 
@@ -363,7 +363,7 @@ class DaskBackend:
         self, runs: tuple[RunConfig, ...], experiment: str, device: str, on_retry: OnRetry
     ) -> Generator[RunPair, None, None]:
         """Execute ``runs`` on the cluster; Ctrl-C or an early stop cancels what is pending."""
-        from initbench.run.train import execute_run
+        from initbench.sweep.train import execute_run
 
         executor: Executor = self.client.get_executor(pure=False, retries=0)
         token = uuid.uuid4().hex[:8]

@@ -10,10 +10,10 @@ from collections.abc import Iterator, Sequence
 import pandas as pd
 
 from initbench import analysis
-from initbench.report import notes
-from initbench.report.experiment import ExperimentReport
-from initbench.report.model import Cell, Table, fmt_stat
-from initbench.report.tables import has_theory
+from initbench.reporting import notes
+from initbench.reporting.experiment import ExperimentReport
+from initbench.reporting.model import Cell, Table, fmt_stat
+from initbench.reporting.tables import has_theory
 
 Finding = tuple[str, list[str]]  # (what, the configurations it holds for)
 

@@ -1,2 +1,0 @@
-"""The report's renderers: the format-neutral document (:mod:`initbench.report.model`)
-drawn as terminal text, markdown, LaTeX or HTML, and the data formats (csv, json)."""
