@@ -78,3 +78,10 @@ def test_each_module_imports_only_from_earlier_stages(path: Path) -> None:
 def test_every_stage_is_a_package_and_listed() -> None:
     stages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
     assert stages == set(ALLOWED)
+
+
+def test_the_readme_layout_names_every_stage_and_no_other() -> None:
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    layout = readme.split("\n## Layout", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"^      (\w+)/", layout, flags=re.M))
+    assert named == set(ALLOWED)
