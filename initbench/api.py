@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -277,18 +278,18 @@ def _refuse_unknown(function: str, given: Mapping[str, Any], known: Sequence[str
 
 
 def _check_out(out: Path) -> None:
-    """Raise ResultsError unless ``out`` is a folder this process can write (made if new)."""
+    """Raise ResultsError unless ``out`` is, or can be made, a folder this process can
+    write. Creates nothing: the sweep makes it when it writes its first file, so a sweep
+    refused before that leaves nothing behind."""
     from initbench.results.store import ResultsError
 
     if out.exists() and not out.is_dir():
         raise ResultsError(f"--out {out}: exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".initbench-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise ResultsError(f"--out {out}: cannot write there ({exc.strerror})") from None
+    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ResultsError(f"--out {out}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ResultsError(f"--out {out}: cannot write there (permission denied)")
 
 
 def _plan(spec: Spec, out: Path, force: bool) -> Plan:

@@ -113,3 +113,14 @@ def test_a_grid_too_large_is_refused_before_expanding_and_nothing_written(tmp_pa
     done = _run(spec, tmp_path / "out")
     assert done.exit_code == 2 and "= 2,000,000 runs; at most 10,000" in done.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_sweep_refused_at_its_size_leaves_no_folder(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    depths = ", ".join(str(d) for d in range(1, 12))
+    widths = ", ".join(str(w) for w in range(1, 92))
+    grid = f"grid: {{model.depth: [{depths}], model.width: [{widths}]}}\n"
+    spec.write_text(BASE + grid)  # 11 x 91 = 1,001 runs, no --yes
+    done = _run(spec, tmp_path / "out" / "deeper")
+    assert done.exit_code == 2 and "pass --yes to run it" in done.output
+    assert not (tmp_path / "out").exists()
