@@ -120,7 +120,7 @@ def test_a_sweep_refused_at_its_size_leaves_no_folder(tmp_path: Path) -> None:
     depths = ", ".join(str(d) for d in range(1, 12))
     widths = ", ".join(str(w) for w in range(1, 92))
     grid = f"grid: {{model.depth: [{depths}], model.width: [{widths}]}}\n"
-    spec.write_text(BASE + grid)  # 11 x 91 = 1,001 runs, no --yes
+    spec.write_text(BASE + "train: {batch_size: 16}\n" + grid)  # 11 x 91 = 1,001 runs
     done = _run(spec, tmp_path / "out" / "deeper")
     assert done.exit_code == 2 and "pass --yes to run it" in done.output
     assert not (tmp_path / "out").exists()
