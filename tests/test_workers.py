@@ -141,3 +141,18 @@ def test_a_closed_pipe_does_not_stop_the_sweep(spec, tmp_path) -> None:
     process.stdout.close()
     assert process.wait(timeout=DEADLINE) == 0
     assert len(_summaries(out)) == 4
+
+
+def test_ctrl_c_while_the_forkserver_starts_exits_130_without_a_traceback(spec, tmp_path):
+    ready = tmp_path / "forkserver-ready"
+    out = tmp_path / "o"
+    process = _start(spec, out, "--workers", "2", INITBENCH_TEST_FORKSERVER=str(ready))
+    deadline = time.monotonic() + DEADLINE
+    while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ready.exists(), process.communicate()[0]
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole process group
+    (tmp_path / "gate").touch()
+    output = _finish(process)
+    assert process.returncode == 130, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output

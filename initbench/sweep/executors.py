@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import (
@@ -292,17 +293,25 @@ FORKSERVER_PRELOAD: Final = ["initbench.sweep.train", "torch._dynamo"]
 
 
 def prestart_workers() -> None:
-    """Start the process pool's forkserver now, importing FORKSERVER_PRELOAD in the
+    """Start the worker processes' forkserver now, importing FORKSERVER_PRELOAD in the
     background while this process plans the sweep, so the workers are forked with
     everything imported instead of each importing it after the plan (about 4 s per
     command on 2 cores). Importing runs no torch computation, so forking after it is
-    safe; nothing happens where forkserver is unavailable (the pool spawns)."""
+    safe; nothing happens where forkserver is unavailable (workers are spawned).
+
+    The forkserver starts with SIGINT ignored (an ignored signal stays ignored across
+    exec): Ctrl-C, which reaches the whole process group, is the driver's to handle, and
+    would otherwise print a traceback from the forkserver's preload."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return
     from multiprocessing import forkserver
 
     multiprocessing.get_context("forkserver").set_forkserver_preload(FORKSERVER_PRELOAD)
-    forkserver.ensure_running()
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, handler)
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,13 @@ INITBENCH_TEST_KILL=N:DIR  the run of seed N kills its own process with SIGKILL,
 INITBENCH_TEST_READY=PATH  the command creates PATH once its sweep is planned, then waits
                            for INITBENCH_TEST_GATE before running anything.
 INITBENCH_TEST_STALL=PATH  every run creates PATH once started, then never ends.
+INITBENCH_TEST_FORKSERVER=PATH  the workers' forkserver, as it starts (before its
+                           preload), creates PATH, then waits for INITBENCH_TEST_GATE.
 """
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -62,3 +65,9 @@ if "INITBENCH_TEST_READY" in os.environ:
         return planned
 
     runner.plan = plan
+
+if "INITBENCH_TEST_FORKSERVER" in os.environ and "multiprocessing.forkserver" in " ".join(
+    sys.orig_argv
+):
+    Path(os.environ["INITBENCH_TEST_FORKSERVER"]).touch()
+    _wait_for(os.environ["INITBENCH_TEST_GATE"])
