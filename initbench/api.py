@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -25,15 +24,16 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from initbench.analysis import Thresholds
+    from initbench.analysis.tidy import Results
     from initbench.config.spec import RunConfig, Spec
     from initbench.meanfield import Prediction
     from initbench.results.schema import RunResult
-    from initbench.results.store import Experiment
     from initbench.sweep.executors import ExecutorOptions
     from initbench.sweep.runner import Plan
 
 # Exception name -> the module that defines it; each is imported on first use.
-_ERRORS: dict[str, str] = {
+_LAZY: dict[str, str] = {  # a name exported here -> the module that defines it
+    "Results": "initbench.analysis.tidy",
     "SpecError": "initbench.config.spec",
     "DataError": "initbench.data",
     "ResultsError": "initbench.results.store",
@@ -42,13 +42,13 @@ _ERRORS: dict[str, str] = {
     "TheoryError": "initbench.meanfield",
 }
 
-__all__ = ["Hooks", "Outcome", "Results", "load", "prediction", "report", "run", "theory"]
-__all__ += ["validate", *_ERRORS]
+__all__ = ["Hooks", "Outcome", "load", "prediction", "report", "run", "theory"]
+__all__ += ["validate", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _ERRORS:
-        return getattr(importlib.import_module(_ERRORS[name]), name)
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -326,44 +326,6 @@ def _execute(sweep: Plan, executor: ExecutorOptions, device: str, hooks: Hooks) 
 # --- load ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class Results:
-    """Stored results as tidy pandas tables, over one or several experiments.
-
-    runs: a row per complete run: ``experiment``, ``run_id``, each config key as a dotted
-        column (``model.depth``, ``model.init``; a named reference as its name and the
-        parameters that differ from its defaults: ``normal(std=0.1)``), ``seed``, then
-        the summary's fields (``status``, ``test_accuracy``, ``final_loss`` ...).
-    layers, curves: the long tables (step, layer, t, name, metric, value; step, metric,
-        value), each row led by its run's ``experiment``, ``run_id``, config keys, seed.
-    config_keys: the config columns (``seed`` last). incomplete: experiment -> run
-    folders without a summary. unreadable: "experiment/run_id" -> why it was left out.
-    """
-
-    path: Path
-    experiments: tuple[str, ...]
-    runs: pd.DataFrame
-    layers: pd.DataFrame
-    curves: pd.DataFrame
-    config_keys: tuple[str, ...]
-    incomplete: dict[str, list[str]]
-    unreadable: dict[str, str]
-
-    @property
-    def varying(self) -> tuple[str, ...]:
-        """The config keys whose value differs between the runs."""
-        runs = self.runs
-        return tuple(k for k in self.config_keys if runs[k].astype(str).nunique() > 1)
-
-    def __repr__(self) -> str:
-        statuses = self.runs["status"].value_counts()
-        shown = ", ".join(f"{n} {s}" for s, n in statuses.items())
-        return (
-            f"Results({self.path}: {len(self.experiments)} experiment(s), "
-            f"{len(self.runs)} runs ({shown}); varying: {', '.join(self.varying) or 'none'})"
-        )
-
-
 def load(path: str | Path) -> Results:
     """Load the results at ``path``: a results folder (every experiment in it) or one
     experiment folder, as pandas tables (see :class:`Results`).
@@ -372,60 +334,9 @@ def load(path: str | Path) -> Results:
     of its runs is complete, and when a run was written by a newer initbench. A run
     that cannot be read is left out with a warning and listed in ``unreadable``.
     """
-    import pandas as pd
+    from initbench.analysis.tidy import load_results
 
-    from initbench.results import store
-
-    root = Path(path)
-    loaded = [store.load_experiment(p, skip_unreadable=True) for p in store.find_experiments(root)]
-    tables = [_tidy(e) for e in loaded if not e.runs.empty]
-    unreadable = {f"{e.name}/{r}": why for e in loaded for r, why in e.unreadable.items()}
-    if not tables:
-        incomplete = sum(len(e.incomplete) for e in loaded)
-        raise store.ResultsError(
-            f"{root}: no complete run to load in {len(loaded)} experiment folder(s) "
-            f"({', '.join(e.name for e in loaded)}): {incomplete} incomplete, "
-            f"{len(unreadable)} unreadable"
-        )
-    if unreadable:
-        warnings.warn(
-            f"{root}: {len(unreadable)} run(s) could not be read and are left out: "
-            f"{', '.join(unreadable)} (see Results.unreadable)",
-            stacklevel=2,
-        )
-    runs, layers, curves = (pd.concat([t[i] for t in tables], ignore_index=True) for i in range(3))
-    keys = dict.fromkeys(k for t in tables for k in t[3])
-    return Results(
-        root,
-        tuple(e.name for e in loaded),
-        runs,
-        layers,
-        curves,
-        tuple(keys),
-        {e.name: list(e.incomplete) for e in loaded if e.incomplete},
-        unreadable,
-    )
-
-
-def _tidy(experiment: Experiment) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
-    """One experiment's runs, layers and curves with plain config columns, and their names."""
-    import pandas as pd
-
-    from initbench.analysis import config_labels
-
-    raw = experiment.runs
-    labels = config_labels(raw)
-    keys = labels[sorted(labels.columns)].reset_index()
-    if "config.seed" in raw:
-        keys["seed"] = raw["config.seed"].to_numpy()
-    keys.insert(0, "experiment", experiment.name)
-    own = [c for c in raw.columns if c.startswith("config.") or c in ("run_id", "experiment")]
-    runs = pd.concat([keys, raw.drop(columns=own).reset_index(drop=True)], axis=1)
-
-    def joined(table: pd.DataFrame) -> pd.DataFrame:
-        return keys.merge(table, on="run_id", how="right", validate="one_to_many")
-
-    return runs, joined(experiment.layers), joined(experiment.curves), list(keys.columns[2:])
+    return load_results(path)
 
 
 # --- report ----------------------------------------------------------------------------------

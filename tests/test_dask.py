@@ -26,6 +26,7 @@ from click.testing import CliRunner
 from initbench.cli import main
 from initbench.config.spec import load_spec
 from initbench.results import schema
+from initbench.sweep import cluster as dask_cluster
 from initbench.sweep import executors
 
 SMOKE = Path(__file__).parent.parent / "configs" / "smoke.yaml"
@@ -44,14 +45,14 @@ seeds: 1
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A 2-worker LocalCluster, set up as the README advises for a scheduler of one's own
-    (executors.SCHEDULER_CONFIG: a worker's death fails its task at once)."""
+    (dask_cluster.SCHEDULER_CONFIG: a worker's death fails its task at once)."""
     pytest.importorskip("distributed")
     import dask
     from distributed import Client, LocalCluster, fire_and_forget
 
     env = {"INITBENCH_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}
     with (
-        dask.config.set(executors.SCHEDULER_CONFIG),
+        dask.config.set(dask_cluster.SCHEDULER_CONFIG),
         LocalCluster(
             n_workers=2,
             threads_per_worker=1,
@@ -259,7 +260,7 @@ def test_losing_the_scheduler_stops_the_sweep_with_exit_2(
     pytest.importorskip("distributed")
     from distributed import LocalCluster
 
-    monkeypatch.setattr(executors, "CONNECT_TIMEOUT", 1.0)  # also the client's reconnect time
+    monkeypatch.setattr(dask_cluster, "CONNECT_TIMEOUT", 1.0)  # also the client's reconnect time
     doomed = LocalCluster(n_workers=0, dashboard_address=None, scheduler_kwargs=NO_8787)
 
     def close_once_submitted() -> None:  # no workers: the runs wait for ever until then
@@ -314,7 +315,7 @@ def test_options_of_another_executor_are_exit_2(
 
 def test_unreachable_scheduler_is_exit_2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     pytest.importorskip("distributed")
-    monkeypatch.setattr(executors, "CONNECT_TIMEOUT", 1.0)
+    monkeypatch.setattr(dask_cluster, "CONNECT_TIMEOUT", 1.0)
     with socket.socket() as probe:  # a port that nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -345,14 +346,14 @@ def test_slurm_job_script_carries_the_options(
         memory="8GB",
         account="lab",
     )
-    with executors.slurm_cluster(options) as cluster:
+    with dask_cluster.slurm_cluster(options) as cluster:
         script = cluster.job_script()
     for line in ("#SBATCH -p short", "#SBATCH -t 02:30:00", "#SBATCH -A lab"):
         assert line in script, script
     assert "#SBATCH --cpus-per-task=4" in script and "#SBATCH --mem=8G" in script
     assert "--nthreads 1" in script and "export OMP_NUM_THREADS=4" in script
     # without sbatch, or with a bad walltime: exit 2, nothing written
-    monkeypatch.setattr(executors.shutil, "which", lambda name: None)
+    monkeypatch.setattr(dask_cluster.shutil, "which", lambda name: None)
     done = _run(str(SMOKE), "--out", str(tmp_path), "--executor", "slurm", *TINY)
     assert done.exit_code == 2 and "sbatch is not on PATH" in done.output
     assert not (tmp_path / "smoke" / schema.RUNS_DIR).exists()
