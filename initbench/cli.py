@@ -10,7 +10,6 @@ import atexit
 import contextlib
 import functools
 import gc
-import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -37,41 +36,10 @@ def _terminate(signum: int, frame: Any) -> None:
     raise Terminated
 
 
-class _Pipe:
-    """Standard output that outlives its reader: once a pipe's reader is gone
-    (``initbench run ... | head -1``), the rest of the output is dropped and the sweep
-    goes on, instead of stopping at the next line with a BrokenPipeError."""
-
-    def __init__(self, stream: Any) -> None:
-        self.stream = stream
-
-    def write(self, text: str) -> int:
-        try:
-            return self.stream.write(text)
-        except BrokenPipeError:
-            self._drop()
-            return len(text)
-
-    def flush(self) -> None:
-        try:
-            self.stream.flush()
-        except BrokenPipeError:
-            self._drop()
-
-    def _drop(self) -> None:
-        # the fd itself too, so that the interpreter's final flush at exit is quiet
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, self.stream.fileno())
-        os.close(devnull)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.stream, name)
-
-
 def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
+    from initbench.ui import console
 
-    return Console(file=sys.stderr if stderr else _Pipe(sys.stdout), highlight=False)
+    return console(stderr)
 
 
 class _Group(click.Group):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -27,6 +29,42 @@ if TYPE_CHECKING:
     from initbench.sweep.runner import Plan
 
 STATUS_STYLE = {"ok": "green", "diverged": "yellow", "failed": "red"}
+
+
+class QuietPipe:
+    """Standard output that outlives its reader: once a pipe's reader is gone
+    (``initbench run ... | head -1``), the rest of the output is dropped and the sweep
+    goes on, instead of stopping at the next line with a BrokenPipeError."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self._drop()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self._drop()
+
+    def _drop(self) -> None:
+        # the fd itself too, so that the interpreter's final flush at exit is quiet
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self.stream.fileno())
+        os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def console(stderr: bool = False) -> Console:
+    """The terminal: standard error, or standard output that outlives its reader."""
+    return Console(file=sys.stderr if stderr else QuietPipe(sys.stdout), highlight=False)
 
 
 class SweepProgress:
