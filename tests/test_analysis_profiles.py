@@ -268,7 +268,7 @@ def test_without_batchnorm_normed_is_empty_not_na():
 
 def test_an_overflow_is_exploding_with_the_factor_of_the_finite_layers():
     # relu with uniform [0, 1] weights: x16,400 per layer, then float32 overflows
-    values = [16400.0**l for l in range(1, 10)] + [math.inf] + [math.nan] * 5
+    values = [16400.0**k for k in range(1, 10)] + [math.inf] + [math.nan] * 5
     result = decay(range(1, 16), values, backward=False, thresholds=TH)
     assert result.verdict == "exploding"
     assert result.factor == pytest.approx(16400.0)
@@ -276,7 +276,7 @@ def test_an_overflow_is_exploding_with_the_factor_of_the_finite_layers():
 
 
 def test_nan_after_growth_is_an_overflow_not_non_finite():
-    values = [10.0**l for l in range(1, 6)] + [math.nan] * 3
+    values = [10.0**k for k in range(1, 6)] + [math.nan] * 3
     result = decay(range(1, 9), values, backward=False, thresholds=TH)
     assert result.verdict == "exploding"
     assert result.factor == pytest.approx(10.0)
