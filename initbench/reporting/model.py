@@ -28,6 +28,7 @@ STYLES: Final[dict[str, Style]] = {
     "stable": Style("green", "#2e7d32"),
     "vanishing": Style("bold blue", "#1565c0"),
     "exploding": Style("bold red", "#c62828"),
+    "saturated": Style("bold magenta", "#6a1b9a"),
     "collapsed": Style("bold magenta", "#8e24aa"),
     "non-finite": Style("bold red", "#c62828"),
     "undefined": Style("dim", "#888888"),
