@@ -12,7 +12,16 @@ from rich.console import Console
 from initbench import analysis
 from initbench.analysis import Thresholds
 from initbench.reporting import FORMATS
-from initbench.reporting.model import MISSING, STYLES, Cell, Section, Table, fmt_num, fmt_pm, fmt_stat
+from initbench.reporting.model import (
+    MISSING,
+    STYLES,
+    Cell,
+    Section,
+    Table,
+    fmt_num,
+    fmt_pm,
+    fmt_stat,
+)
 from initbench.reporting.notes import definitions
 from initbench.reporting.render.html import render_html
 from initbench.reporting.render.latex import latex_escape, render_latex

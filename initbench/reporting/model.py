@@ -59,6 +59,7 @@ class Table:
     numeric: list[bool]
     rows: list[list[Cell]]
     notes: list[str]
+    keys: int = 0  # leading columns that name a row: repeated where a narrow output splits it
 
 
 @dataclass
@@ -150,8 +151,11 @@ def make_table(
     columns: Sequence[Column],
     rows: pd.DataFrame | list[dict[str, Any]],
     notes: list[str],
+    keys: int = 0,
 ) -> Table:
-    """The table of ``rows`` (records or a frame) drawn through ``columns``."""
+    """The table of ``rows`` (records or a frame) drawn through ``columns``; ``keys``:
+    how many leading columns name a row."""
     records = rows if isinstance(rows, list) else rows.to_dict("records")
     body = [[col.cell(r) for col in columns] for r in records]
-    return Table(title, [c.header for c in columns], [c.numeric for c in columns], body, notes)
+    headers, numeric = [c.header for c in columns], [c.numeric for c in columns]
+    return Table(title, headers, numeric, body, notes, keys)
