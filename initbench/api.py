@@ -349,6 +349,8 @@ def report(
     per_layer: bool = False,
     select: Sequence[str] | Mapping[str, Any] = (),
     plots: str | Path | None = None,
+    rows: str | None = None,
+    cols: str | None = None,
     **thresholds: float,
 ) -> str:
     """The report of the results at ``path`` (a results folder or one experiment), as
@@ -358,8 +360,9 @@ def report(
     per_layer: add the layer-by-layer tables behind each verdict. select: only these
     configurations: ``{"model.depth": 30, "model.init": ["he_normal", "xavier_normal"]}``
     or ``["model.depth=30"]``. plots: also write every figure as PNG into this folder.
-    thresholds: any of ratio, factor, dead, saturated, chance_margin, init_tolerance,
-    theory_tolerance (see ``initbench report --help``).
+    rows, cols: the Answer's axes (config keys; default: chosen from the grid).
+    thresholds: any of ratio, factor, dead, saturated, chance_margin, loss_margin,
+    trained_fraction, init_tolerance, theory_tolerance (see ``initbench report --help``).
 
     Raises ResultsError (no results there), ReportError (bad format or select) or
     ValueError (a threshold out of range).
@@ -377,6 +380,8 @@ def report(
         select=_select_texts(select),
         thresholds=_thresholds(thresholds),
         stream=text,
+        rows=rows,
+        cols=cols,
     )
     return text.getvalue()
 

@@ -370,7 +370,22 @@ def list_(topic: str | None) -> None:
     type=float,
     default=0.05,
     show_default=True,
-    help="Test accuracy within this of chance (0.1) is flagged no-learning.",
+    help="Trainable 'no' (flag no-learning) below chance (0.1) + this test accuracy.",
+)
+@click.option(
+    "--loss-margin",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="Trainable 'no' (flag no-learning) when the final training loss stays above "
+    "ln(10) minus this (nats).",
+)
+@click.option(
+    "--trained-fraction",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Trainable 'yes' from this fraction of the way from chance to 1 in test accuracy.",
 )
 @click.option(
     "--init-tolerance",
@@ -387,6 +402,19 @@ def list_(topic: str | None) -> None:
     help="Per-layer relative difference from mean-field theory below which no "
     "theory-mismatch is flagged (besides the seeds' spread).",
 )
+@click.option(
+    "--rows",
+    metavar="KEY",
+    default=None,
+    help="The Answer's rows, e.g. model.depth [default: the numeric varying key with most values].",
+)
+@click.option(
+    "--cols",
+    metavar="KEY",
+    default=None,
+    help="The Answer's columns, e.g. model.init [default: the categorical varying key "
+    "with most values].",
+)
 def report(
     results_dir: Path,
     fmt: str,
@@ -394,29 +422,16 @@ def report(
     plots: Path | None,
     per_layer: bool,
     select: tuple[str, ...],
-    ratio: float,
-    factor: float,
-    dead: float,
-    saturated: float,
-    chance_margin: float,
-    init_tolerance: float,
-    theory_tolerance: float,
+    rows: str | None,
+    cols: str | None,
+    **thresholds: float,
 ) -> None:
-    """Verdict tables (and plots) of the runs under RESULTS_DIR."""
+    """The Answer, verdict tables (and plots) of the runs under RESULTS_DIR."""
     from initbench.analysis import Thresholds
     from initbench.reporting import ReportError, generate
     from initbench.results import store
 
     try:
-        thresholds = Thresholds(
-            ratio=ratio,
-            factor=factor,
-            dead=dead,
-            saturated=saturated,
-            chance_margin=chance_margin,
-            init_tolerance=init_tolerance,
-            theory_tolerance=theory_tolerance,
-        )
         written = generate(
             results_dir,
             fmt=fmt,
@@ -424,7 +439,9 @@ def report(
             plots=plots,
             per_layer=per_layer,
             select=select,
-            thresholds=thresholds,
+            thresholds=Thresholds(**thresholds),  # the threshold options are its fields
+            rows=rows,
+            cols=cols,
         )
     except (store.ResultsError, ReportError, ValueError) as exc:
         _fail(str(exc))

@@ -65,7 +65,14 @@ def test_configurations_follow_the_spec_grid_order():
     keys_reversed = analysis.describe_configs(runs, {"model.init": ["xavier_normal", "he_normal"]})
     analysed = blank_analysed(
         [
-            {"run_id": r, "seed": 0, "status": "ok", "status_text": "ok", "flags": ""}
+            {
+                "run_id": r,
+                "seed": 0,
+                "status": "ok",
+                "status_text": "ok",
+                "flags": "",
+                "trainable": "yes",
+            }
             for r in runs.run_id
         ]
     )
@@ -130,13 +137,21 @@ def test_seeds_aggregate_as_mean_and_sample_std_with_their_count():
 def test_one_seed_has_no_std_and_nan_is_never_skipped():
     analysed = blank_analysed(
         [
-            {"run_id": "a", "seed": 0, "status": "ok", "status_text": "ok", "flags": ""},
+            {
+                "run_id": "a",
+                "seed": 0,
+                "status": "ok",
+                "status_text": "ok",
+                "flags": "",
+                "trainable": "yes",
+            },
             {
                 "run_id": "b",
                 "seed": 1,
                 "status": "diverged",
                 "status_text": "diverged at step 3",
                 "flags": "diverged",
+                "trainable": "no",
             },
         ]
     )

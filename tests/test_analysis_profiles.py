@@ -18,7 +18,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from initbench import analysis
-from initbench.analysis import Thresholds, classify, decay
+from initbench.analysis import Thresholds, classify, decay, with_saturation
 from initbench.config import geometry
 
 # --------------------------------------------------------------------------------------
@@ -117,7 +117,7 @@ def test_thresholds_are_described_with_their_values():
     text = "\n".join(Thresholds(ratio=50, factor=1.25, dead=0.3, chance_margin=0.02).describe())
     assert "ratio < 1/50" in text and "factor > 1.25" in text and "1/1.25 (= 0.8)" in text
     assert "dead_frac >= 0.3" in text
-    assert "test accuracy <= 0.12" in text
+    assert "test accuracy < 0.12" in text
 
 
 @pytest.mark.parametrize(
@@ -261,3 +261,46 @@ def test_without_batchnorm_normed_is_empty_not_na():
     out = analysis.signal_at(table(healthy("r", 0)), 0, "init", TH)
     assert out["normed_verdict_init"] == ""
     assert math.isnan(out["normed_factor_init"])
+
+
+# Verdicts that do not mislead (issue 16)
+
+
+def test_an_overflow_is_exploding_with_the_factor_of_the_finite_layers():
+    # relu with uniform [0, 1] weights: x16,400 per layer, then float32 overflows
+    values = [16400.0**k for k in range(1, 10)] + [math.inf] + [math.nan] * 5
+    result = decay(range(1, 16), values, backward=False, thresholds=TH)
+    assert result.verdict == "exploding"
+    assert result.factor == pytest.approx(16400.0)
+    assert "overflowed at layer 10" in result.note and "finite layer 1..9" in result.note
+
+
+def test_nan_after_growth_is_an_overflow_not_non_finite():
+    values = [10.0**k for k in range(1, 6)] + [math.nan] * 3
+    result = decay(range(1, 9), values, backward=False, thresholds=TH)
+    assert result.verdict == "exploding"
+    assert result.factor == pytest.approx(10.0)
+    assert "NaN at layer 6, 7, 8 (overflowed at layer 6)" in result.note
+
+
+def test_a_backward_overflow_is_read_from_the_last_layer():
+    values = [math.inf, 1e6, 1e3, 1.0]  # the gradient grows x1000 per layer towards layer 1
+    result = decay([1, 2, 3, 4], values, backward=True, thresholds=TH)
+    assert result.verdict == "exploding"
+    assert result.factor == pytest.approx(1000.0)
+
+
+def test_nan_without_growth_before_stays_non_finite():
+    result = decay([1, 2, 3, 4], [1.0, 1.0, 1.0, math.nan], backward=False, thresholds=TH)
+    assert result.verdict == "non-finite"
+    assert math.isnan(result.factor)
+
+
+def test_a_saturated_network_is_not_stable():
+    # tanh with uniform [0, 1] weights: factor 1.02 with every unit saturated
+    result = decay([1, 2, 3, 4], [1.0, 1.02, 1.04, 1.06], backward=False, thresholds=TH)
+    assert result.verdict == "stable"
+    assert with_saturation(result.verdict, 1.0, TH) == "saturated"
+    assert with_saturation(result.verdict, 0.1, TH) == "stable"
+    assert with_saturation("vanishing", 1.0, TH) == "vanishing"  # the decay says more
+    assert with_saturation("stable", math.nan, TH) == "stable"  # not recorded

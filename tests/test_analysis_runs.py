@@ -98,6 +98,7 @@ def test_run_flags_takes_whether_dead_units_block_gradient():
         "sat_max_init": math.nan,
         "sat_max_last": math.nan,
         "test_accuracy": 0.9,
+        "final_loss": 0.3,
         "status": "ok",
         "init_mismatch": False,
     }
@@ -266,3 +267,48 @@ def test_diverged_at_says_where_the_run_went_non_finite(where, text):
     out = analyse([record], healthy("d", 0)).loc["d"]
     assert out["diverged_at"] == text
     assert out["status_text"] == "diverged at step 12"
+
+
+# Trainability: test accuracy against chance and training loss against ln(C), once
+
+
+@pytest.mark.parametrize(
+    ("status", "accuracy", "loss", "expected"),
+    [
+        ("ok", 0.95, 0.2, "yes"),
+        ("ok", 0.40, 1.5, "partly"),  # learned something, below the trained accuracy
+        ("ok", 0.10, 2.3026, "no"),  # at chance, loss at ln 10
+        ("ok", 0.24, 2.294, "no"),  # issue 16: above chance + margin, loss never left ln 10
+        ("ok", 0.95, 2.294, "no"),
+        ("diverged", math.nan, math.nan, "no"),
+        ("failed", math.nan, math.nan, ""),
+        ("ok", math.nan, 0.2, ""),
+    ],
+)
+def test_trainability_reads_accuracy_and_loss(status, accuracy, loss, expected):
+    assert analysis.trainability(status, accuracy, loss, TH) == expected
+
+
+def test_no_learning_flags_a_loss_that_stayed_at_ln_c():
+    row = {
+        "dead_max_init": 0.0,
+        "dead_max_last": 0.0,
+        "sat_max_init": math.nan,
+        "sat_max_last": math.nan,
+        "test_accuracy": 0.24,
+        "final_loss": 2.294,
+        "status": "ok",
+        "init_mismatch": False,
+    }
+    assert analysis.run_flags(row, TH) == ["no-learning"]
+    assert analysis.run_flags({**row, "final_loss": 1.0}, TH) == []
+
+
+def test_trainability_thresholds_are_options_and_printed():
+    th = Thresholds(loss_margin=0.5, trained_fraction=0.8)
+    assert analysis.trainability("ok", 0.70, 1.5, th) == "partly"  # 0.70 < 0.1 + 0.8 * 0.9
+    assert analysis.trainability("ok", 0.70, 2.0, th) == "no"  # 2.0 > ln 10 - 0.5
+    text = th.describe_trainable()
+    assert "test accuracy >= 0.82" in text and "final training loss <= 1.8" in text
+    with pytest.raises(ValueError, match="trained_fraction"):
+        Thresholds(trained_fraction=0)

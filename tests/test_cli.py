@@ -281,3 +281,19 @@ def test_every_command_freezes_the_heap_at_exit(monkeypatch: pytest.MonkeyPatch)
     cli._freeze_objects_at_exit.cache_clear()
     _run("list")
     assert registered == [gc.freeze]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_every_shipped_config_gets_an_answer(config: Path, tmp_path: Path) -> None:
+    # issue 16: each experiment's section opens with its Answer, for any spec
+    args = ["run", str(config), "--out", str(tmp_path)]
+    for override in TINY_OVERRIDES:
+        args += ["--set", override]
+    assert _run(*args).exit_code == 0
+    result = _run("report", str(tmp_path), "--format", "terminal")
+    assert result.exit_code == 0, result.output
+    section = result.output.split("Answer", 1)
+    assert len(section) == 2 and "Findings" in section[1], result.output
+    answer = section[1].split("Findings", 1)[0]
+    assert ("train" in answer or "unknown" in answer) and answer.rstrip().endswith(".")
+    assert "Glossary" in result.output

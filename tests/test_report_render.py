@@ -12,7 +12,16 @@ from rich.console import Console
 from initbench import analysis
 from initbench.analysis import Thresholds
 from initbench.reporting import FORMATS
-from initbench.reporting.model import MISSING, STYLES, Cell, Section, Table, fmt_num, fmt_stat
+from initbench.reporting.model import (
+    MISSING,
+    STYLES,
+    Cell,
+    Section,
+    Table,
+    fmt_num,
+    fmt_pm,
+    fmt_stat,
+)
 from initbench.reporting.notes import definitions
 from initbench.reporting.render.html import render_html
 from initbench.reporting.render.latex import latex_escape, render_latex
@@ -83,8 +92,25 @@ def test_numbers_that_are_not_finite_are_named(value: float | None, text: str) -
 
 def test_one_seed_shows_the_mean_alone() -> None:
     row = {"x_mean": 0.123456, "x_std": 0.01, "seeds": 2}
-    assert fmt_stat(row, "x") == "0.123 ± 0.01"
+    assert fmt_stat(row, "x") == "0.123 ± 0.010"  # issue 16: rounded by the std
     assert fmt_stat({**row, "seeds": 1}, "x") == "0.123"
+
+
+@pytest.mark.parametrize(
+    ("mean", "std", "text"),
+    [
+        (2.51e-12, 2.54e-12, "(2.5 ± 2.5)e-12"),
+        (1.0103, 0.0524, "1.010 ± 0.052"),
+        (1.01, 5.24e-05, "1.010000 ± 0.000052"),
+        (0.995, 0.0123, "0.995 ± 0.012"),
+        (16400.0, 3000.0, "(1.64 ± 0.30)e4"),
+        (123.0, 23.0, "123 ± 23"),
+        (1234.0, 230.0, "1230 ± 230"),
+        (0.5, 0.0, "0.5 ± 0"),
+    ],
+)
+def test_mean_and_std_are_rounded_by_the_uncertainty(mean: float, std: float, text: str) -> None:
+    assert fmt_pm(mean, std) == text
 
 
 def test_metric_definitions_are_the_schemas() -> None:

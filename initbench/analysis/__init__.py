@@ -70,7 +70,9 @@ from initbench.analysis.verdicts import (
     CHANCE_ACCURACY,
     FLAGS,
     SAMPLING_SIGMAS,
+    START_LOSS,
     THRESHOLD_HELP,
+    TRAINABLE,
     VERDICTS,
     Decay,
     Thresholds,
@@ -78,6 +80,8 @@ from initbench.analysis.verdicts import (
     dead_units_pass_no_gradient,
     decay,
     run_flags,
+    trainability,
+    with_saturation,
 )
 from initbench.meanfield.decay import fit_factor
 
@@ -88,10 +92,12 @@ __all__ = [
     "RNN_DRIVE_NOTE",
     "SAMPLING_SIGMAS",
     "SIGNAL_METRICS",
+    "START_LOSS",
     "TAGS",
     "THEORY_LEVEL",
     "THEORY_QUANTITIES",
     "THRESHOLD_HELP",
+    "TRAINABLE",
     "VERDICTS",
     "ZERO_VARIANCE",
     "ConfigKeys",
@@ -137,5 +143,7 @@ __all__ = [
     "theory_mean",
     "theory_profile",
     "theory_summary",
+    "trainability",
     "verdict_columns",
+    "with_saturation",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,8 @@ from initbench.analysis.verdicts import (
     dead_units_pass_no_gradient,
     decay,
     run_flags,
+    trainability,
+    with_saturation,
 )
 from initbench.results import schema
 
@@ -114,6 +117,7 @@ def signal_at(
     one run at one step, as ``<direction>_<factor|ratio|verdict|note>_<tag>`` columns;
     ``map_positions``: a cnn's map positions per layer (:func:`gradient_positions`)."""
     stats = as_stats(run_layers)
+    sat = _worst(stats, step, "sat_frac")
     out: dict[str, Any] = {}
     for prefix, metric in DIRECTIONS.items():
         if prefix == "bwd":
@@ -124,10 +128,11 @@ def signal_at(
             result = Decay(math.nan, math.nan, "", "")  # no batchnorm: nothing to say
         else:
             result = decay(positions, values, backward=prefix == "bwd", thresholds=th, unit=unit)
+            result = replace(result, verdict=with_saturation(result.verdict, sat, th))
         for field in ("factor", "ratio", "verdict", "note"):
             out[f"{prefix}_{field}_{tag}"] = getattr(result, field)
     out[f"dead_max_{tag}"] = _worst(stats, step, "dead_frac")
-    out[f"sat_max_{tag}"] = _worst(stats, step, "sat_frac")
+    out[f"sat_max_{tag}"] = sat
     return out
 
 
@@ -145,6 +150,7 @@ def analyse_run(
     out.update(signal_at(stats, last if last is not None else 0, "last", th, map_positions))
     out.update(init_summary(init_check(record, stats, th)))
     out.update(theory_summary(run_theory(record, stats)))
+    out["trainable"] = trainability(out["status"], out["test_accuracy"], out["final_loss"], th)
     out["flags"] = ", ".join(run_flags(out, th, dead_units_pass_no_gradient(record)))
     return out
 

@@ -2,13 +2,19 @@
 
 A variance profile's factor and end-to-end ratio (:mod:`initbench.meanfield.decay`) give its
 verdict: ``vanishing`` if ratio < 1/R or factor < 1/F, ``exploding`` if ratio > R or
-factor > F (the ratio decides if the two disagree), else ``stable``. Degenerate profiles
-are named, never dropped: ``collapsed`` (variance exactly 0 at every layer, or at an inner
-one), ``vanishing`` with a note (exactly 0 where the signal arrives), ``exploding`` with a
-note (+inf), ``non-finite`` (NaN), ``undefined`` (< 2 layers measured; not "n/a", which
-pandas reads from csv as NaN). A degenerate profile has no factor: the fit is not asked.
+factor > F (the ratio decides if the two disagree), else ``stable``; a ``stable`` profile
+whose units are saturated (worst sat_frac >= the threshold) is ``saturated``
+(:func:`with_saturation`). Degenerate profiles are named, never dropped: ``collapsed``
+(variance exactly 0 at every layer, or at an inner one), ``vanishing`` with a note (exactly
+0 where the signal arrives), ``exploding`` with a note where the signal overflowed (+inf,
+or NaN after growing past the factor threshold: its factor is fitted on the finite layers
+before), ``non-finite`` (NaN otherwise), ``undefined`` (< 2 layers measured; not "n/a",
+which pandas reads from csv as NaN).
 
-A run's flags (FLAGS) each have one cause; see :class:`Thresholds` and :func:`run_flags`.
+Trainability (:func:`trainability`) is defined once here: ``yes``, ``partly`` or ``no``
+from the test accuracy against chance and the final training loss against its starting
+value ln(C). A run's flags (FLAGS) each have one cause; see :class:`Thresholds` and
+:func:`run_flags`.
 """
 
 from __future__ import annotations
@@ -27,7 +33,17 @@ from initbench.meanfield.decay import end_ratio, fit_factor
 
 CHANCE_ACCURACY: Final = 1 / NUM_CLASSES
 SAMPLING_SIGMAS: Final = 5.0  # init check: sampling standard deviations always tolerated
-VERDICTS: Final = ("stable", "vanishing", "exploding", "collapsed", "non-finite", "undefined")
+VERDICTS: Final = (
+    "stable",
+    "vanishing",
+    "exploding",
+    "saturated",
+    "collapsed",
+    "non-finite",
+    "undefined",
+)
+TRAINABLE: Final = ("yes", "partly", "no")  # trainability(); "" where it is not known
+START_LOSS: Final = math.log(NUM_CLASSES)  # cross-entropy of a uniform guess: ln(C)
 FLAGS: Final = ("diverged", "no-learning", "dead", "saturated", "init-mismatch")
 
 
@@ -38,8 +54,12 @@ THRESHOLD_HELP: Final[dict[str, str]] = {
     "relu only (and leaky_relu with negative_slope 0): elu, selu and leaky_relu pass "
     "gradient below 0",
     "saturated": "flag 'saturated' when some layer's sat_frac reaches this (step 0 or last)",
-    "chance_margin": f"flag 'no-learning' when test accuracy <= chance ({CHANCE_ACCURACY:g}) + "
-    "this margin",
+    "chance_margin": f"trainable 'no' (flag 'no-learning') when test accuracy < chance "
+    f"({CHANCE_ACCURACY:g}) + this margin",
+    "loss_margin": f"trainable 'no' (flag 'no-learning') when the final training loss > ln(C) "
+    f"({START_LOSS:.3f}, its value at a uniform guess) - this margin (nats)",
+    "trained_fraction": "trainable 'yes' when test accuracy >= chance + this fraction of "
+    "the way from chance to 1 (and the loss fell below ln(C) - loss_margin)",
     "init_tolerance": "flag 'init-mismatch' when |w_var / formula - 1| at step 0 exceeds "
     f"this (widened to {SAMPLING_SIGMAS:g} sampling standard deviations for small weights)",
     "theory_tolerance": "flag 'theory-mismatch' only when measurement and mean-field theory "
@@ -56,6 +76,8 @@ class Thresholds:
     dead: float = 0.5  # half the units of a layer dead (dead_frac)
     saturated: float = 0.5  # half the activation elements in the flat 1% of tanh/sigmoid
     chance_margin: float = 0.05  # "within a few points of chance"
+    loss_margin: float = 0.1  # nats: xavier at depth 30 keeps 2.294..2.302 (ln 10 = 2.303)
+    trained_fraction: float = 0.5  # 10 classes: test accuracy >= 0.55
     init_tolerance: float = 0.05  # relative; catches e.g. an uncorrected truncated normal (0.77x)
     theory_tolerance: float = 0.05  # per layer, relative: issue 8's "agree to within 0.05"
 
@@ -66,6 +88,10 @@ class Thresholds:
         ]
         if not 0 <= self.chance_margin < 1 - CHANCE_ACCURACY:
             problems.append(f"chance_margin must be in [0, {1 - CHANCE_ACCURACY:g})")
+        if not 0 <= self.loss_margin < START_LOSS:
+            problems.append(f"loss_margin must be in [0, {START_LOSS:.3f})")
+        if not 0 < self.trained_fraction <= 1:
+            problems.append("trained_fraction must be in (0, 1]")
         problems += [
             f"{n} must be > 0"
             for n in ("init_tolerance", "theory_tolerance")
@@ -79,16 +105,48 @@ class Thresholds:
         r, f = self.ratio, self.factor
         return [
             f"vanishing: ratio < 1/{r:g} or factor < 1/{f:g} (= {1 / f:.3g}); "
-            f"exploding: ratio > {r:g} or factor > {f:g}; otherwise stable",
+            f"exploding: ratio > {r:g} or factor > {f:g} (also where the signal overflowed to "
+            "inf or NaN after growing: factor fitted on the layers before); otherwise stable, "
+            f"or saturated when some layer's sat_frac >= {self.saturated:g}",
+            self.describe_trainable(),
             f"flags: dead = worst dead_frac >= {self.dead:g}; saturated = worst sat_frac >= "
             f"{self.saturated:g} (at step 0 or the last step; dead only for relu and leaky_relu "
             "with negative_slope 0, as elu, selu and leaky_relu units with input <= 0 still "
-            "pass gradient); no-learning = test accuracy <= "
-            f"{CHANCE_ACCURACY + self.chance_margin:.3g} (chance {CHANCE_ACCURACY:g} + "
-            f"{self.chance_margin:g}); diverged = a loss or statistic went non-finite",
+            "pass gradient); no-learning = trainable 'no' on a run that finished (ok); "
+            "diverged = a loss or statistic went non-finite",
             f"init-mismatch: |w_var / formula - 1| > max({self.init_tolerance:g}, "
             f"{SAMPLING_SIGMAS:g} sqrt(2/(N-1))) at step 0 for some layer (N = weight elements)",
         ]
+
+    @property
+    def trained_accuracy(self) -> float:
+        """The test accuracy from which a run counts as trained (trainable 'yes')."""
+        return CHANCE_ACCURACY + self.trained_fraction * (1 - CHANCE_ACCURACY)
+
+    def describe_trainable(self) -> str:
+        """Trainability's definition with these thresholds."""
+        floor, loss = CHANCE_ACCURACY + self.chance_margin, START_LOSS - self.loss_margin
+        return (
+            f"trainable: yes = test accuracy >= {self.trained_accuracy:.3g} (chance "
+            f"{CHANCE_ACCURACY:g} + {self.trained_fraction:g} of the way to 1) and final "
+            f"training loss <= {loss:.3g} (ln {NUM_CLASSES} = {START_LOSS:.3f}, the loss of a "
+            f"uniform guess, - {self.loss_margin:g}); no = test accuracy < {floor:.3g} (chance "
+            f"+ {self.chance_margin:g}) or final loss > {loss:.3g} (it never left its start), "
+            "or diverged; partly = between; unknown (blank) for a failed run"
+        )
+
+
+def trainability(status: Any, accuracy: float, final_loss: float, th: Thresholds) -> str:
+    """``yes``, ``partly`` or ``no`` (TRAINABLE; see :meth:`Thresholds.describe_trainable`);
+    '' when not known (a failed run, or an ok run without accuracy or loss)."""
+    if status == "diverged":
+        return "no"
+    if status != "ok" or math.isnan(accuracy) or math.isnan(final_loss):
+        return ""
+    loss_fell = final_loss <= START_LOSS - th.loss_margin
+    if accuracy < CHANCE_ACCURACY + th.chance_margin or not loss_fell:
+        return "no"
+    return "yes" if accuracy >= th.trained_accuracy else "partly"
 
 
 # --- decay of one profile -------------------------------------------------------------------
@@ -119,13 +177,39 @@ def _where(positions: np.ndarray, unit: str) -> str:
     return f"{unit} {shown}"
 
 
-def _degenerate(x: np.ndarray, v: np.ndarray, ratio: float, backward: bool, unit: str):
+def _overflow(
+    x: np.ndarray, v: np.ndarray, backward: bool, thresholds: Thresholds, unit: str
+) -> Decay | None:
+    """An exploding Decay where the signal overflowed on its way: +inf, or NaN after the
+    finite layers before it grew by more than the factor threshold (float32's inf - inf);
+    the factor is fitted on those finite layers. None otherwise."""
+    travel = np.arange(len(v))[::-1] if backward else np.arange(len(v))
+    bad = [i for i in travel if not np.isfinite(v[i])]
+    if not bad:
+        return None
+    first = bad[0]
+    before = [i for i in travel[: list(travel).index(first)] if v[i] > 0]
+    factor = fit_factor(x[before], v[before], backward=backward) if len(before) > 1 else math.nan
+    grew = not math.isnan(factor) and factor > thresholds.factor
+    if not (np.isposinf(v[first]) or grew):
+        return None
+    kind = "inf" if np.isposinf(v[first]) else "NaN"
+    note = f"{kind} at {_where(x[sorted(bad)], unit)} (overflowed at {unit} {int(x[first])})"
+    if len(before) > 1:
+        note += f"; factor fitted on the finite {_where(x[sorted(before)], unit)}"
+    return Decay(factor, math.inf, "exploding", note)
+
+
+def _degenerate(
+    x: np.ndarray, v: np.ndarray, ratio: float, backward: bool, thresholds: Thresholds, unit: str
+) -> Decay | None:
     """The Decay of a profile with NaN, negative, infinite or zero values; else None."""
+    overflow = None if (v < 0).any() else _overflow(x, v, backward, thresholds, unit)
+    if overflow is not None:
+        return overflow
     bad = np.isnan(v) | (v < 0)
     if bad.any():
         return Decay(math.nan, math.nan, "non-finite", f"NaN variance at {_where(x[bad], unit)}")
-    if np.isposinf(v).any():
-        return Decay(math.nan, ratio, "exploding", f"inf at {_where(x[np.isposinf(v)], unit)}")
     zero = v == 0
     if zero.all():
         return Decay(math.nan, math.nan, "collapsed", f"variance exactly 0 at every {unit}")
@@ -155,7 +239,7 @@ def decay(
         note = f"only one {unit} measured: no decay" if len(v) else "no statistics at this step"
         return Decay(math.nan, math.nan, "undefined", note)
     ratio = end_ratio(v, backward=backward)
-    special = _degenerate(x, v, ratio, backward, unit)
+    special = _degenerate(x, v, ratio, backward, thresholds, unit)
     if special is not None:
         return special
     factor = fit_factor(x, v, backward=backward)
@@ -191,14 +275,19 @@ def run_flags(
     :func:`dead_units_pass_no_gradient`); ``dead_max_*`` is reported either way."""
     dead = _known_max(row["dead_max_init"], row["dead_max_last"])
     sat = _known_max(row["sat_max_init"], row["sat_max_last"])
-    accuracy = row["test_accuracy"]
     found = {
         "diverged": row["status"] == "diverged",
         "no-learning": row["status"] == "ok"
-        and not math.isnan(accuracy)
-        and accuracy <= CHANCE_ACCURACY + th.chance_margin,
+        and trainability("ok", row["test_accuracy"], row["final_loss"], th) == "no",
         "dead": dead_blocks_gradient and dead >= th.dead,
         "saturated": sat >= th.saturated,
         "init-mismatch": bool(row["init_mismatch"]),
     }
     return [flag for flag in FLAGS if found[flag]]
+
+
+def with_saturation(verdict: str, sat_max: float, th: Thresholds) -> str:
+    """``saturated`` in place of ``stable`` where some layer's sat_frac reaches the
+    threshold: a variance kept by units pinned at their asymptote is not a healthy signal
+    (tanh with uniform [0, 1] weights keeps a factor near 1 with every unit saturated)."""
+    return "saturated" if verdict == "stable" and sat_max >= th.saturated else verdict

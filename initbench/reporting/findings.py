@@ -76,6 +76,4 @@ def findings_table(rep: ExperimentReport) -> Table | None:
     if has_theory(rep.configs):
         lines += [(f"vs theory: {c}", labels) for c, labels in _grouped(rep, "theory_check")]
     body = _cells(lines, len(rep.config_rows))
-    return Table(
-        "Findings", ["finding", "configurations"], [False, False], body, notes.FINDINGS_NOTES
-    )
+    return Table("Findings", ["finding", "configurations"], [False, False], body, [])

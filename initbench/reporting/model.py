@@ -28,6 +28,7 @@ STYLES: Final[dict[str, Style]] = {
     "stable": Style("green", "#2e7d32"),
     "vanishing": Style("bold blue", "#1565c0"),
     "exploding": Style("bold red", "#c62828"),
+    "saturated": Style("bold magenta", "#6a1b9a"),
     "collapsed": Style("bold magenta", "#8e24aa"),
     "non-finite": Style("bold red", "#c62828"),
     "undefined": Style("dim", "#888888"),
@@ -58,6 +59,7 @@ class Table:
     numeric: list[bool]
     rows: list[list[Cell]]
     notes: list[str]
+    keys: int = 0  # leading columns that name a row: repeated where a narrow output splits it
 
 
 @dataclass
@@ -88,12 +90,32 @@ def fmt_num(value: Any) -> str:
     return f"{value:.3g}"
 
 
+PLAIN_EXPONENTS: Final = range(-2, 4)  # 0.01 .. 9999 written plainly; else one shared e-exponent
+
+
+def fmt_pm(mean: float, std: float) -> str:
+    """``mean ± std`` rounded by the uncertainty: the std to 2 significant figures, the
+    mean to the same decimal place, one exponent shared by both outside 0.01..9999:
+    ``1.010 ± 0.052``, ``(2.5 ± 2.5)e-12``, ``(1.235 ± 0.023)e4``."""
+    if std == 0:
+        return f"{fmt_num(mean)} ± 0"
+    last = math.floor(math.log10(abs(std))) - 1  # the std's second significant digit
+    top = math.floor(math.log10(max(abs(mean), abs(std))))
+    exponent = 0 if top in PLAIN_EXPONENTS else top
+    decimals = max(exponent - last, 0)
+    scale = 10.0**exponent
+    m, s = round(mean / scale, exponent - last), round(std / scale, exponent - last)
+    text = f"{m:.{decimals}f} ± {s:.{decimals}f}"
+    return f"({text})e{exponent}" if exponent else text
+
+
 def fmt_stat(row: Mapping[str, Any], column: str, n_key: str = "seeds") -> str:
-    """``mean ± std`` over seeds; the mean alone for one seed (its std is undefined)."""
+    """``mean ± std`` over seeds (:func:`fmt_pm`); the mean alone for one seed (its std is
+    undefined) or where mean or std is not finite."""
     mean, std, n = row[f"{column}_mean"], row[f"{column}_std"], int(row[n_key])
-    if n <= 1 or fmt_num(mean) in (MISSING, "inf", "-inf") or fmt_num(std) == MISSING:
+    if n <= 1 or fmt_num(mean) in (MISSING, "inf", "-inf") or fmt_num(std) in (MISSING, "inf"):
         return fmt_num(mean)
-    return f"{fmt_num(mean)} ± {fmt_num(std)}"
+    return fmt_pm(float(mean), float(std))
 
 
 def verdict_cell(text: Any) -> Cell:
@@ -129,8 +151,11 @@ def make_table(
     columns: Sequence[Column],
     rows: pd.DataFrame | list[dict[str, Any]],
     notes: list[str],
+    keys: int = 0,
 ) -> Table:
-    """The table of ``rows`` (records or a frame) drawn through ``columns``."""
+    """The table of ``rows`` (records or a frame) drawn through ``columns``; ``keys``:
+    how many leading columns name a row."""
     records = rows if isinstance(rows, list) else rows.to_dict("records")
     body = [[col.cell(r) for col in columns] for r in records]
-    return Table(title, [c.header for c in columns], [c.numeric for c in columns], body, notes)
+    headers, numeric = [c.header for c in columns], [c.numeric for c in columns]
+    return Table(title, headers, numeric, body, notes, keys)

@@ -70,15 +70,35 @@ WEIGHT_NOTE: Final = (
     "formula: the initializer's variance for this shape; mismatch: runs flagged"
 )
 FINDINGS_NOTES: Final = [
-    "each line gathers the configurations of the tables below that share a verdict, flag "
+    "Findings: each line gathers the configurations of the tables below that share a verdict, flag "
     "or check; nothing here is measured anew",
     "a flag with a count (1/2) holds for that many of the configuration's seeds",
 ]
 
 
+ANSWER_NOTES: Final = [
+    "Answer: rows = the numeric varying key with the most values, columns = the "
+    "categorical varying key with the most values (initbench report --rows KEY --cols KEY "
+    "chooses them); one matrix per value of any other varying key. A cell: trainable "
+    "(see below) and test accuracy (mean over seeds), then the step-0 fwd and bwd factor "
+    "(mean over seeds) with its verdict; the sentences under it are read off the same numbers",
+]
+GLOSSARY_TITLE: Final = "Glossary"
+
+
 def definitions(th: Thresholds) -> list[str]:
     """Every definition the tables rely on (the json report's glossary)."""
     return [*INIT_NOTES, CELL_NOTE, *th.describe(), *theory_notes(th)]
+
+
+def glossary(reports: Sequence[ExperimentReport], th: Thresholds, per_layer: bool) -> list[str]:
+    """The definitions behind every table of the report, once, for the end of it."""
+    seeds = [n for rep in reports if rep.has_rows for n in rep.configs["seeds"].tolist()]
+    lines = [*ANSWER_NOTES, *FINDINGS_NOTES, *INIT_NOTES, CELL_NOTE, *th.describe()]
+    lines += [*THEORY_TABLE_NOTES, *theory_notes(th, seeds), *TRAINED_NOTES]
+    if per_layer:
+        lines += [*PER_LAYER_NOTES, PER_LAYER_THEORY_NOTE, WEIGHT_NOTE]
+    return list(dict.fromkeys(lines))
 
 
 # --- known effects --------------------------------------------------------------------------
@@ -270,22 +290,19 @@ def trained_at(rep: ExperimentReport) -> str:
     return f"step {int(next(iter(steps)))}" if len(steps) == 1 else "the last logged step"
 
 
-def trained_notes(rep: ExperimentReport) -> list[str]:
-    """What the after-training table's columns are."""
-    return [
-        f"measured at {trained_at(rep)} (the trained network); a diverged run at the step "
-        "it went non-finite, where dead and sat are undefined; factors as in the step-0 table",
-        f"final loss: {schema.SUMMARY_KEYS['final_loss']}; test acc: accuracy "
-        "on the test split (ok runs only); status and flags: per seed when they differ",
-    ]
+TRAINED_NOTES: Final = [
+    "after training: measured at the step in the table's title (the trained network); a "
+    "diverged run at the step it went non-finite, where dead and sat are undefined; factors "
+    "as in the step-0 table",
+    f"final loss: {schema.SUMMARY_KEYS['final_loss']}; test acc: accuracy "
+    "on the test split (ok runs only); status and flags: per seed when they differ",
+]
 
 
-def per_layer_notes(row: Mapping[str, Any], signal: pd.DataFrame) -> list[str]:
-    """What the layer-by-layer table's columns are, and why theory is missing if it is."""
-    notes = [*PER_LAYER_NOTES]
-    predicted = [c for c in signal.columns if c.startswith("theory_") and c != "theory_n"]
-    if predicted and signal[predicted].notna().to_numpy().any():
-        notes.append(PER_LAYER_THEORY_NOTE)
+def per_layer_notes(row: Mapping[str, Any]) -> list[str]:
+    """Why theory is missing for this configuration, if it is (the columns are defined in
+    the glossary)."""
+    notes = []
     if row.get("theory_note"):
         notes.append(f"theory: {row['theory_note']}")
     return notes

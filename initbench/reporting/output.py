@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from initbench.analysis import Thresholds
+from initbench.reporting.answer import answer_tables, index_section
 from initbench.reporting.experiment import ExperimentReport, ReportError, build_reports
 from initbench.reporting.figures import figure_pngs
 from initbench.reporting.findings import findings_table
 from initbench.reporting.model import Section
-from initbench.reporting.notes import header_lines
+from initbench.reporting.notes import GLOSSARY_TITLE, glossary, header_lines
 from initbench.reporting.render.data import render_csv, render_json
 from initbench.reporting.render.html import render_html
 from initbench.reporting.render.latex import render_latex
@@ -24,16 +25,25 @@ from initbench.reporting.tables import per_layer_tables, summary_tables
 from initbench.results import store
 
 
-def sections(reports: Sequence[ExperimentReport], th: Thresholds, per_layer: bool) -> list[Section]:
-    """The format-neutral document: one section per experiment."""
+def sections(
+    reports: Sequence[ExperimentReport],
+    th: Thresholds,
+    per_layer: bool,
+    rows: str | None = None,
+    cols: str | None = None,
+) -> list[Section]:
+    """The format-neutral document: an index of the experiments' answers when there are
+    several, one section per experiment (its Answer first), and one glossary at the end."""
     out = []
     for rep in reports:
         findings = findings_table(rep)
-        tables = ([findings] if findings else []) + summary_tables(rep, th)
+        tables = answer_tables(rep, rows, cols) + ([findings] if findings else [])
+        tables += summary_tables(rep, th)
         if per_layer and rep.keys is not None:
             tables += per_layer_tables(rep, th)
         out.append(Section(rep.name, header_lines(rep), tables))
-    return out
+    index = [index_section(out)] if len(out) > 1 else []
+    return [*index, *out, Section(GLOSSARY_TITLE, glossary(reports, th, per_layer), [])]
 
 
 @dataclass(frozen=True)
@@ -87,10 +97,13 @@ def generate(
     select: Sequence[str] = (),
     thresholds: Thresholds | None = None,
     stream: TextIO | None = None,
+    rows: str | None = None,
+    cols: str | None = None,
 ) -> list[Path]:
     """Report every experiment under ``results_dir`` in ``fmt``: to ``out``, else to
     ``stream`` (stdout; the terminal format in colour). ``plots``: also write each
     figure as ``<plots>/<experiment>_<figure>.png``; html embeds the figures either way.
+    ``rows`` / ``cols``: the Answer's axes (config keys), else chosen from the grid.
     Returns the files written. Raises store.ResultsError (no results) or ReportError."""
     if fmt not in FORMATS:
         raise ReportError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
@@ -98,7 +111,7 @@ def generate(
     reports = build_reports(Path(results_dir), th, select)
     pngs = {r.name: figure_pngs(r) for r in reports} if plots or fmt == "html" else {}
     written = _write_plots(plots, pngs) if plots is not None else []
-    document = sections(reports, th, per_layer)
+    document = sections(reports, th, per_layer, rows, cols)
     stream = stream or sys.stdout
     if fmt == "terminal" and out is None:
         print_to(document, stream)

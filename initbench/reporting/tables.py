@@ -5,7 +5,7 @@ numbers with the notes that define its columns."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import pandas as pd
@@ -38,8 +38,18 @@ def _has(configs: pd.DataFrame, column: str) -> bool:
     return bool(configs[f"{column}_mean"].notna().any())
 
 
+def short_keys(keys: Sequence[str]) -> dict[str, str]:
+    """Each config key by its last name ('model.depth' -> 'depth') where that is unique."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: s if last.count(s) == 1 else k for k, s in zip(keys, last, strict=True)}
+
+
 def _key_cols(keys: analysis.ConfigKeys) -> list[Column]:
-    cols = [Column(k, lambda r, k=k: Cell(format_value(r[k])), numeric=False) for k in keys.varying]
+    short = short_keys(keys.varying)
+    cols = [
+        Column(short[k], lambda r, k=k: Cell(format_value(r[k])), numeric=False)
+        for k in keys.varying
+    ]
     return [*cols, Column("seeds", lambda r: Cell(str(r["seeds"])))]
 
 
@@ -109,22 +119,20 @@ def summary_tables(rep: ExperimentReport, th: Thresholds) -> list[Table]:
     after-training table of one experiment."""
     if not rep.has_rows:
         return []
-    init_notes = [*notes.INIT_NOTES, notes.CELL_NOTE, *th.describe()]
-    init_notes += notes.direction_notes(rep, "init")
+    init_notes = notes.direction_notes(rep, "init")
     init_notes += notes.run_notes(rep, [("init check", "init_note")])
-    tables = [make_table(INIT_TITLE, _init_columns(rep), rep.config_rows, init_notes)]
+    keys = len(rep.keys.varying) + 1
+    tables = [make_table(INIT_TITLE, _init_columns(rep), rep.config_rows, init_notes, keys)]
     if has_theory(rep.configs):
-        seeds = rep.configs["seeds"].tolist()
-        theory_notes = [*notes.THEORY_TABLE_NOTES, notes.CELL_NOTE, *notes.theory_notes(th, seeds)]
-        theory_notes += notes.theory_reasons(rep)
-        tables.append(make_table(THEORY_TITLE, _theory_columns(rep), rep.config_rows, theory_notes))
+        theory_notes = notes.theory_reasons(rep)
+        theory = make_table(THEORY_TITLE, _theory_columns(rep), rep.config_rows, theory_notes, keys)
+        tables.append(theory)
     else:
         init_notes += notes.theory_reasons(rep)
-    last_notes = [*notes.trained_notes(rep), notes.CELL_NOTE, *th.describe()]
-    last_notes += notes.direction_notes(rep, "last")
+    last_notes = notes.direction_notes(rep, "last")
     last_notes += [*notes.diverged_notes(rep), *notes.failed_notes(rep)]
     title = f"After training ({notes.trained_at(rep)}) and outcome"
-    return [*tables, make_table(title, _last_columns(rep), rep.config_rows, last_notes)]
+    return [*tables, make_table(title, _last_columns(rep), rep.config_rows, last_notes, keys)]
 
 
 # --- per-layer tables -----------------------------------------------------------------------
@@ -172,12 +180,10 @@ def per_layer_tables(rep: ExperimentReport, th: Thresholds) -> list[Table]:
     for row in rep.config_rows:
         label, run_ids = rep.label(row), row["run_ids"].split()
         signal = rep.layer_signal(run_ids)
-        layer_notes = [*notes.per_layer_notes(row, signal), *th.describe()]
-        tables.append(
-            make_table(f"Layer by layer: {label}", _signal_columns(signal), signal, layer_notes)
-        )
+        layer_notes = notes.per_layer_notes(row)
+        title = f"Layer by layer: {label}"
+        tables.append(make_table(title, _signal_columns(signal), signal, layer_notes, 2))
         weights = analysis.init_table(rep.init_checks(run_ids, th))
         columns = WEIGHT_COLUMNS if len(weights) else ()
-        weight_notes = [notes.WEIGHT_NOTE, *th.describe()]
-        tables.append(make_table(f"Initial weights: {label}", columns, weights, weight_notes))
+        tables.append(make_table(f"Initial weights: {label}", columns, weights, [], 2))
     return tables
