@@ -136,7 +136,7 @@ def test_every_figure_has_a_human_title_and_caption(reports):
         assert {"outcome", "forward_variance", "backward_variance", "heatmaps", "loss"} <= set(
             plots
         )
-        for name, plot in plots.items():
+        for plot in plots.values():
             assert plot.png.startswith(b"\x89PNG")
             assert plot.title and plot.caption.endswith(".") and len(plot.caption) > 60
             assert plot.title[0].isupper() and "=" not in plot.title  # not a file slug

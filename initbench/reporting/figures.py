@@ -13,8 +13,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,143 +23,23 @@ from initbench.analysis import format_value
 from initbench.config.geometry import NUM_CLASSES
 from initbench.meanfield.decay import summed_over_positions
 from initbench.reporting.experiment import ExperimentReport
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
-FIG_SIZE: Final = (10.0, 5.0)  # inches; at FIG_DPI every PNG is 1000 x 500 pixels
-FIG_DPI: Final = 100
-BAND_NOTE: Final = "line: mean over the seeds; band: their min..max"
-THEORY_STYLE: Final = {"linestyle": "--", "linewidth": 1.2}  # the mean-field prediction
-THEORY_LABEL: Final = "dashed: mean-field theory"
-LINESTYLES: Final = ("-", ":", "-.", (0, (6, 2, 1, 2, 1, 2)))  # "--" is theory's
-MARKERS: Final = (".", "x", "+", "^", "s", "v")
-TIME_AXIS: Final = "time step t (top layer)"
-HEADLINE: Final = {"x": 0.01, "ha": "left"}  # clear of the legends at the top right
-SUMMED: Final = "summed over map positions, as the verdict fits it"
-
-
-class Drawn(NamedTuple):
-    """A figure with the title a table of contents shows and the caption under it."""
-
-    fig: Figure
-    title: str
-    caption: str
-
-
-@dataclass(frozen=True)
-class Plot:
-    """One rendered figure: its title, caption and PNG bytes (FIG_SIZE at FIG_DPI)."""
-
-    title: str
-    caption: str
-    png: bytes
-
-
-# --- which key is drawn how -------------------------------------------------------------------
-
-
-def _numeric(values: Sequence[Any]) -> bool:
-    return all(
-        isinstance(v, int | float | np.number) and not isinstance(v, bool | np.bool_)
-        for v in values
-    )
-
-
-def _values(rep: ExperimentReport, key: str) -> list[Any]:
-    """The key's distinct values among the selected configurations, in table (rank) order."""
-    assert rep.keys is not None
-    return sorted(dict.fromkeys(rep.configs[key].tolist()), key=rep.keys.ranks[key].get)
-
-
-def roles(rep: ExperimentReport) -> tuple[str | None, list[str]]:
-    """(main axis, the other varying keys, compared key first). The main axis is the
-    numeric key with the most values (e.g. ``model.depth``); the others follow the spec's
-    grid order, so the compared key is the grid's other key (e.g. ``model.init``)."""
-    if rep.keys is None:
-        return None, []
-    grid = list(rep.experiment.grid)
-    keys = sorted(
-        rep.keys.varying,
-        key=lambda k: next((i for i, g in enumerate(grid) if g == k or g.startswith(f"{k}.")), 99),
-    )
-    numeric = [k for k in keys if _numeric(_values(rep, k))]
-    main = max(numeric, key=lambda k: len(_values(rep, k)), default=None)
-    return main, [k for k in keys if k != main]
-
-
-def _style(index: int) -> dict[str, Any]:
-    return {
-        "linestyle": LINESTYLES[index % len(LINESTYLES)],
-        "marker": MARKERS[index % len(MARKERS)],
-    }
-
-
-class Look:
-    """Colour by one key (sequential for numbers, categorical otherwise), line style and
-    marker by the combination of the others; and the legends that say so."""
-
-    def __init__(self, rep: ExperimentReport, colour: str | None, styled: Sequence[str]) -> None:
-        from matplotlib import colormaps
-
-        self.colour_key, self.styled = colour, list(styled)
-        values = _values(rep, colour) if colour else []
-        if len(values) > 1 and _numeric(values):
-            cmap = colormaps["viridis"]
-            self.colours = {v: cmap(0.85 * i / (len(values) - 1)) for i, v in enumerate(values)}
-        else:
-            self.colours = {v: colormaps["tab10"].colors[i % 10] for i, v in enumerate(values)}
-        ranks = rep.keys.ranks if rep.keys else {}
-        combos = {tuple(r[k] for k in self.styled) for r in rep.config_rows}
-        ranked = sorted(combos, key=lambda c: [ranks[k][v] for k, v in zip(styled, c, strict=True)])
-        self.combos = {combo: i for i, combo in enumerate(ranked)}
-
-    def of(self, row: Any) -> dict[str, Any]:
-        """Matplotlib keywords (color, linestyle, marker) of one configuration's row."""
-        colour = self.colours.get(row[self.colour_key], "0.2") if self.colour_key else "C0"
-        return {"color": colour, **_style(self.combos.get(tuple(row[k] for k in self.styled), 0))}
-
-    def legends(self, fig: Figure, extra: Sequence[tuple[Any, str]] = ()) -> None:
-        """Right of the data: the colours (titled with their key) and ``extra`` entries;
-        below them the line styles (titled with their keys) where there are several."""
-        from matplotlib.lines import Line2D
-
-        entries = [(Line2D([], [], color=c), format_value(v)) for v, c in self.colours.items()]
-        entries += list(extra)
-        small = {"fontsize": "small", "title_fontsize": "small"}
-        if entries:
-            handles, labels = zip(*entries, strict=True)
-            fig.legend(handles, labels, loc="outside right upper", title=self.colour_key, **small)
-        if len(self.combos) > 1:
-            styles = [
-                (Line2D([], [], color="0.3", **_style(i)), ", ".join(map(format_value, combo)))
-                for combo, i in self.combos.items()
-            ]
-            handles, labels = zip(*styles, strict=True)
-            title = ", ".join(self.styled)
-            fig.legend(handles, labels, loc="outside right lower", title=title, **small)
-
-    def says(self) -> str:
-        """'colour: model.init; line style: model.depth' for a caption."""
-        parts = [f"colour: {self.colour_key}"] if self.colour_key else []
-        return "; ".join(parts + ([f"line style: {', '.join(self.styled)}"] if self.styled else []))
-
-
-def profile_look(rep: ExperimentReport) -> Look:
-    """Per-configuration lines: colour by the compared key, style by the rest (main last)."""
-    main, others = roles(rep)
-    keys = [*others, main] if main else others
-    return Look(rep, keys[0] if keys else None, keys[1:])
-
-
-# --- figures of profiles at step 0 ------------------------------------------------------------
-
-
-def _new_figure(nrows: int = 1, ncols: int = 1, **kwargs: Any) -> tuple[Figure, np.ndarray]:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=FIG_SIZE, dpi=FIG_DPI, layout="constrained")
-    return fig, fig.subplots(nrows, ncols, squeeze=False, **kwargs)
+from initbench.reporting.figure_look import (
+    BAND_NOTE,
+    FIG_DPI,
+    HEADLINE,
+    SUMMED,
+    THEORY_LABEL,
+    THEORY_STYLE,
+    TIME_AXIS,
+    Drawn,
+    Look,
+    Plot,
+    is_numeric,
+    new_figure,
+    profile_look,
+    roles,
+    values_of,
+)
 
 
 def _map_positions(rep: ExperimentReport, run_ids: Sequence[str]) -> dict[int, int]:
@@ -251,7 +130,7 @@ def variance_figure(rep: ExperimentReport, direction: str) -> Drawn | None:
     if not _has_unit(rep, metric, "layer"):
         return None
     normed = direction == "forward" and _has_unit(rep, "normed_var", "layer")
-    fig, axes = _new_figure(1, 2 if normed else 1)
+    fig, axes = new_figure(1, 2 if normed else 1)
     panels = [(metric, "before batchnorm" if normed else "")]
     panels += [("normed_var", "after batchnorm")] if normed else []
     look, theory = profile_look(rep), False
@@ -278,7 +157,7 @@ def time_figure(rep: ExperimentReport) -> Drawn | None:
     """rnn: preact and grad_preact variance across time steps t of the top layer, step 0."""
     if not _has_unit(rep, "preact_var", "time step"):
         return None
-    fig, axes = _new_figure(1, 2)
+    fig, axes = new_figure(1, 2)
     look, theory = profile_look(rep), False
     for ax, metric in zip(axes[0], ("preact_var", "grad_preact_var"), strict=True):
         theory = _profile_panel(ax, rep, look, metric, "time step") or theory
@@ -299,8 +178,8 @@ def time_figure(rep: ExperimentReport) -> Drawn | None:
 
 def _positions(rep: ExperimentReport, key: str) -> tuple[dict[Any, float], list[str]]:
     """x of each value of ``key``: the value itself for numbers, else its rank; tick texts."""
-    values = _values(rep, key)
-    if _numeric(values):
+    values = values_of(rep, key)
+    if is_numeric(values):
         return {v: float(v) for v in values}, [format_value(v) for v in values]
     return {v: float(i) for i, v in enumerate(values)}, [format_value(v) for v in values]
 
@@ -341,7 +220,7 @@ def outcome_figure(rep: ExperimentReport) -> Drawn | None:
     look = Look(rep, series[0] if series else None, series[1:])
     xs, ticks = _positions(rep, x_key)
     data = rep.runs[["run_id", "test_accuracy", "final_loss"]].join(rep.keys.labels, on="run_id")
-    fig, axes = _new_figure(1, 2)
+    fig, axes = new_figure(1, 2)
     groups = data.groupby(series, sort=False) if series else [((), data)]
     for values, group in groups:
         row = dict(zip(series, values if isinstance(values, tuple) else (values,), strict=True))
@@ -418,7 +297,7 @@ def _layout(rep: ExperimentReport) -> tuple[int, int, list[tuple[int, int]], lis
     if main is None or not others:
         ncols = min(n, 5)
         return -(-n // ncols), ncols, [(i // ncols, i % ncols) for i in range(n)], []
-    columns = {v: j for j, v in enumerate(_values(rep, main))}
+    columns = {v: j for j, v in enumerate(values_of(rep, main))}
     look = Look(rep, None, others)  # its combos: the other keys' values in rank order
     names = [k.rsplit(".", 1)[-1] for k in others]
     titles = [
@@ -429,12 +308,24 @@ def _layout(rep: ExperimentReport) -> tuple[int, int, list[tuple[int, int]], lis
     return len(look.combos), len(columns), place, titles
 
 
+def _panel(ax: Any, heat: tuple[np.ndarray, ...] | None, norm: Any, cmap: Any, title: str) -> None:
+    """One configuration's heatmap on the shared ``norm``, with integer ticks."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_gid("panel")
+    if heat is not None:
+        ax.pcolormesh(*heat, norm=norm, cmap=cmap)
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=3, integer=True))
+    ax.tick_params(labelsize=7)
+    ax.set_title(title, fontsize=8)
+
+
 def heatmaps_figure(rep: ExperimentReport) -> Drawn | None:
     """log10 grad_preact_var, positions (layers; rnn: top layer's time steps) x training
     steps, one small panel per configuration, all on one colour scale."""
     from matplotlib import colormaps
     from matplotlib.colors import Normalize
-    from matplotlib.ticker import MaxNLocator
 
     heats = [_heat(rep, run_ids) for _, run_ids in rep.config_runs()]
     if all(h is None for h in heats):
@@ -442,24 +333,13 @@ def heatmaps_figure(rep: ExperimentReport) -> Drawn | None:
     finite = np.concatenate([h[2].compressed() for h in heats if h is not None])
     norm = Normalize(*(finite.min(), finite.max()) if len(finite) else (0, 1))
     nrows, ncols, place, row_titles = _layout(rep)
-    fig, axes = _new_figure(nrows, ncols, sharex=True)
+    fig, axes = new_figure(nrows, ncols, sharex=True)
     cmap = colormaps["viridis"].with_extremes(bad="lightgrey")
     timed = _timed(rep, list(rep.runs["run_id"]))
     main, _ = roles(rep)
     for row, heat, (i, j) in zip(rep.config_rows, heats, place, strict=True):
-        ax = axes[i][j]
-        ax.set_gid("panel")
-        if heat is not None:
-            ax.pcolormesh(*heat, norm=norm, cmap=cmap)
-        ax.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=3, integer=True))
-        ax.tick_params(labelsize=7)
-        short = (
-            f"{main.rsplit('.', 1)[-1]}={format_value(row[main])}"
-            if row_titles
-            else rep.short_label(row)
-        )
-        ax.set_title(short, fontsize=8)
+        short = f"{main.rsplit('.', 1)[-1]}={format_value(row[main])}" if row_titles else ""
+        _panel(axes[i][j], heat, norm, cmap, short or rep.short_label(row))
     for i, j in {(i, j) for i in range(nrows) for j in range(ncols)} - set(place):
         axes[i][j].set_axis_off()
     unit = TIME_AXIS if timed else "layer l"
@@ -501,7 +381,7 @@ def loss_figure(rep: ExperimentReport) -> Drawn | None:
     if curves.empty or "metric" not in curves:
         return None
     loss = curves[curves["metric"] == "loss_avg"]
-    fig, axes = _new_figure()
+    fig, axes = new_figure()
     ax, look = axes[0][0], profile_look(rep)
     for row, (_, run_ids) in zip(rep.config_rows, rep.config_runs(), strict=True):
         for run_id in run_ids:
