@@ -276,15 +276,12 @@ def test_html_is_one_self_contained_file_with_the_figures(html_and_plots):
 def test_plots_are_non_empty_pngs_of_the_stated_size(html_and_plots):
     out, written = html_and_plots
     names = sorted(p.name for p in (out / "figures").glob("*.png"))
-    for stem in ("forward_variance", "backward_variance", "loss"):
+    for stem in ("outcome", "forward_variance", "backward_variance", "heatmaps", "loss"):
         assert f"mlp_relu_{stem}.png" in names
     assert "rnn_tanh_time_variance.png" in names
     assert "rnn_tanh_forward_variance.png" not in names  # rnn: across time instead
-    heatmaps = [n for n in names if n.startswith("mlp_relu_heatmap_")]
-    assert heatmaps == [
-        "mlp_relu_heatmap_01_model.depth=3_model.init=xavier_normal.png",
-        "mlp_relu_heatmap_02_model.depth=8_model.init=xavier_normal.png",
-    ]
+    heatmaps = [n for n in names if n.startswith("mlp_relu_heatmap")]
+    assert heatmaps == ["mlp_relu_heatmaps.png"]  # both configurations, small multiples
     assert not [n for n in names if n.startswith(("cnn_bn", "odd"))]  # no xavier there
     for name in names:
         data = (out / "figures" / name).read_bytes()
@@ -513,7 +510,7 @@ def test_variance_figures_draw_theory_as_dashed_lines(results: Path):
 
     (rep,) = build_reports(results / "theory", Thresholds())
     for direction in ("forward", "backward"):
-        fig = variance_figure(rep, direction)
+        fig = variance_figure(rep, direction).fig
         lines = fig.axes[0].get_lines()
         dashed = [line for line in lines if line.get_gid() == "theory"]
         assert len(dashed) == 1  # xavier only: uniform [0, 1] has no prediction
@@ -522,7 +519,7 @@ def test_variance_figures_draw_theory_as_dashed_lines(results: Path):
         assert [line.get_linestyle() for line in measured] == ["-", "-"]
         legend = [text.get_text() for text in fig.legends[0].get_texts()]
         assert legend == ["xavier_normal", "uniform", "dashed: mean-field theory"]
-    forward = variance_figure(rep, "forward").axes[0]
+    forward = variance_figure(rep, "forward").fig.axes[0]
     (line,) = [line for line in forward.get_lines() if line.get_gid() == "theory"]
     run_ids = rep.configs.set_index("model.init").loc["xavier_normal", "run_ids"].split()
     expected = rep.theory_mean(run_ids)["theory_preact_var_init"].to_numpy()

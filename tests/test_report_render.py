@@ -12,6 +12,7 @@ from rich.console import Console
 from initbench import analysis
 from initbench.analysis import Thresholds
 from initbench.reporting import FORMATS
+from initbench.reporting.figures import Plot
 from initbench.reporting.model import (
     MISSING,
     STYLES,
@@ -62,7 +63,7 @@ def test_latex_escapes_every_special_character() -> None:
 
 
 def test_html_colours_each_verdict_by_its_style() -> None:
-    out = render_html(DOCUMENT, {"mlp_relu": {"loss": b"\x89PNG"}})
+    out = render_html(DOCUMENT, {"mlp_relu": {"loss": Plot("Loss", "The loss.", b"\x89PNG")}})
     assert '<td class="v-stable">stable</td>' in out
     assert '<td class="num">1.01 ± 0.02</td>' in out
     assert f".v-vanishing{{color:{STYLES['vanishing'].html};font-weight:bold}}" in out

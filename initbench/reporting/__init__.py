@@ -20,7 +20,7 @@ The modules, in the order the data flows through them:
 """
 
 from initbench.reporting.experiment import ExperimentReport, ReportError, build_reports
-from initbench.reporting.figures import FIG_DPI, FIG_SIZE
+from initbench.reporting.figure_look import FIG_DPI, FIG_SIZE
 from initbench.reporting.output import FORMATS, generate, sections
 
 __all__ = [

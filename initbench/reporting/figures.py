@@ -1,101 +1,102 @@
-"""The report's figures (matplotlib, Agg): variance profiles at initialisation with the
-mean-field prediction beside them, the rnn's profile through time, the gradient's
-variance over training as a heatmap, and the training loss. Built from the same
-:class:`~initbench.reporting.experiment.ExperimentReport` as the tables."""
+"""The report's figures (matplotlib, Agg), each with a human title and caption: test
+accuracy and training loss against the grid's main axis (He 2015, Fig. 3), variance
+profiles at initialisation with the mean-field prediction beside them, an rnn's profile
+through time, every configuration's gradient heatmap as small multiples on one colour
+scale, and the training loss. Built from the same
+:class:`~initbench.reporting.experiment.ExperimentReport` as the tables.
+
+Colour follows the compared key and line style the other keys (:func:`roles`), so a
+depth x init sweep reads as two hues, not ten unrelated colours."""
 
 from __future__ import annotations
 
 import io
-import re
-from typing import TYPE_CHECKING, Any, Final
+import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from initbench import analysis
+from initbench.analysis import format_value
+from initbench.config.geometry import NUM_CLASSES
+from initbench.meanfield.decay import summed_over_positions
 from initbench.reporting.experiment import ExperimentReport
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
-FIG_SIZE: Final = (10.0, 5.0)  # inches; at FIG_DPI every PNG is 1000 x 500 pixels
-FIG_DPI: Final = 100
-BAND_NOTE: Final = "line: mean over the seeds; band: their min..max"
-THEORY_STYLE: Final = {"linestyle": "--", "linewidth": 1.2}  # the mean-field prediction
-THEORY_LABEL: Final = "dashed: mean-field theory"
-MARKERS: Final = (".", "x", "+", "^")  # measured lines beyond 10 colours (dashes = theory)
-TIME_AXIS: Final = "time step t (top layer)"
-
-
-def _new_figure(ncols: int = 1) -> tuple[Figure, list[Any]]:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=FIG_SIZE, dpi=FIG_DPI, layout="constrained")
-    axes = fig.subplots(1, ncols, squeeze=False)[0]
-    return fig, list(axes)
+from initbench.reporting.figure_look import (
+    BAND_NOTE,
+    FIG_DPI,
+    HEADLINE,
+    SUMMED,
+    THEORY_LABEL,
+    THEORY_STYLE,
+    TIME_AXIS,
+    Drawn,
+    Look,
+    Plot,
+    is_numeric,
+    new_figure,
+    profile_look,
+    roles,
+    values_of,
+)
 
 
-def _style(index: int) -> dict[str, Any]:
-    from matplotlib import colormaps
-
-    colours = colormaps["tab10"].colors
-    return {"color": colours[index % 10], "linestyle": ("-", "--", ":", "-.")[index // 10 % 4]}
-
-
-def _legend(fig: Figure, axes: list[Any], rep: ExperimentReport) -> None:
-    """One legend right of the data, entries in table order, titled with the varying keys."""
-    entries: dict[str, Any] = {}
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            entries.setdefault(label, handle)
-    if not entries:
-        return
-    order = {label: i for i, (label, _) in enumerate(rep.config_runs())}
-    pairs = sorted(
-        ((h, label) for label, h in entries.items()), key=lambda p: order.get(p[1], len(order))
-    )
-    title = ", ".join(rep.keys.varying) if rep.keys and rep.keys.varying else None
-    fig.legend(*zip(*pairs, strict=True), loc="outside right center", title=title, fontsize="small")
+def _map_positions(rep: ExperimentReport, run_ids: Sequence[str]) -> dict[int, int]:
+    """A cnn configuration's map positions per layer (:func:`analysis.gradient_positions`)."""
+    runs = rep.experiment.runs
+    record = runs[runs["run_id"].isin(run_ids)]
+    return analysis.gradient_positions(record.iloc[0].to_dict()) if len(record) else {}
 
 
-def _profile_panel(ax: Any, rep: ExperimentReport, metric: str, unit: str) -> list[str]:
-    """Mean over seeds (line) and min..max (band) of one metric at step 0 per configuration;
-    returns the configurations with values a log axis cannot draw (<= 0 or non-finite)."""
+def _summed(rep: ExperimentReport, positions: np.ndarray, values: np.ndarray, run_ids: list[str]):
+    """``values`` of grad_preact_var at layer ``positions`` as the backward verdict reads
+    them: times each layer's map positions for a cnn (unchanged otherwise)."""
+    return summed_over_positions(positions, values, _map_positions(rep, run_ids))
+
+
+def _profile_panel(ax: Any, rep: ExperimentReport, look: Look, metric: str, unit: str) -> bool:
+    """Mean over seeds (line) and min..max (band) of one metric at step 0 per configuration
+    (grad_preact_var summed over a cnn's map positions); True if a theory line is drawn."""
     from matplotlib.ticker import MaxNLocator
 
     undrawn, theory = [], False
-    configs = list(enumerate(rep.config_runs()))
-    for index, (label, run_ids) in reversed(configs):  # deep first: shallow lines on top
+    for row, (label, run_ids) in reversed(
+        list(zip(rep.config_rows, rep.config_runs(), strict=True))
+    ):
         frame, got = analysis.band(rep.experiment.layers, run_ids, metric)
         if frame.empty or got != unit:
             continue
-        colour = _style(index)["color"]
         x = frame["position"].to_numpy(float)
-        marker = MARKERS[index // 10 % len(MARKERS)]
-        ax.plot(x, frame["mean"], marker=marker, label=label, color=colour, linestyle="-")
-        ax.fill_between(x, frame["lo"], frame["hi"], color=colour, alpha=0.2, lw=0)
-        theory = _theory_line(ax, rep, run_ids, metric, unit, colour) or theory
         values = frame[["mean", "lo", "hi"]].to_numpy(float)
+        if metric == "grad_preact_var" and unit == "layer":
+            values = np.column_stack([_summed(rep, x, v, run_ids) for v in values.T])
+        style = look.of(row)
+        ax.plot(x, values[:, 0], label=label, markersize=4, **style)
+        ax.fill_between(x, values[:, 1], values[:, 2], color=style["color"], alpha=0.15, lw=0)
+        theory = _theory_line(ax, rep, run_ids, metric, unit, style["color"]) or theory
         if not (np.isfinite(values) & (values > 0)).all():
             undrawn.append(label)
-    if theory:  # one legend entry for every dashed line
-        ax.plot([], [], color="0.3", label=THEORY_LABEL, **THEORY_STYLE)
     ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, which="major", alpha=0.3)
     if undrawn:
         text = "not drawn where 0 or non-finite: " + "; ".join(undrawn)
         ax.text(0.01, 0.01, text, transform=ax.transAxes, fontsize=7, va="bottom")
-    return undrawn
+    return theory
 
 
 def _theory_line(
     ax: Any, rep: ExperimentReport, run_ids: list[str], metric: str, unit: str, colour: Any
 ) -> bool:
     """The predicted profile of one configuration (mean over its seeds), dashed in the
-    configuration's colour; False where theory predicts nothing for it."""
+    configuration's colour, scaled as the measurement is; False where theory predicts
+    nothing for it."""
     x, y, got = analysis.theory_profile(rep.theory_mean(run_ids), metric)
     if got != unit or not np.isfinite(y).any():
         return False
+    if metric == "grad_preact_var" and unit == "layer":
+        y = _summed(rep, x, y, run_ids)
     ax.plot(x, y, color=colour, gid="theory", **THEORY_STYLE)
     return True
 
@@ -111,90 +112,281 @@ def _has_unit(rep: ExperimentReport, metric: str, unit: str) -> bool:
     return bool(((rows["t"] > 0) if unit == "time step" else (rows["t"] == 0)).any())
 
 
-def variance_figure(rep: ExperimentReport, direction: str) -> Figure | None:
-    """Per-layer preact (forward) or grad_preact (backward) variance at step 0, log scale;
-    with batchnorm a second panel for normed. None if no feed-forward configuration."""
+def _is_cnn(rep: ExperimentReport) -> bool:
+    return any(_map_positions(rep, r) for _, r in rep.config_runs())
+
+
+def _theory_entry() -> list[tuple[Any, str]]:
+    from matplotlib.lines import Line2D
+
+    return [(Line2D([], [], color="0.3", **THEORY_STYLE), THEORY_LABEL)]
+
+
+def variance_figure(rep: ExperimentReport, direction: str) -> Drawn | None:
+    """Per-layer preact (forward) or grad_preact (backward; a cnn's summed over map
+    positions) variance at step 0, log scale; with batchnorm a second panel for normed.
+    None if no feed-forward configuration."""
     metric = "preact_var" if direction == "forward" else "grad_preact_var"
     if not _has_unit(rep, metric, "layer"):
         return None
     normed = direction == "forward" and _has_unit(rep, "normed_var", "layer")
-    fig, axes = _new_figure(2 if normed else 1)
+    fig, axes = new_figure(1, 2 if normed else 1)
     panels = [(metric, "before batchnorm" if normed else "")]
     panels += [("normed_var", "after batchnorm")] if normed else []
-    for ax, (name, what) in zip(axes, panels, strict=True):
-        _profile_panel(ax, rep, name, "layer")
+    look, theory = profile_look(rep), False
+    summed = metric == "grad_preact_var" and _is_cnn(rep)
+    for ax, (name, what) in zip(axes[0], panels, strict=True):
+        theory = _profile_panel(ax, rep, look, name, "layer") or theory
         ax.set_xlabel("layer l (forward order)")
-        ax.set_ylabel(f"{name} (all elements){' ' + what if what else ''}")
-    what = "forward signal" if direction == "forward" else "backward gradient (dLoss/dpreact)"
-    fig.suptitle(f"{rep.name}: {what} at initialisation (step 0)\n{BAND_NOTE}")
-    _legend(fig, axes, rep)
-    return fig
+        over = "× map positions (sum over positions)" if summed else "(all elements)"
+        ax.set_ylabel(f"{name} {over}{' ' + what if what else ''}")
+    title = "Forward signal" if direction == "forward" else "Backward gradient (dLoss/dpreact)"
+    title += " per layer at step 0"
+    fig.suptitle(f"{rep.name}: {title}\n{BAND_NOTE}", **HEADLINE)
+    look.legends(fig, _theory_entry() if theory else [])
+    caption = (
+        f"{metric} of every layer at step 0, variance over all elements"
+        + (f", times the layer's map positions ({SUMMED})" if summed else "")
+        + f"; log scale; one line per configuration ({look.says()}); {BAND_NOTE}"
+        + ("; dashed: the mean-field prediction." if theory else ".")
+    )
+    return Drawn(fig, title, caption)
 
 
-def time_figure(rep: ExperimentReport) -> Figure | None:
+def time_figure(rep: ExperimentReport) -> Drawn | None:
     """rnn: preact and grad_preact variance across time steps t of the top layer, step 0."""
     if not _has_unit(rep, "preact_var", "time step"):
         return None
-    fig, axes = _new_figure(2)
-    for ax, metric in zip(axes, ("preact_var", "grad_preact_var"), strict=True):
-        _profile_panel(ax, rep, metric, "time step")
+    fig, axes = new_figure(1, 2)
+    look, theory = profile_look(rep), False
+    for ax, metric in zip(axes[0], ("preact_var", "grad_preact_var"), strict=True):
+        theory = _profile_panel(ax, rep, look, metric, "time step") or theory
         ax.set_xlabel(TIME_AXIS)
         ax.set_ylabel(f"{metric} (all elements)")
-    fig.suptitle(f"{rep.name}: variance across time at initialisation (step 0)\n{BAND_NOTE}")
-    _legend(fig, axes, rep)
-    return fig
+    title = "Signal and gradient across time at step 0"
+    fig.suptitle(f"{rep.name}: {title}\n{BAND_NOTE}", **HEADLINE)
+    look.legends(fig, _theory_entry() if theory else [])
+    caption = (
+        "preact_var (left) and grad_preact_var (right) of the top layer at each time step t, "
+        f"step 0, log scale; one line per configuration ({look.says()}); {BAND_NOTE}."
+    )
+    return Drawn(fig, title, caption)
 
 
-def _ticks(labels: list[Any], most: int) -> tuple[np.ndarray, list[str]]:
-    """At most ``most`` evenly spread tick positions over ``labels``, and their texts."""
-    ticks = np.unique(np.linspace(0, len(labels) - 1, min(len(labels), most)).round().astype(int))
-    return ticks, [str(labels[i]) for i in ticks]
+# --- what training reached: accuracy and loss against the main axis ---------------------------
 
 
-def heatmap_figure(rep: ExperimentReport, label: str, run_ids: list[str]) -> Figure | None:
-    """log10 grad_preact_var, layers (rnn: top layer's time steps) x logged training steps,
-    mean over the configuration's seeds; grey where 0, non-finite or missing."""
-    from matplotlib import colormaps
+def _positions(rep: ExperimentReport, key: str) -> tuple[dict[Any, float], list[str]]:
+    """x of each value of ``key``: the value itself for numbers, else its rank; tick texts."""
+    values = values_of(rep, key)
+    if is_numeric(values):
+        return {v: float(v) for v in values}, [format_value(v) for v in values]
+    return {v: float(i) for i, v in enumerate(values)}, [format_value(v) for v in values]
 
+
+def _outcome_series(ax: Any, group: pd.DataFrame, x_key: str, xs: dict, metric: str, style):
+    """One line (mean over the seeds with a finite value) and its min..max band."""
+    finite = group[np.isfinite(group[metric].to_numpy(float))]
+    stats = finite.groupby(x_key, sort=False)[metric].agg(["mean", "min", "max"])
+    stats.index = stats.index.map(xs)
+    stats = stats.sort_index()
+    if stats.empty:
+        return
+    ax.plot(stats.index, stats["mean"], markersize=5, **style)
+    ax.fill_between(stats.index, stats["min"], stats["max"], color=style["color"], alpha=0.15, lw=0)
+
+
+def _reference_lines(axes: np.ndarray) -> list[tuple[Any, str]]:
+    """Chance accuracy and ln(classes), a uniform guess's loss, dotted grey."""
+    chance = {"color": "0.5", "linestyle": (0, (1, 2)), "linewidth": 1.2}
+    loss = math.log(NUM_CLASSES)
+    return [
+        (
+            axes[0].axhline(analysis.CHANCE_ACCURACY, **chance),
+            f"chance ({analysis.CHANCE_ACCURACY:g})",
+        ),
+        (axes[1].axhline(loss, **chance), f"ln {NUM_CLASSES} = {loss:.3g} (uniform guess)"),
+    ]
+
+
+def outcome_figure(rep: ExperimentReport) -> Drawn | None:
+    """Test accuracy and final training loss against the main axis (:func:`roles`), one
+    line per value of the other keys, seed bands: He et al. 2015's Fig. 3 view."""
+    main, others = roles(rep)
+    keys = [main, *others] if main else others
+    if not keys or rep.runs.empty:
+        return None
+    x_key, series = keys[0], keys[1:]
+    look = Look(rep, series[0] if series else None, series[1:])
+    xs, ticks = _positions(rep, x_key)
+    data = rep.runs[["run_id", "test_accuracy", "final_loss"]].join(rep.keys.labels, on="run_id")
+    fig, axes = new_figure(1, 2)
+    groups = data.groupby(series, sort=False) if series else [((), data)]
+    for values, group in groups:
+        row = dict(zip(series, values if isinstance(values, tuple) else (values,), strict=True))
+        for ax, metric in zip(axes[0], ("test_accuracy", "final_loss"), strict=True):
+            _outcome_series(ax, group, x_key, xs, metric, look.of(row))
+    missing = {
+        m: int((~np.isfinite(data[m].to_numpy(float))).sum())
+        for m in ("test_accuracy", "final_loss")
+    }
+    for ax, (metric, label) in zip(
+        axes[0],
+        (("test_accuracy", "test accuracy"), ("final_loss", "final training loss")),
+        strict=True,
+    ):
+        ax.set_xticks(list(xs.values()), ticks)
+        ax.set_xlabel(x_key)
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        if missing[metric]:
+            text = f"left out: {missing[metric]} run(s) without a finite value"
+            ax.text(0.01, 0.01, text, transform=ax.transAxes, fontsize=7, va="bottom")
+    loss = data["final_loss"].to_numpy(float)
+    loss = loss[np.isfinite(loss) & (loss > 0)]
+    if len(loss) and loss.max() > 100 * loss.min():
+        axes[0][1].set_yscale("log")
+    extra = _reference_lines(axes[0])
+    title = f"Accuracy and final loss against {x_key}"
+    fig.suptitle(f"{rep.name}: {title}\n{BAND_NOTE}", **HEADLINE)
+    look.legends(fig, extra)
+    caption = (
+        f"Test accuracy (left) and the training loss at the last step (right) against {x_key}"
+        + (f", one line per configuration of the other keys ({look.says()})" if series else "")
+        + f"; {BAND_NOTE}; dotted: chance and ln {NUM_CLASSES}. Diverged or failed runs have "
+        "no finite value and are left out (counted on the panel)."
+    )
+    return Drawn(fig, title, caption)
+
+
+# --- the gradient over training: small multiples on one colour scale ---------------------------
+
+
+def _edges(centres: np.ndarray) -> np.ndarray:
+    """Cell edges around sorted centres: midway between neighbours, half a gap at the ends."""
+    if len(centres) == 1:
+        return np.array([centres[0] - 0.5, centres[0] + 0.5])
+    middle = (centres[1:] + centres[:-1]) / 2
+    return np.concatenate([[2 * centres[0] - middle[0]], middle, [2 * centres[-1] - middle[-1]]])
+
+
+def _heat(rep: ExperimentReport, run_ids: list[str]) -> tuple[np.ndarray, ...] | None:
+    """(step edges, position edges, masked log10 grad_preact_var) of one configuration,
+    mean over its seeds, summed over a cnn's map positions as the verdict reads it."""
     matrix = analysis.step_matrix(rep.experiment.layers, run_ids, "grad_preact_var")
     if matrix.empty:
         return None
-    fig, axes = _new_figure()
-    ax = axes[0]
+    rows = matrix.index.to_numpy(float)
+    scale = _summed(rep, rows, np.ones(len(rows)), run_ids) if not _timed(rep, run_ids) else 1.0
     with np.errstate(divide="ignore", invalid="ignore"):
-        data = np.ma.masked_invalid(np.log10(matrix.to_numpy(float)))
-    image = ax.imshow(
-        data,
-        aspect="auto",
-        origin="lower",
-        interpolation="nearest",
-        cmap=colormaps["viridis"].with_extremes(bad="lightgrey"),
-    )
-    ax.set_xticks(*_ticks(matrix.columns.to_list(), 15))
-    ax.set_yticks(*_ticks(matrix.index.to_list(), 12))
+        data = np.log10(matrix.to_numpy(float) * np.reshape(scale, (-1, 1)))
+    steps = matrix.columns.to_numpy(float)
+    return _edges(steps), _edges(rows), np.ma.masked_invalid(data)
+
+
+def _timed(rep: ExperimentReport, run_ids: list[str]) -> bool:
     layers = rep.experiment.layers
-    timed = layers[layers["run_id"].isin(run_ids)]["t"].max() > 0
-    ax.set_xlabel("training step")
-    ax.set_ylabel(TIME_AXIS if timed else "layer l")
-    fig.colorbar(image, ax=ax, label="log10 grad_preact_var (grey: 0 or non-finite)")
-    ax.set_title(f"{rep.name}: {label}; mean over {len(run_ids)} seed(s)")
-    return fig
+    return bool(layers[layers["run_id"].isin(run_ids)]["t"].max() > 0)
 
 
-def loss_figure(rep: ExperimentReport) -> Figure | None:
+def _layout(rep: ExperimentReport) -> tuple[int, int, list[tuple[int, int]], list[str]]:
+    """(rows, columns, each configuration's panel, row titles): the main axis across and
+    one row per value of the other keys where there is a main axis; else wrapped by 5."""
+    n = len(rep.config_rows)
+    main, others = roles(rep)
+    if main is None or not others:
+        ncols = min(n, 5)
+        return -(-n // ncols), ncols, [(i // ncols, i % ncols) for i in range(n)], []
+    columns = {v: j for j, v in enumerate(values_of(rep, main))}
+    look = Look(rep, None, others)  # its combos: the other keys' values in rank order
+    names = [k.rsplit(".", 1)[-1] for k in others]
+    titles = [
+        ", ".join(f"{k}={format_value(v)}" for k, v in zip(names, c, strict=True))
+        for c in look.combos
+    ]
+    place = [(look.combos[tuple(r[k] for k in others)], columns[r[main]]) for r in rep.config_rows]
+    return len(look.combos), len(columns), place, titles
+
+
+def _panel(ax: Any, heat: tuple[np.ndarray, ...] | None, norm: Any, cmap: Any, title: str) -> None:
+    """One configuration's heatmap on the shared ``norm``, with integer ticks."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_gid("panel")
+    if heat is not None:
+        ax.pcolormesh(*heat, norm=norm, cmap=cmap)
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=3, integer=True))
+    ax.tick_params(labelsize=7)
+    ax.set_title(title, fontsize=8)
+
+
+def heatmaps_figure(rep: ExperimentReport) -> Drawn | None:
+    """log10 grad_preact_var, positions (layers; rnn: top layer's time steps) x training
+    steps, one small panel per configuration, all on one colour scale."""
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+
+    heats = [_heat(rep, run_ids) for _, run_ids in rep.config_runs()]
+    if all(h is None for h in heats):
+        return None
+    finite = np.concatenate([h[2].compressed() for h in heats if h is not None])
+    norm = Normalize(*(finite.min(), finite.max()) if len(finite) else (0, 1))
+    nrows, ncols, place, row_titles = _layout(rep)
+    fig, axes = new_figure(nrows, ncols, sharex=True)
+    cmap = colormaps["viridis"].with_extremes(bad="lightgrey")
+    timed = _timed(rep, list(rep.runs["run_id"]))
+    main, _ = roles(rep)
+    for row, heat, (i, j) in zip(rep.config_rows, heats, place, strict=True):
+        short = f"{main.rsplit('.', 1)[-1]}={format_value(row[main])}" if row_titles else ""
+        _panel(axes[i][j], heat, norm, cmap, short or rep.short_label(row))
+    for i, j in {(i, j) for i in range(nrows) for j in range(ncols)} - set(place):
+        axes[i][j].set_axis_off()
+    unit = TIME_AXIS if timed else "layer l"
+    for i in range(nrows):
+        axes[i][0].set_ylabel(f"{row_titles[i]}\n{unit}" if row_titles else unit, fontsize=8)
+    for j in range(ncols):
+        axes[-1][j].set_xlabel("training step", fontsize=8)
+    summed = _is_cnn(rep) and not timed
+    what = "log10 grad_preact_var" + (" × map positions" if summed else "")
+    fig.colorbar(
+        cmap_mappable(norm, cmap), ax=axes.ravel().tolist(), label=f"{what} (grey: 0 or non-finite)"
+    )
+    title = "Gradient over training, one colour scale"
+    fig.suptitle(f"{rep.name}: {title}", **HEADLINE)
+    caption = (
+        f"{what} at each {'time step' if timed else 'layer'} (up) and logged training step "
+        "(across), mean over each configuration's seeds; one panel per configuration, all "
+        f"on one colour scale ({norm.vmin:.3g} to {norm.vmax:.3g})"
+        + (f", {SUMMED}" if summed else "")
+        + "; grey: 0 or non-finite."
+    )
+    return Drawn(fig, title, caption)
+
+
+def cmap_mappable(norm: Any, cmap: Any) -> Any:
+    """A ScalarMappable for the one colour bar of panels that share ``norm``."""
+    from matplotlib.cm import ScalarMappable
+
+    return ScalarMappable(norm=norm, cmap=cmap)
+
+
+# --- training loss, the list of figures, PNGs -------------------------------------------------
+
+
+def loss_figure(rep: ExperimentReport) -> Drawn | None:
     """Training loss (mean over each logging interval) against step: one line per run,
-    coloured by configuration."""
+    coloured and styled by configuration as the profiles are."""
     curves = rep.experiment.curves
     if curves.empty or "metric" not in curves:
         return None
     loss = curves[curves["metric"] == "loss_avg"]
-    fig, axes = _new_figure()
-    ax = axes[0]
-    for index, (label, run_ids) in enumerate(rep.config_runs()):
-        style = _style(index)
-        for n, run_id in enumerate(run_ids):
+    fig, axes = new_figure()
+    ax, look = axes[0][0], profile_look(rep)
+    for row, (_, run_ids) in zip(rep.config_rows, rep.config_runs(), strict=True):
+        for run_id in run_ids:
             run = loss[loss["run_id"] == run_id].sort_values("step")
-            ax.plot(run["step"], run["value"], lw=1, label=label if n == 0 else None, **style)
+            ax.plot(run["step"], run["value"], lw=1, markersize=3, **look.of(row))
     if not ax.lines:
         return None
     values = loss["value"].to_numpy(float)
@@ -203,39 +395,38 @@ def loss_figure(rep: ExperimentReport) -> Figure | None:
         ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel("training loss (mean over each logging interval)")
-    ax.set_title(f"{rep.name}: training loss, one line per run (seed)")
+    title = "Training loss per run"
+    ax.set_title(f"{rep.name}: {title}")
     ax.grid(True, alpha=0.3)
-    _legend(fig, axes, rep)
-    return fig
+    look.legends(fig)
+    caption = (
+        "Training loss averaged over each logging interval against the training step, one "
+        f"line per run ({look.says()})."
+    )
+    return Drawn(fig, title, caption)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.=-]+", "_", text).strip("_")[:80] or "all"
-
-
-def figures(rep: ExperimentReport) -> dict[str, Figure]:
-    """Every figure of one experiment, by file stem (without the experiment's name)."""
+def figures(rep: ExperimentReport) -> dict[str, Drawn]:
+    """Every figure of one experiment, by file stem (without the experiment's name),
+    the outcome first."""
     if not rep.has_rows:
         return {}
-    found: dict[str, Figure | None] = {
+    found: dict[str, Drawn | None] = {
+        "outcome": outcome_figure(rep),
         "forward_variance": variance_figure(rep, "forward"),
         "backward_variance": variance_figure(rep, "backward"),
         "time_variance": time_figure(rep),
+        "heatmaps": heatmaps_figure(rep),
         "loss": loss_figure(rep),
     }
-    for index, row in enumerate(rep.config_rows, start=1):
-        label = rep.label(row)
-        found[f"heatmap_{index:02d}_{_slug(label)}"] = heatmap_figure(
-            rep, label, row["run_ids"].split()
-        )
-    return {name: fig for name, fig in found.items() if fig is not None}
+    return {name: drawn for name, drawn in found.items() if drawn is not None}
 
 
-def figure_pngs(rep: ExperimentReport) -> dict[str, bytes]:
-    """PNG bytes of every figure of one experiment (FIG_SIZE at FIG_DPI)."""
+def figure_pngs(rep: ExperimentReport) -> dict[str, Plot]:
+    """Every figure of one experiment as a :class:`Plot` (PNG of FIG_SIZE at FIG_DPI)."""
     out = {}
-    for name, fig in figures(rep).items():
+    for name, drawn in figures(rep).items():
         buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=FIG_DPI)
-        out[name] = buffer.getvalue()
+        drawn.fig.savefig(buffer, format="png", dpi=FIG_DPI)
+        out[name] = Plot(drawn.title, drawn.caption, buffer.getvalue())
     return out

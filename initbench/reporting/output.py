@@ -12,7 +12,7 @@ from typing import Final, TextIO
 from initbench.analysis import Thresholds
 from initbench.reporting.answer import answer_tables, index_section
 from initbench.reporting.experiment import ExperimentReport, ReportError, build_reports
-from initbench.reporting.figures import figure_pngs
+from initbench.reporting.figures import Plot, figure_pngs
 from initbench.reporting.findings import findings_table
 from initbench.reporting.model import Section
 from initbench.reporting.notes import GLOSSARY_TITLE, glossary, header_lines
@@ -54,7 +54,7 @@ class _Rendering:
     document: Sequence[Section]
     th: Thresholds
     per_layer: bool
-    pngs: Mapping[str, Mapping[str, bytes]]
+    pngs: Mapping[str, Mapping[str, Plot]]
 
 
 # Format -> its renderer, as text (terminal: plain, no colour).
@@ -78,12 +78,12 @@ def _write(path: Path, data: str | bytes) -> Path:
     return path
 
 
-def _write_plots(plots: Path, pngs: Mapping[str, Mapping[str, bytes]]) -> list[Path]:
+def _write_plots(plots: Path, pngs: Mapping[str, Mapping[str, Plot]]) -> list[Path]:
     """Each figure as ``<plots>/<experiment>_<figure>.png``."""
     return [
-        _write(Path(plots) / f"{experiment}_{name}.png", png)
+        _write(Path(plots) / f"{experiment}_{name}.png", plot.png)
         for experiment, figs in pngs.items()
-        for name, png in figs.items()
+        for name, plot in figs.items()
     ]
 
 
