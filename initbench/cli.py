@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import functools
 import gc
 import signal
@@ -100,6 +101,24 @@ def validate(spec: str, overrides: tuple[str, ...]) -> None:
         console.print(f"grid: {', '.join(loaded.grid_keys)}")
     run_, needed = largest_run(loaded)
     console.print(f"memory: up to {needed.describe()} per run ({run_.run_id})", soft_wrap=True)
+
+
+def _threshold_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``initbench report``'s threshold options, one per field of Thresholds, with its
+    default and help text (so neither is written twice)."""
+    from initbench.config.thresholds import THRESHOLD_HELP, Thresholds
+
+    for field in reversed(dataclasses.fields(Thresholds)):
+        flag = "--" + field.name.replace("_", "-")
+        option = click.option(
+            flag,
+            type=float,
+            default=field.default,
+            show_default=True,
+            help=THRESHOLD_HELP[field.name],
+        )
+        command = option(command)
+    return command
 
 
 _EXECUTOR_HELP = (
@@ -337,71 +356,7 @@ def list_(topic: str | None) -> None:
     metavar="KEY=VALUE",
     help="Only configurations with this config value, e.g. model.depth=30 (repeatable).",
 )
-@click.option(
-    "--ratio",
-    type=float,
-    default=100.0,
-    show_default=True,
-    help="End-to-end change (last/first) beyond which a pass vanishes or explodes.",
-)
-@click.option(
-    "--factor",
-    type=float,
-    default=1.5,
-    show_default=True,
-    help="Per-layer decay factor beyond which a pass vanishes or explodes.",
-)
-@click.option(
-    "--dead",
-    type=float,
-    default=0.5,
-    show_default=True,
-    help="dead_frac at or above which a layer is flagged dead.",
-)
-@click.option(
-    "--saturated",
-    type=float,
-    default=0.5,
-    show_default=True,
-    help="sat_frac at or above which a layer is flagged saturated.",
-)
-@click.option(
-    "--chance-margin",
-    type=float,
-    default=0.05,
-    show_default=True,
-    help="Trainable 'no' (flag no-learning) below chance (0.1) + this test accuracy.",
-)
-@click.option(
-    "--loss-margin",
-    type=float,
-    default=0.1,
-    show_default=True,
-    help="Trainable 'no' (flag no-learning) when the final training loss stays above "
-    "ln(10) minus this (nats).",
-)
-@click.option(
-    "--trained-fraction",
-    type=float,
-    default=0.5,
-    show_default=True,
-    help="Trainable 'yes' from this fraction of the way from chance to 1 in test accuracy.",
-)
-@click.option(
-    "--init-tolerance",
-    type=float,
-    default=0.05,
-    show_default=True,
-    help="Relative w_var mismatch with the initializer's formula that is flagged.",
-)
-@click.option(
-    "--theory-tolerance",
-    type=float,
-    default=0.05,
-    show_default=True,
-    help="Per-layer relative difference from mean-field theory below which no "
-    "theory-mismatch is flagged (besides the seeds' spread).",
-)
+@_threshold_options
 @click.option(
     "--rows",
     metavar="KEY",
@@ -427,7 +382,7 @@ def report(
     **thresholds: float,
 ) -> None:
     """The Answer, verdict tables (and plots) of the runs under RESULTS_DIR."""
-    from initbench.analysis import Thresholds
+    from initbench.config.thresholds import Thresholds
     from initbench.reporting import ReportError, generate
     from initbench.results import store
 

@@ -67,21 +67,23 @@ from initbench.analysis.theorycheck import (
     theory_summary,
 )
 from initbench.analysis.verdicts import (
-    CHANCE_ACCURACY,
     FLAGS,
-    SAMPLING_SIGMAS,
-    START_LOSS,
-    THRESHOLD_HELP,
     TRAINABLE,
     VERDICTS,
     Decay,
-    Thresholds,
     classify,
     dead_units_pass_no_gradient,
     decay,
     run_flags,
     trainability,
     with_saturation,
+)
+from initbench.config.thresholds import (
+    CHANCE_ACCURACY,
+    SAMPLING_SIGMAS,
+    START_LOSS,
+    THRESHOLD_HELP,
+    Thresholds,
 )
 from initbench.meanfield.decay import fit_factor
 

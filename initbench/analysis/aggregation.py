@@ -12,7 +12,8 @@ from initbench.analysis.configs import ConfigKeys
 from initbench.analysis.profiles import DIRECTIONS, TAGS
 from initbench.analysis.stats import mean_std, nan_mean, nan_std
 from initbench.analysis.theorycheck import THEORY_QUANTITIES, theory_check
-from initbench.analysis.verdicts import FLAGS, Thresholds
+from initbench.analysis.verdicts import FLAGS
+from initbench.config.thresholds import Thresholds
 from initbench.results import schema
 
 SIGNAL_METRICS: Final = ("preact_var", "normed_var", "grad_preact_var", "dead_frac", "sat_frac")

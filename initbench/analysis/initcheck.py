@@ -14,9 +14,9 @@ import pandas as pd
 from initbench.analysis.configs import run_config
 from initbench.analysis.profiles import RunStats, as_stats
 from initbench.analysis.stats import nan_mean, nan_std
-from initbench.analysis.verdicts import SAMPLING_SIGMAS, Thresholds
 from initbench.config.geometry import weight_shapes
 from initbench.config.initializers import expected_moments
+from initbench.config.thresholds import SAMPLING_SIGMAS, Thresholds
 from initbench.meanfield.model import recurrent_init
 
 ZERO_VARIANCE: Final = 1e-12  # a measured w_var below this is the exact 0 of a constant init

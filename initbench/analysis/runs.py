@@ -25,13 +25,13 @@ from initbench.analysis.profiles import (
 from initbench.analysis.theorycheck import run_theory, theory_summary
 from initbench.analysis.verdicts import (
     Decay,
-    Thresholds,
     dead_units_pass_no_gradient,
     decay,
     run_flags,
     trainability,
     with_saturation,
 )
+from initbench.config.thresholds import Thresholds
 from initbench.results import schema
 
 

@@ -25,7 +25,7 @@ import pandas as pd
 from initbench.analysis.configs import run_config
 from initbench.analysis.profiles import RunStats, as_stats
 from initbench.analysis.stats import nan_mean, student_t_quantile
-from initbench.analysis.verdicts import Thresholds
+from initbench.config.thresholds import Thresholds
 from initbench.meanfield import Prediction, TheoryError, predict, rnn_input_drive
 from initbench.meanfield.decay import LAYER, profile_rows
 
