@@ -135,6 +135,12 @@ def _check_arch(value: Any) -> str:
 
 # --- the resolved configuration of one run -----------------------------------------------------
 
+
+def _doc(text: str) -> Any:
+    """A spec key's meaning, for the generated docs (docs/definitions.md)."""
+    return Field(description=text)
+
+
 _STRICT = ConfigDict(
     extra="forbid", frozen=True, strict=True, allow_inf_nan=False, validate_default=True
 )
@@ -146,14 +152,22 @@ class ModelConfig(BaseModel):
 
     model_config = _STRICT
 
-    arch: Annotated[str, BeforeValidator(_check_arch)] = "mlp"
-    depth: Annotated[int, Field(ge=1, le=1000)] = 5  # hidden layers (rnn: stacked layers)
-    width: Annotated[int, Field(ge=1, le=16384)] = 256  # units / channels / hidden size
-    activation: ActivationRef | None = None  # None: relu for mlp/cnn, tanh for rnn
-    batchnorm: bool = False
-    init: InitRef = "torch_default"
-    recurrent_init: InitRef | None = None  # rnn only; None: same as init
-    bias_init: InitRef = "zeros"
+    arch: Annotated[str, BeforeValidator(_check_arch), _doc("mlp, cnn or rnn")] = "mlp"
+    depth: Annotated[int, Field(ge=1, le=1000), _doc("hidden layers (rnn: stacked layers)")] = 5
+    width: Annotated[
+        int, Field(ge=1, le=16384), _doc("units (mlp), channels (cnn), hidden size (rnn)")
+    ] = 256
+    activation: Annotated[
+        ActivationRef | None, _doc("see initbench list activations; none: relu, tanh for rnn")
+    ] = None
+    batchnorm: Annotated[bool, _doc("BatchNorm after each affine map (mlp, cnn)")] = False
+    init: Annotated[InitRef, _doc("initializer of every weight, the readout's too")] = (
+        "torch_default"
+    )
+    recurrent_init: Annotated[
+        InitRef | None, _doc("rnn only: hidden-to-hidden weights; none: same as init")
+    ] = None
+    bias_init: Annotated[InitRef, _doc("biases (zeros, constant, normal, uniform, ...)")] = "zeros"
 
     @model_validator(mode="after")
     def _per_arch(self) -> ModelConfig:
@@ -183,13 +197,19 @@ class TrainConfig(BaseModel):
 
     model_config = _STRICT
 
-    optimizer: OptimizerRef = "sgd"
-    lr: Annotated[float, Field(gt=0, le=1e6)] = 0.01
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 128
-    steps: Annotated[int, Field(ge=1, le=10_000_000)] = 200
-    log_every: PositiveInt = 10  # probe every this many steps (and at step 0 and the last)
-    eval_every: Annotated[int, Field(ge=0)] = 0  # test-set evaluation interval; 0 = at the end
+    optimizer: Annotated[OptimizerRef, _doc("sgd (momentum, nesterov) or adam")] = "sgd"
+    lr: Annotated[float, Field(gt=0, le=1e6), _doc("learning rate")] = 0.01
+    weight_decay: Annotated[float, Field(ge=0), _doc("L2 weight decay")] = 0.0
+    batch_size: Annotated[
+        int,
+        Field(ge=1, le=1_000_000),
+        _doc("examples per step; a fresh seeded permutation per epoch, last partial dropped"),
+    ] = 128
+    steps: Annotated[int, Field(ge=1, le=10_000_000), _doc("optimizer updates")] = 200
+    log_every: Annotated[PositiveInt, _doc("probe interval, plus step 0 and the last step")] = 10
+    eval_every: Annotated[
+        int, Field(ge=0), _doc("test-set evaluation interval; 0: only at the end")
+    ] = 0
 
 
 class RunConfig(BaseModel):
