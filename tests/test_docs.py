@@ -19,3 +19,17 @@ def _generator():
 def test_definitions_page_is_what_the_code_generates() -> None:
     page = (DOCS / "definitions.md").read_text(encoding="utf-8")
     assert page == _generator().definitions(), "run: python docs/generate.py"
+
+
+def test_every_spec_in_the_readme_validates(tmp_path: Path) -> None:
+    import re
+
+    from initbench.config.spec import load_spec
+
+    readme = (DOCS.parent / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, flags=re.S)
+    assert len(blocks) >= 3  # an MLP, a CNN and an RNN
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"readme_{i}.yaml"
+        path.write_text(block)
+        assert load_spec(path).runs
