@@ -156,3 +156,29 @@ def test_ctrl_c_while_the_forkserver_starts_exits_130_without_a_traceback(spec, 
     output = _finish(process)
     assert process.returncode == 130, output
     assert "Traceback" not in output and "KeyboardInterrupt" not in output
+
+
+def test_a_run_whose_process_cannot_start_is_failed_and_the_others_go_on() -> None:
+    from initbench.sweep.processes import RunProcesses, context
+
+    class Unstartable:
+        def __init__(self, real):
+            self.real = real
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        def Process(self, *args, **kwargs):
+            if kwargs["args"][1] == ("bad",):
+                raise OSError(24, "Too many open files")
+            return self.real.Process(*args, **kwargs)
+
+    pool = RunProcesses(2, str.upper, Unstartable(context()))
+    try:
+        futures = [pool.submit(word) for word in ("ok", "bad", "fine")]
+        assert futures[0].result(timeout=DEADLINE) == "OK"
+        with pytest.raises(OSError, match="Too many open files"):
+            futures[1].result(timeout=DEADLINE)
+        assert futures[2].result(timeout=DEADLINE) == "FINE"
+    finally:
+        pool.shutdown()

@@ -138,12 +138,30 @@ class RunProcesses:
         with self.lock:
             while self.waiting and len(self.running) < self.workers and not self.closed:
                 task = self.waiting.popleft()
-                if task.future.set_running_or_notify_cancel():
+                if not task.future.set_running_or_notify_cancel():
+                    continue
+                try:
                     task.start(self.context, self.target)
-                    self.running[task.results] = self.running[task.process.sentinel] = task
+                except Exception as exc:  # this run's process could not start (EMFILE ...)
+                    task.future.set_exception(exc)
+                    continue
+                self.running[task.results] = self.running[task.process.sentinel] = task
 
     def _loop(self) -> None:
-        """Start queued tasks and settle finished ones until shut down."""
+        """Start queued tasks and settle finished ones until shut down; should that fail
+        (no process can be started, say), every waiting future gets the error, so the
+        sweep records it instead of waiting for ever."""
+        try:
+            self._serve()
+        except BaseException as exc:
+            with self.lock:
+                tasks = [*self.waiting, *self.running.values()]
+                self.waiting.clear()
+            for task in tasks:
+                if not task.future.done():
+                    task.future.set_exception(exc)
+
+    def _serve(self) -> None:
         while not self.closed:
             self._start_waiting()
             ready = wait([self.wake_read, *self.running])
