@@ -11,6 +11,7 @@ Importing this module loads nothing heavy: each function imports what it needs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import os
 from collections import Counter
@@ -174,14 +175,43 @@ def run(
     """
     hooks = hooks or Hooks()
     executor = _executor_options(workers, options)
+    _check_device(device)
+    loaded = _load_spec(spec, overrides)
+    executor = _with_default_workers(executor, loaded)
     if executor.executor == "local" and executor.local_workers() > 1:
         from initbench.sweep.executors import prestart_workers
 
         prestart_workers()  # the workers import torch while this process plans
-    _check_device(device)
-    sweep = _plan(validate(spec, overrides, parallel=_parallel(executor)), Path(out), force)
+    sweep = _plan(validate(loaded, parallel=_parallel(executor)), Path(out), force)
     hooks.planned(sweep)
     return _execute(sweep, executor, device, hooks)
+
+
+def _load_spec(spec: str | Path | Spec, overrides: Iterable[str]) -> Spec:
+    """The spec, read and validated as a document (its data and sizes are checked later)."""
+    from initbench.config.spec import Spec, load_spec
+
+    if isinstance(spec, Spec):
+        if list(overrides):
+            raise ValueError(
+                "overrides apply to a spec file: pass its path, or validate(path, overrides)"
+            )
+        return spec
+    if not isinstance(spec, str | Path):
+        raise TypeError(f"spec: expected a path or a Spec, got {type(spec).__name__}")
+    return load_spec(Path(spec), [overrides] if isinstance(overrides, str) else overrides)
+
+
+def _with_default_workers(executor: ExecutorOptions, spec: Spec) -> ExecutorOptions:
+    """Local workers left to their default: one per core for a sweep long enough to repay
+    starting them (PARALLEL_WORTH), else this process alone."""
+    from initbench.sweep.runner import PARALLEL_WORTH, estimated_seconds
+
+    if executor.executor != "local" or executor.workers is not None:
+        return executor
+    serial = sum(estimated_seconds(run) for run in spec.runs)
+    workers = executor.local_workers() if serial >= PARALLEL_WORTH else 1
+    return dataclasses.replace(executor, workers=workers)
 
 
 def validate(
@@ -196,21 +226,11 @@ def validate(
     Raises SpecError (every problem, each located at its line, grid value or override)
     or DataError (the data files are missing or corrupt). ``overrides`` apply to a spec
     file only: a Spec passed in is already resolved (ValueError)."""
-    from initbench.config.spec import Spec, load_spec
     from initbench.data import DataError
     from initbench.sweep.runner import check_data, check_initializers, check_memory
 
-    overrides = [overrides] if isinstance(overrides, str) else list(overrides)
-    if isinstance(spec, Spec):
-        if overrides:
-            raise ValueError(
-                "overrides apply to a spec file: pass its path, or validate(path, overrides)"
-            )
-        loaded, source = spec, spec.source
-    elif isinstance(spec, str | Path):
-        loaded, source = load_spec(Path(spec), overrides), str(spec)
-    else:
-        raise TypeError(f"spec: expected a path or a Spec, got {type(spec).__name__}")
+    loaded = _load_spec(spec, overrides)
+    source = loaded.source
     check_initializers(loaded)
     if parallel is not None:
         check_memory(loaded, parallel)

@@ -25,7 +25,6 @@ EXIT_LOST = 1  # runs lost with their worker process (or --strict: runs failed o
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, as shells report Ctrl-C
 EXIT_TERMINATED = 128 + signal.SIGTERM  # 143: timeout, scancel, docker stop
 LARGE_SWEEP = 1000  # runs; more asks for confirmation (or --yes)
-SECONDS_PER_STEP = 0.015  # measured: depth-30 width-128 mlp step on 2 cores, for the estimate
 LIST_TOPICS = ("initializers", "activations", "datasets", "architectures", "optimizers", "metrics")
 
 
@@ -305,12 +304,13 @@ def _confirm_size(todo: Sequence[Any], yes: bool) -> None:
     """Ask before a sweep of more than LARGE_SWEEP runs (refuse without a terminal)."""
     if len(todo) <= LARGE_SWEEP or yes:
         return
+    from initbench.sweep.runner import estimated_seconds
+
     steps = sum(run.train.steps for run in todo)
-    hours = steps * SECONDS_PER_STEP / 3600
+    hours = sum(estimated_seconds(run) for run in todo) / 3600
     message = (
         f"{len(todo)} runs to do, {steps:,} optimizer steps in all "
-        f"(~{hours:.1f} h at {SECONDS_PER_STEP * 1e3:.0f} ms/step, a depth-30 width-128 mlp "
-        "on 2 cores)"
+        f"(about {hours:.1f} h of training on one core, estimated from the networks' sizes)"
     )
     if not sys.stdin.isatty():
         _fail(f"{message}; pass --yes to run it")

@@ -85,3 +85,19 @@ def test_plan_keeps_the_stored_status_of_skipped_runs(tmp_path) -> None:
     assert sweep.done == (run.run_id,) and sweep.done_statuses == ("diverged",)
     report = SweepReport(skipped=1, skipped_counts=Counter(sweep.done_statuses))
     assert report.unsuccessful() == 1 and report.unsuccessful(skipped=False) == 0
+
+
+def test_local_workers_default_to_one_per_core_only_for_a_sweep_worth_it() -> None:
+    from initbench import api
+    from initbench.sweep.executors import ExecutorOptions
+    from initbench.sweep.runner import PARALLEL_WORTH, estimated_seconds
+
+    short = build_spec({**SPEC, "train": {"steps": 2}}, "order.yaml", "")
+    long = build_spec({**SPEC, "train": {"steps": 10**6}}, "order.yaml", "")
+    assert sum(map(estimated_seconds, short.runs)) < PARALLEL_WORTH
+    assert sum(map(estimated_seconds, long.runs)) > PARALLEL_WORTH
+    default = ExecutorOptions()
+    assert api._with_default_workers(default, short).workers == 1
+    assert api._with_default_workers(default, long).workers == default.local_workers()
+    given = ExecutorOptions(workers=3)
+    assert api._with_default_workers(given, short).workers == 3  # a choice is kept
