@@ -141,7 +141,7 @@ def _executor_options(command: Callable[..., Any]) -> Callable[..., Any]:
             type=click.IntRange(min=1),
             default=None,
             help="Runs in parallel: local processes, or the local Dask cluster's workers "
-            "[default: one per core; dask: cores / --cpus-per-run].",
+            "[default: one per core, 1 for a short sweep; dask: cores / --cpus-per-run].",
         ),
         click.option(
             "--threads",
