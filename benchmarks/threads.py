@@ -1,6 +1,7 @@
 """Workers and threads: the wall time of `initbench run` under the old local defaults
-(one worker with a torch thread per core) and the new ones (a worker per core, one thread
-each), on this machine idle and busy.
+(one worker with a torch thread per core) and the new ones (one thread per run; a worker
+per core for a sweep whose estimated serial time repays starting them), on this machine
+idle and busy.
 
 "Busy" is other load the sweep does not control: one process per core spinning on the
 CPU, as another user's job would. Each configuration runs in turn, in a random order,
@@ -27,18 +28,20 @@ from pathlib import Path
 SWEEP = """
 name: threads
 data: {{name: synthetic, n_train: 1024, n_test: 256}}
-model: {{depth: {depth}, width: 128}}
+model: {{width: 128}}
 train: {{steps: {steps}, log_every: 10, batch_size: 64}}
+grid: {{model.depth: {depths}}}
 seeds: {seeds}
 """
-CASES = {  # name -> (depth, steps, seeds)
-    "sweep: 4 runs, mlp d20 w128, 150 steps": (20, 150, 4),
-    "one run: mlp d20 w128, 300 steps": (20, 300, 1),
+CASES = {  # name -> (depths, steps, seeds)
+    "short sweep: 4 runs, mlp d20 w128, 150 steps": ([20], 150, 4),
+    "sweep: 8 runs, mlp d5-30 w128, 300 steps": ([5, 10, 20, 30], 300, 2),
+    "one run: mlp d20 w128, 300 steps": ([20], 300, 1),
 }
 CORES = os.cpu_count() or 1
 SETTINGS = {  # name -> initbench run options
     f"old default: 1 worker x {CORES} threads": ["--workers", "1", "--threads", str(CORES)],
-    f"new default: {CORES} workers x 1 thread": [],
+    "new default: 1 thread per run, a worker per core for a sweep worth it": [],
 }
 
 
@@ -64,9 +67,9 @@ def _measure(spec: Path, repeats: int) -> dict[str, list[float]]:
 
 
 def _case(folder: Path, name: str, repeats: int, busy: bool) -> dict[str, list[float]]:
-    depth, steps, seeds = CASES[name]
+    depths, steps, seeds = CASES[name]
     spec = folder / "threads.yaml"
-    spec.write_text(SWEEP.format(depth=depth, steps=steps, seeds=seeds))
+    spec.write_text(SWEEP.format(depths=depths, steps=steps, seeds=seeds))
     hogs = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(CORES if busy else 0)]
     for hog in hogs:
         hog.start()
