@@ -27,13 +27,14 @@ if TYPE_CHECKING:
     from initbench.analysis import Thresholds
     from initbench.analysis.tidy import Results
     from initbench.config.spec import RunConfig, Spec
-    from initbench.meanfield import Prediction
     from initbench.results.schema import RunResult
     from initbench.sweep.executors import ExecutorOptions
     from initbench.sweep.runner import Plan
 
 # Exception name -> the module that defines it; each is imported on first use.
-_LAZY: dict[str, str] = {  # a name exported here -> the module that defines it
+# A name exported here -> the module that defines it (and the name there, where another).
+_ALIASES: dict[str, tuple[str, str]] = {"prediction": ("initbench.meanfield", "predict_for")}
+_LAZY: dict[str, str] = {
     "Results": "initbench.analysis.tidy",
     "SpecError": "initbench.config.spec",
     "DataError": "initbench.data",
@@ -43,13 +44,16 @@ _LAZY: dict[str, str] = {  # a name exported here -> the module that defines it
     "TheoryError": "initbench.meanfield",
 }
 
-__all__ = ["Hooks", "Outcome", "load", "prediction", "report", "run", "theory"]
-__all__ += ["validate", *_LAZY]
+__all__ = ["Hooks", "Outcome", "load", "report", "run", "theory"]
+__all__ += ["validate", *_LAZY, *_ALIASES]
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _ALIASES:
+        module, attribute = _ALIASES[name]
+        return getattr(importlib.import_module(module), attribute)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -427,38 +431,6 @@ def _select_texts(select: Sequence[str] | Mapping[str, Any]) -> list[str]:
 # --- theory ----------------------------------------------------------------------------------
 
 
-def prediction(
-    activation: str | Mapping[str, Any],
-    init: str | Mapping[str, Any],
-    depth: int,
-    width: int,
-    arch: str = "mlp",
-    *,
-    q1: float | Sequence[float] | None = None,
-    sigma_b2: float = 0.0,
-    batchnorm: bool = False,
-    recurrent_init: str | Mapping[str, Any] | None = None,
-    padding_correction: bool = True,
-) -> Prediction:
-    """The mean-field prediction (a ``theory.Prediction``) for the arguments of
-    :func:`theory`; ``Prediction.ok`` is False, with the ``reason``, when the theory has
-    none for them. Raises TheoryError for a bad argument."""
-    from initbench.meanfield import predict_for
-
-    return predict_for(
-        activation,
-        init,
-        depth,
-        width,
-        arch,
-        q1=q1,
-        sigma_b2=sigma_b2,
-        batchnorm=batchnorm,
-        recurrent_init=recurrent_init,
-        padding_correction=padding_correction,
-    )
-
-
 def theory(
     activation: str | Mapping[str, Any],
     init: str | Mapping[str, Any],
@@ -481,9 +453,9 @@ def theory(
     ``sigma_b2`` and the ``model``. Raises TheoryError for a bad argument, and when the
     theory makes no prediction (non-zero-mean or constant weights), with the reason.
     """
-    from initbench.meanfield import TheoryError
+    from initbench.meanfield import TheoryError, predict_for
 
-    pred = prediction(activation, init, depth, width, arch, **options)
+    pred = predict_for(activation, init, depth, width, arch, **options)
     if not pred.ok:
         raise TheoryError(f"no prediction: {pred.reason}")
     frame = pred.frame()

@@ -427,36 +427,13 @@ def report(
     default="terminal",
     show_default=True,
 )
-def theory_cmd(
-    activation: str,
-    init: str,
-    depth: int,
-    width: int,
-    arch: str,
-    q1: float | None,
-    sigma_b2: float,
-    batchnorm: bool,
-    recurrent_init: str | None,
-    padding_correction: bool,
-    fmt: str,
-) -> None:
+def theory_cmd(fmt: str, **options: Any) -> None:
     """Mean-field prediction of per-layer variance at initialisation, without training."""
     from initbench import api
     from initbench.meanfield import TheoryError, render
 
     try:
-        prediction = api.prediction(
-            activation,
-            init,
-            depth,
-            width,
-            arch,
-            q1=q1,
-            sigma_b2=sigma_b2,
-            batchnorm=batchnorm,
-            recurrent_init=recurrent_init,
-            padding_correction=padding_correction,
-        )
+        prediction = api.prediction(**options)
     except TheoryError as exc:
         _fail(str(exc))
     click.echo(render(prediction, fmt), nl=False)
