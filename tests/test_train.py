@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from initbench.config.spec import build_spec
-from initbench.measure import native
 from initbench.results import store
 from initbench.run.runner import execute, plan
 from initbench.run.train import batch_indices, derive_seed, execute_run
@@ -161,11 +160,3 @@ def test_summary_records_versions_timing_and_config() -> None:
     assert summary["train_seconds"] > 0 and summary["total_seconds"] >= summary["train_seconds"]
     assert summary["config"] == result.config and summary["experiment"] == "exp"
     assert 0.0 <= summary["test_accuracy"] <= 1.0 and math.isfinite(summary["final_loss"])
-    assert summary["probe_kernel"] == ("torch" if native.kernel() is None else "native")
-
-
-def test_summary_says_torch_reduced_the_probes_without_the_kernel(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(native, "kernel", lambda: None)
-    assert execute_run(make_config().as_dict()).summary["probe_kernel"] == "torch"

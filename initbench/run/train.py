@@ -30,8 +30,9 @@ import torch.nn.functional as F
 import initbench
 from initbench.config.optimizers import build_optimizer
 from initbench.config.spec import RunConfig
-from initbench.measure import native
-from initbench.measure.probes import Probe, Recorder, Tape, first_non_finite
+from initbench.measure.probes import Probe
+from initbench.measure.recorder import Recorder, first_non_finite
+from initbench.measure.tape import Tape
 from initbench.nets.models import InstrumentedModel, build_model
 from initbench.results import schema
 
@@ -78,12 +79,6 @@ def versions() -> dict[str, str]:
         "numpy": np.__version__,
         "initbench": initbench.__version__,
     }
-
-
-def probe_kernel(device: torch.device) -> str:
-    """What reduces a run's probed tensors: the C kernel on a CPU where it can be built
-    (initbench.measure.native), else torch; the two agree within float32 rounding."""
-    return "native" if device.type == "cpu" and native.kernel() is not None else "torch"
 
 
 # --- the training loop ----------------------------------------------------------------------
@@ -256,7 +251,6 @@ def _base_summary(config: RunConfig, experiment: str, device: torch.device) -> d
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "device": str(device),
         "threads": torch.get_num_threads(),
-        "probe_kernel": probe_kernel(device),
         "versions": versions(),
         "config": config.as_dict(),
     }
