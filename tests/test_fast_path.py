@@ -27,6 +27,7 @@ from initbench.config.spec import SpecError
 from initbench.measure.counts import Scratch
 from initbench.measure.probes import Launched, Probe, moments
 from initbench.measure.reduce import (
+    CHUNK,
     MAX_KAPPA2,
     PACK_LIMIT,
     PARTIAL,
@@ -455,7 +456,7 @@ def test_all_trusted_agrees_with_trusted_row_by_row(seed: int) -> None:
 def test_padding_shared_by_packed_chunks_is_zeroed_again_every_step() -> None:
     # rows that are not whole pieces fill more than one packed chunk; the chunks share a
     # buffer, and the second chunk's longer rows land on the first chunk's padding
-    sizes = [30_000] * 34 + [50_000] * 6
+    sizes = [3_000] * (CHUNK // 3_072) + [5_000] * 6  # 3,000 elements take 3 pieces (3,072)
     layout = Layout([(n,) for n in sizes])
     assert sum(not chunk.alone for chunk in layout.chunks) == 2
     generator = torch.Generator().manual_seed(0)

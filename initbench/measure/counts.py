@@ -18,6 +18,8 @@ from initbench.config.activations import SATURATION_FRACTION
 from initbench.measure.exact import flat_rows
 from initbench.nets.instrument import WatchedLayer
 
+EXACT_FLOAT32 = 1 << 24  # integers below this add up exactly in float32
+
 
 class Scratch:
     """Work buffers reused across probed steps: a large temporary freshly allocated at
@@ -50,10 +52,17 @@ def saturation_bounds(low: float, high: float) -> tuple[float, float]:
 
 
 def saturated_count(flat: torch.Tensor, low: float, high: float, scratch: Scratch) -> torch.Tensor:
-    """(G, n) -> (G,) int64: elements beyond 99% of the half-range from the centre."""
+    """(G, n) -> (G,): elements beyond 99% of the half-range from the centre, counted as
+    0/1 floats (comparisons into bool tensors take several times longer on a CPU); the
+    sum is exact while n < 2^24 in float32, and is taken in float64 beyond."""
     centre, threshold = saturation_bounds(low, high)
-    distance = torch.sub(flat, centre, out=scratch.take("distance", flat.shape, flat)).abs_()
-    return torch.count_nonzero(distance > threshold, dim=1)
+    distance = scratch.take("distance", flat.shape, flat)
+    if centre == 0.0:
+        torch.abs(flat, out=distance)
+    else:
+        torch.sub(flat, centre, out=distance).abs_()
+    beyond = distance.gt_(threshold)  # 1.0 where saturated (never for NaN: those rows are NaN)
+    return beyond.sum(dim=1, dtype=None if flat.shape[1] < EXACT_FLOAT32 else torch.float64)
 
 
 @dataclass(frozen=True)
@@ -63,9 +72,8 @@ class DeadUnits:
     complement = True  # the fraction is 1 - count / divisor
 
     def count(self, stacked: torch.Tensor, out: torch.Tensor, scratch: Scratch) -> None:
-        """(G,) float64 alive units of (G, B, units[, H, W]) into ``out`` (few: summed in
-        float64)."""
-        torch.sum(alive_units(stacked), dim=1, dtype=torch.float64, out=out)
+        """(G,) alive units of (G, B, units[, H, W]) into ``out`` (float64)."""
+        torch.sum(alive_units(stacked), dim=1, dtype=torch.float64, out=out)  # (G, units): small
 
     def divisor(self, shape: Sequence[int]) -> int:
         """Units (channels) of a (B, units[, H, W]) tensor."""

@@ -3,11 +3,10 @@ statistic of the catalogue comes from.
 
 A step's tensors are its *candidates*, in the layout of :func:`slots`: per watched tensor
 of the catalogue (preact, normed, act, grad_preact, grad_normed) one per watched
-(layer, t); per layer its weights and their gradients (w, grad_w, w_rec, grad_w_rec);
-then the gradients of the parameters that count only in the global gradient norm. A
-candidate may be None (no batchnorm, no gradient, no recurrent weight). The plan depends
-only on which candidates exist and on their shapes, so a run builds it once and every
-later probed step only looks it up.
+(layer, t); the watched layers' weights (w, w_rec); their gradients; then the gradients
+of the parameters that count only in the global gradient norm. A candidate may be None
+(no batchnorm, no gradient). The plan depends only on which candidates exist and on
+their shapes, so a run builds it once and every later probed step only looks it up.
 
 The long table's order (results format version 1): per watched tensor, in catalogue
 order, its (layer, t) in order, grouped by shape (groups in order of first appearance);
@@ -35,12 +34,23 @@ Slot = tuple[str, int, int]  # (tensor, layer, t) of a candidate; t = 0 for weig
 GRADIENTS = ("grad_w", "grad_w_rec", "grad_other")  # the rows of the global gradient norm
 
 
-def slots(keys: Sequence[tuple[int, int]], layers: Sequence[WatchedLayer], others: int):
+def weight_slots(layers: Sequence[WatchedLayer]) -> list[tuple[Slot, torch.nn.Parameter]]:
+    """The watched layers' weights (w, then w_rec where the layer has one) and their slots."""
+    found = [(("w", layer.index, 0), layer.weight) for layer in layers]
+    return found + [
+        (("w_rec", layer.index, 0), layer.recurrent_weight)
+        for layer in layers
+        if layer.recurrent_weight is not None
+    ]
+
+
+def slots(keys: Sequence[tuple[int, int]], weights: Sequence[Slot], others: int) -> list[Slot]:
     """The slot of every candidate of a step: ``keys`` are the watched (layer, t) in the
-    tape's order, ``others`` the parameters counted only in the global gradient norm."""
+    tape's order, ``weights`` the slots of :func:`weight_slots`, ``others`` the number of
+    parameters counted only in the global gradient norm."""
     watched = [(tensor, layer, t) for tensor in catalog.WATCHED for layer, t in keys]
-    weights = [(tensor, layer.index, 0) for layer in layers for tensor in catalog.WEIGHTS]
-    return watched + weights + [("grad_other", i, 0) for i in range(others)]
+    grads = [(f"grad_{tensor}", layer, t) for tensor, layer, t in weights]
+    return watched + list(weights) + grads + [("grad_other", i, 0) for i in range(others)]
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,7 @@ class Plan:
         candidate_slots: Sequence[Slot],
         shapes: Sequence[tuple[int, ...] | None],
         layers: Sequence[WatchedLayer],
+        extras: int = 0,
     ) -> None:
         self.layers = {layer.index: layer for layer in layers}
         present = [i for i, shape in enumerate(shapes) if shape is not None]
@@ -76,7 +87,7 @@ class Plan:
         self.shape_of = {candidate_slots[c]: shapes[c] for c in self.rows}
         counts = self._counts(candidate_slots)
         self.layout = Layout([shapes[c] for c in self.rows], counts)  # type: ignore[misc]
-        self.reducer = Reducer(self.layout)
+        self.reducer = Reducer(self.layout, extras)
         entries = self._watched_entries(candidate_slots) + self._weight_entries(layers)
         self.labels: list[Label] = [entry.label for entry in entries]
         self.index = np.array([self._at(entry) for entry in entries], dtype=np.int64)
@@ -164,7 +175,7 @@ class Plan:
 
     def grad_norm(self, sq: np.ndarray) -> float:
         """The global gradient norm from the gradient rows' mean squares: sqrt(Σ n·sq)."""
-        return float(np.sqrt(sq @ self.n_grad))
+        return math.sqrt(sq @ self.n_grad)
 
     def finish(
         self, host: np.ndarray, tensors: Sequence[torch.Tensor]

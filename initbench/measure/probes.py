@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from initbench.measure.counts import Scratch, dead_fraction, saturated_fraction
-from initbench.measure.plan import Label, Plan, slots
+from initbench.measure.plan import Label, Plan, slots, weight_slots
 from initbench.measure.recorder import Deferred, Recorder, defer, first_non_finite
 from initbench.measure.reduce import Layout, Reducer
 from initbench.measure.tape import Key, Tape
@@ -43,14 +43,21 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Launched:
     """A probed step whose device work is queued: ``vector`` goes to the host (with
-    anything else the step sends, in one transfer), then :meth:`finish` or :meth:`defer`."""
+    anything else the step sends, in one transfer: :meth:`to_host`), then :meth:`finish`
+    or :meth:`defer`. ``extras``: the vector's last slots, for the caller's own values
+    (see :class:`Probe`)."""
 
     plan: Plan
     tensors: Sequence[torch.Tensor]  # the plan's rows
-    vector: torch.Tensor  # (length,) float64 on the device; the next launch overwrites it
+    vector: torch.Tensor  # float64 on the device; the next launch overwrites it
+    extras: torch.Tensor
+
+    def to_host(self) -> np.ndarray:
+        """The vector on the host (the step's one transfer; on a CPU, read in place)."""
+        return self.plan.reducer.to_host()
 
     def finish(self, host: np.ndarray) -> tuple[list[Label], np.ndarray, float]:
         """(row labels, their float64 values, global gradient norm) from ``vector`` on
@@ -66,15 +73,23 @@ class Launched:
 class Probe:
     """Measures one run's probed steps, reusing each step structure's plan and the work
     buffers. ``parameters``: the model's parameters, for the global gradient norm (the
-    watched weights' gradients are measured anyway; biases and readout are added)."""
+    watched weights' gradients are measured anyway; biases and readout are added).
+    ``extras``: slots at the end of each step's vector that the caller fills
+    (:attr:`Launched.extras`) to send its own values in the same transfer."""
 
     def __init__(
-        self, layers: Sequence[WatchedLayer], parameters: Sequence[torch.nn.Parameter] = ()
+        self,
+        layers: Sequence[WatchedLayer],
+        parameters: Sequence[torch.nn.Parameter] = (),
+        extras: int = 0,
     ) -> None:
-        self.layers = list(layers)
-        self._weights = [(layer.weight, layer.recurrent_weight) for layer in self.layers]
-        watched = {id(w) for pair in self._weights for w in pair}
+        self.layers, self.extras = list(layers), extras
+        weights = weight_slots(self.layers)
+        self._weight_slots = [slot for slot, _ in weights]
+        self._weights = [weight for _, weight in weights]
+        watched = {id(w) for w in self._weights}
         self.others = [p for p in parameters if id(p) not in watched]
+        self._with_grads = self._weights + self.others
         self.scratch = Scratch()
         self._plans: dict[tuple[object, ...], Plan] = {}
         self._stored: dict[tuple[str, Key], torch.Tensor] = {}
@@ -98,9 +113,8 @@ class Probe:
         found += watched["act"].values()
         found += tape.gradients("preact")
         found += normed_grads
-        for weight, recurrent in self._weights:
-            found += (weight, weight.grad, recurrent, None if recurrent is None else recurrent.grad)
-        found += [p.grad for p in self.others]
+        found += self._weights
+        found += [p.grad for p in self._with_grads]
         return keys, found
 
     def plan(self, keys: list[tuple[int, int]], found: list[torch.Tensor | None]) -> Plan:
@@ -115,7 +129,8 @@ class Probe:
         plan = self._plans.get(structure)
         if plan is None:
             shapes = [None if t is None else tuple(t.shape) for t in found]
-            plan = Plan(slots(keys, self.layers, len(self.others)), shapes, self.layers)
+            candidate_slots = slots(keys, self._weight_slots, len(self.others))
+            plan = Plan(candidate_slots, shapes, self.layers, self.extras)
             self._plans[structure] = plan
         return plan
 
@@ -124,12 +139,13 @@ class Probe:
         keys, found = self.candidates(tape)
         plan = self.plan(keys, found)
         rows = _pick(found, plan.rows)
-        return Launched(plan, rows, plan.reducer.launch(rows, self.scratch))
+        reducer = plan.reducer
+        return Launched(plan, rows, reducer.launch(rows, self.scratch), reducer.tail)
 
     def measure(self, tape: Tape) -> tuple[list[Label], np.ndarray, float]:
         """:meth:`launch`, transfer and finish: labels, values, global gradient norm."""
         launched = self.launch(tape)
-        return launched.finish(launched.vector.cpu().numpy())
+        return launched.finish(launched.to_host())
 
 
 def _normed(tape: Tape, keys: list[Key]) -> tuple[list, list]:

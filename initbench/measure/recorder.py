@@ -17,7 +17,7 @@ import numpy as np
 from initbench.measure.plan import Label, Plan
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Deferred:
     """A probed step's per-row Σx and Σx² and its counts, all finite and precise, kept to
     be finished with other steps' (:func:`finish_deferred`)."""
@@ -35,13 +35,13 @@ def defer(plan: Plan, host: np.ndarray) -> Deferred | None:
     non-finite or imprecise row: the two-pass path needs the step's tensors; or a weight
     without gradient)."""
     layout = plan.layout
-    if plan.undefined or not layout.pieces or not np.isfinite(host).all():
+    if plan.undefined or not layout.pieces:
         return None
-    total, squares = layout.sums(host)
+    total, squares = layout.sums(host)  # non-finite where the vector is (counts never are)
     if not layout.all_trusted(total, squares):
         return None
-    grad = plan.grad_rows  # as Plan.finish computes it: from each row's sq = Σx² / n
-    grad_norm = plan.grad_norm(squares[grad] / layout.n[grad])
+    # as Plan.finish computes it, from each gradient row's sq = Σx² / n
+    grad_norm = plan.grad_norm(squares[plan.grad_rows] / plan.n_grad)
     return Deferred(plan, total, squares, layout.counts_of(host).copy(), grad_norm)
 
 
@@ -56,7 +56,7 @@ def finish_deferred(plan: Plan, deferred: Sequence[Deferred]) -> np.ndarray:
     return plan.values(stats, layout.fractions(counts, stats))
 
 
-@dataclass
+@dataclass(slots=True)
 class _Step:
     step: int
     labels: list[Label]

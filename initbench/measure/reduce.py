@@ -10,7 +10,7 @@ which keep float32 precision. A large row is read in place the same way, in piec
 :func:`piece_size` elements. The fractions' counts (:mod:`initbench.measure.counts`)
 follow, and everything lands in one float64 vector that reaches the host in one transfer::
 
-    vector = [piece sums (P)] [piece L2 norms (P)] [counts (F)]
+    vector = [piece sums (P)] [piece sums of squares (P)] [counts (F)] [the caller's extras]
 
 The host adds each row's pieces in float64 and derives mean, var = (Σx² − (Σx)²/n)/(n − 1),
 sq and norm. Where that formula cannot keep float32 precision (:func:`trusted`) the row
@@ -36,7 +36,10 @@ from initbench.measure.exact import two_pass_moments
 
 PACK_LIMIT = 1 << 17  # elements: smaller tensors are packed together (launches dominate
 # them); larger ones are read in place, where packing would only add a copy
-CHUNK = 1 << 20  # elements packed at once (4 MB in float32): few launches, still cached
+CHUNK = 1 << 16  # elements packed and read at once (256 kB in float32): the copy writes
+# to, and the two reductions read from, a buffer that stays in cache (measured, 2 threads
+# of a Xeon with 2 MB L2: 1 << 20 cost mlp d30 w64 and rnn d1 w64 0.13-0.2 of a plain step
+# more; 1 << 15 adds more calls than it saves)
 PARTIAL = 1024  # elements per float32 partial sum and norm (measured: within 5e-7 of float64)
 TINY_SQ = 2.0**-100  # a smaller mean square may hold float32 squares that underflowed
 MAX_KAPPA2 = 4.0  # sq / var beyond this: Σx² − (Σx)²/n cancels more than float32 allows
@@ -127,6 +130,7 @@ class Layout:
         self.shapes = [tuple(shape) for shape in shapes]
         sizes = [math.prod(shape) for shape in self.shapes]
         self.n = np.array(sizes, dtype=np.float64)
+        self._n_minus_1 = self.n - 1
         self.chunks = chunks(sizes)
         # per row, the first row of its packed chunk (-1: read alone)
         self._packed_in = [
@@ -160,12 +164,10 @@ class Layout:
 
     def sums(self, host: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Σx and Σx² of every row, (..., R) each, from launched vectors (..., length):
-        the pieces' sums, and their L2 norms squared (exact in float64), added up."""
+        the pieces' sums and sums of squares, added up in float64."""
         lead, p = host.shape[:-1], self.pieces
-        pair = host[..., : 2 * p].reshape(*lead, 2, p).copy()
         with np.errstate(all="ignore"):  # non-finite tensors give inf and NaN, as they should
-            np.square(pair[..., 1, :], out=pair[..., 1, :])
-            total = np.add.reduceat(pair, self.starts, axis=-1)
+            total = np.add.reduceat(host[..., : 2 * p].reshape(*lead, 2, p), self.starts, axis=-1)
         return total[..., 0, :], total[..., 1, :]
 
     def stats(self, host: np.ndarray) -> np.ndarray:
@@ -180,12 +182,17 @@ class Layout:
             return moments_from_sums(total, squares, self.n)
 
     def all_trusted(self, total: np.ndarray, squares: np.ndarray) -> bool:
-        """Whether :func:`trusted` holds for every row of finite sums (:meth:`sums` of a
-        vector with no non-finite element), by the same expressions on fewer columns:
-        such sums always give a finite mean and sq, so only the two bounds can fail."""
+        """Whether :func:`trusted` holds for every row (:meth:`sums` of one vector), by the
+        same expressions on fewer arrays (few calls: this runs at every probed step).
+        Where sq is finite and within the bounds, the mean is finite too (an infinite or
+        NaN mean makes var 0 or NaN, out of bounds), and var needs no clamping at 0 (a
+        negative var is out of bounds as much as 0 is)."""
         with np.errstate(all="ignore"):  # a one-element row divides by n - 1 = 0: untrusted
-            _, var, sq = _mean_var_sq(total, squares, self.n)
-            return bool(np.all(_bounded(var, sq)))
+            sq = squares / self.n
+            var = (squares - total * (total / self.n)) / self._n_minus_1
+            return bool(
+                sq.min() >= TINY_SQ and sq.max() < np.inf and (sq <= var * MAX_KAPPA2).all()
+            )
 
     def fractions(self, counts: np.ndarray, stats: np.ndarray) -> np.ndarray:
         """(..., F) fractions of the counted rows from their counts (..., F) and the rows'
@@ -196,7 +203,7 @@ class Layout:
 
     def counts_of(self, host: np.ndarray) -> np.ndarray:
         """The counts (..., F) of launched vectors (..., length)."""
-        return host[..., 2 * self.pieces :]
+        return host[..., 2 * self.pieces : self.length]
 
     def finish(
         self, host: np.ndarray, tensors: Sequence[torch.Tensor]
@@ -244,8 +251,9 @@ def trusted(stats: np.ndarray) -> np.ndarray:
 class _Views:
     """Where one chunk's device work reads and writes: views built once per layout."""
 
-    places: list[torch.Tensor]  # packed: each row's place in the shared buffer (row-shaped)
-    pads: list[torch.Tensor]  # packed: zero padding that other chunks overwrite
+    places: list[torch.Tensor]  # packed: each row's place in the shared buffer (row-shaped),
+    # then the padding that other chunks overwrite (zeroed by the same copy)
+    zeros: list[torch.Tensor]  # packed: zeros to copy into that padding
     pieces: torch.Tensor | None  # packed: (pieces, PARTIAL) view of the shared buffer
     sums: torch.Tensor  # the chunk's piece sums, in the result buffer
     norms: torch.Tensor  # the chunk's piece L2 norms, in the result buffer
@@ -254,17 +262,27 @@ class _Views:
 
 class Reducer:
     """The device work of a :class:`Layout`: buffers allocated by the first launch (in the
-    rows' dtype and device) and reused by every later one."""
+    rows' dtype and device) and reused by every later one. ``extras``: slots at the end
+    of the vector for the caller's own values, sent in the same transfer."""
 
-    def __init__(self, layout: Layout) -> None:
-        self.layout = layout
+    def __init__(self, layout: Layout, extras: int = 0) -> None:
+        self.layout, self.extras = layout, extras
         self._views: list[_Views] = []
-        self.vector = torch.empty(0, dtype=torch.float64)
+        self._no_grad = torch.no_grad()
+        self._set_vector(torch.zeros(layout.length + extras, dtype=torch.float64))
+
+    def _set_vector(self, vector: torch.Tensor) -> None:
+        """The step's float64 vector, and the views of it every launch writes or reads."""
+        p = self.layout.pieces
+        self.vector, self._head, self._squares = vector, vector[: 2 * p], vector[p : 2 * p]
+        self.tail = vector[self.layout.length :]  # the caller's extras
+        # on a CPU the host reads the vector in place: no copy, no call per step
+        self.host = vector.numpy() if vector.device.type == "cpu" else None
 
     def launch(self, tensors: Sequence[torch.Tensor], scratch: Scratch) -> torch.Tensor:
-        """Queue one step's device work; returns the (length,) float64 vector of the
-        module docstring (a buffer the next launch overwrites)."""
-        with torch.no_grad():
+        """Queue one step's device work; returns the float64 vector of the module
+        docstring (a buffer the next launch overwrites)."""
+        with self._no_grad:
             if not self._views and self.layout.chunks:
                 self._allocate(tensors[0])
             for chunk, views in zip(self.layout.chunks, self._views, strict=True):
@@ -273,14 +291,18 @@ class Reducer:
                     self._read_alone(rows[0], views, scratch)
                 else:
                     self._read_packed(rows, views, scratch)
-            self.vector[: 2 * self.layout.pieces].copy_(self._result)
+            self._head.copy_(self._result)
+            self._squares.square_()  # the pieces' sums of squares, exact in float64
         return self.vector
+
+    def to_host(self) -> np.ndarray:
+        """The launched vector on the host (read in place on a CPU: valid until the next
+        launch)."""
+        return self.host if self.host is not None else self.vector.cpu().numpy()
 
     @staticmethod
     def _read_packed(rows: Sequence[torch.Tensor], views: _Views, scratch: Scratch) -> None:
-        torch._foreach_copy_(views.places, rows)
-        if views.pads:
-            torch._foreach_zero_(views.pads)
+        torch._foreach_copy_(views.places, [*rows, *views.zeros] if views.zeros else rows)
         torch.sum(views.pieces, dim=1, out=views.sums)
         torch.linalg.vector_norm(views.pieces, dim=1, out=views.norms)
         for run, view, out in views.runs:
@@ -306,7 +328,9 @@ class Reducer:
         """The result buffers, the shared packing buffer, and each chunk's views into them."""
         layout, device = self.layout, like.device
         self._result = torch.empty(2 * layout.pieces, dtype=like.dtype, device=device)
-        self.vector = torch.empty(layout.length, dtype=torch.float64, device=device)
+        self._set_vector(
+            torch.zeros(layout.length + self.extras, dtype=torch.float64, device=device)
+        )
         packed_chunks = [chunk for chunk in layout.chunks if not chunk.alone]
         size = max((chunk.size for chunk in packed_chunks), default=0)
         packed = torch.zeros(size, dtype=like.dtype, device=device)
@@ -325,13 +349,15 @@ class Reducer:
             places.append(packed[offset : offset + n].view(shape))
             if shared and _padded(n) > n:
                 pads.append(packed[offset + n : offset + _padded(n)])
+        places += pads
+        zeros = [torch.zeros_like(pad) for pad in pads]
         runs = [
             self._run_views(run, chunk, packed)
             for run in layout.runs
             if chunk.start <= run.start < chunk.stop
         ]
         pieces = None if chunk.alone else packed[: chunk.size].view(-1, PARTIAL)
-        return _Views(places, pads, pieces, sums, norms, runs)
+        return _Views(places, zeros, pieces, sums, norms, runs)
 
     def _run_views(
         self, run: Run, chunk: Chunk, packed: torch.Tensor
