@@ -81,8 +81,9 @@ class Plan:
     ) -> None:
         self.layers = {layer.index: layer for layer in layers}
         present = [i for i, shape in enumerate(shapes) if shape is not None]
-        order = reduction_order([math.prod(shapes[i]) for i in present])  # type: ignore[arg-type]
-        self.rows = [present[i] for i in order]
+        sizes = [math.prod(shapes[i]) for i in present]  # type: ignore[arg-type]
+        grads = [i for i, c in enumerate(present) if candidate_slots[c][0] in GRADIENTS]
+        self.rows = [present[i] for i in reduction_order(sizes, last=grads)]
         self.row_of = {candidate_slots[c]: row for row, c in enumerate(self.rows)}
         self.shape_of = {candidate_slots[c]: shapes[c] for c in self.rows}
         counts = self._counts(candidate_slots)
@@ -92,8 +93,7 @@ class Plan:
         self.labels: list[Label] = [entry.label for entry in entries]
         self.index = np.array([self._at(entry) for entry in entries], dtype=np.int64)
         self.undefined = any(entry.row is None and entry.slot is None for entry in entries)
-        self.grad_rows = sorted(row for s, row in self.row_of.items() if s[0] in GRADIENTS)
-        self.n_grad = self.layout.n[self.grad_rows]
+        self.grad_rows = slice(len(self.rows) - len(grads), len(self.rows))  # contiguous
 
     def _statistics(self, slot: Slot) -> list[catalog.Statistic]:
         """The catalogue's statistics of a watched tensor, for its layer's tensors and kind."""
@@ -173,14 +173,20 @@ class Plan:
         vector = np.concatenate([stats.reshape(*lead, -1), fractions, nan], axis=-1)
         return vector[..., self.index]
 
-    def grad_norm(self, sq: np.ndarray) -> float:
-        """The global gradient norm from the gradient rows' mean squares: sqrt(Σ n·sq)."""
-        return math.sqrt(sq @ self.n_grad)
+    def grad_norm(self, squares: np.ndarray) -> float:
+        """The global gradient norm from the rows' Σx²: sqrt(Σ over the gradient rows)."""
+        return math.sqrt(squares[self.grad_rows].sum())
 
     def finish(
         self, host: np.ndarray, tensors: Sequence[torch.Tensor]
     ) -> tuple[list[Label], np.ndarray, float]:
         """(labels, float64 values, global gradient norm) of a launched vector; rows whose
         fast statistics are not precise are measured again from ``tensors`` (the rows)."""
-        stats, fractions = self.layout.finish(host, tensors)
-        return self.labels, self.values(stats, fractions), self.grad_norm(stats[self.grad_rows, 2])
+        layout = self.layout
+        total, squares = layout.sums(host)
+        stats, redone = layout.repaired(total, squares, tensors)
+        grad = self.grad_rows
+        if any(grad.start <= row < grad.stop for row in redone):  # from the repaired Σx² = n sq
+            squares = stats[:, 2] * layout.n
+        fractions = layout.fractions(layout.counts_of(host), stats)
+        return self.labels, self.values(stats, fractions), self.grad_norm(squares)

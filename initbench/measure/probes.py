@@ -22,25 +22,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from initbench.measure.counts import Scratch, dead_fraction, saturated_fraction
+from initbench.measure.counts import Scratch
 from initbench.measure.plan import Label, Plan, slots, weight_slots
-from initbench.measure.recorder import Deferred, Recorder, defer, first_non_finite
+from initbench.measure.recorder import Deferred, defer
 from initbench.measure.reduce import Layout, Reducer
 from initbench.measure.tape import Key, Tape
 from initbench.nets.instrument import WatchedLayer
 
-__all__ = [
-    "Deferred",
-    "Launched",
-    "Probe",
-    "Recorder",
-    "Tape",
-    "dead_fraction",
-    "first_non_finite",
-    "measure",
-    "moments",
-    "saturated_fraction",
-]
+__all__ = ["Launched", "Probe", "Tape", "measure", "moments"]  # Tape: where it used to be
 
 
 @dataclass(slots=True)
@@ -140,7 +129,7 @@ class Probe:
         plan = self.plan(keys, found)
         rows = _pick(found, plan.rows)
         reducer = plan.reducer
-        return Launched(plan, rows, reducer.launch(rows, self.scratch), reducer.tail)
+        return Launched(plan, rows, reducer.launch(rows, self.scratch), reducer.extras)
 
     def measure(self, tape: Tape) -> tuple[list[Label], np.ndarray, float]:
         """:meth:`launch`, transfer and finish: labels, values, global gradient norm."""

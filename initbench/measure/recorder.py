@@ -40,8 +40,7 @@ def defer(plan: Plan, host: np.ndarray) -> Deferred | None:
     total, squares = layout.sums(host)  # non-finite where the vector is (counts never are)
     if not layout.all_trusted(total, squares):
         return None
-    # as Plan.finish computes it, from each gradient row's sq = Σx² / n
-    grad_norm = plan.grad_norm(squares[plan.grad_rows] / plan.n_grad)
+    grad_norm = plan.grad_norm(squares)
     return Deferred(plan, total, squares, layout.counts_of(host).copy(), grad_norm)
 
 
@@ -95,27 +94,33 @@ class Recorder:
     def columns(self) -> dict[str, np.ndarray]:
         """The long table as columns (schema.LAYER_COLUMNS)."""
         self._finish_deferred()
-        labels = [label for entry in self.steps for label in entry.labels]
-        if not labels:
-            empty = np.array([], dtype=object)
-            return {
-                "step": np.array([], np.int32),
-                "layer": np.array([], np.int16),
-                "t": np.array([], np.int16),
-                "name": empty,
-                "metric": empty,
-                "value": np.array([], np.float64),
-            }
-        layer, t, name, metric = zip(*labels, strict=True)
-        steps = [entry.step for entry in self.steps]
+        # label columns built once per distinct label list (one per plan): a long table
+        # then makes no Python object per row (a million of them cost a full garbage
+        # collection, 0.1 s, each time a table was built)
+        built: dict[int, dict[str, np.ndarray]] = {}
+        for entry in self.steps:
+            if id(entry.labels) not in built:
+                built[id(entry.labels)] = _label_columns(entry.labels)
+        parts = [built[id(entry.labels)] for entry in self.steps] or [_label_columns([])]
+        sizes = [len(entry.labels) for entry in self.steps]
+        steps = np.array([entry.step for entry in self.steps], dtype=np.int32)
+        values = [entry.values for entry in self.steps]
         return {
-            "step": np.repeat(np.array(steps, np.int32), [len(e.labels) for e in self.steps]),
-            "layer": np.asarray(layer, dtype=np.int16),
-            "t": np.asarray(t, dtype=np.int16),
-            "name": np.asarray(name, dtype=object),
-            "metric": np.asarray(metric, dtype=object),
-            "value": np.concatenate([entry.values for entry in self.steps]),  # type: ignore[misc]
+            "step": np.repeat(steps, sizes),
+            **{key: np.concatenate([part[key] for part in parts]) for key in parts[0]},
+            "value": np.concatenate(values) if values else np.array([], np.float64),  # type: ignore[arg-type]
         }
+
+
+def _label_columns(labels: Sequence[Label]) -> dict[str, np.ndarray]:
+    """The layer, t, name and metric columns of a list of labels."""
+    layer, t, name, metric = zip(*labels, strict=True) if labels else ((), (), (), ())
+    return {
+        "layer": np.asarray(layer, dtype=np.int16),
+        "t": np.asarray(t, dtype=np.int16),
+        "name": np.asarray(name, dtype=object),
+        "metric": np.asarray(metric, dtype=object),
+    }
 
 
 def _computation_order(label: Label) -> tuple[int, int, int]:

@@ -13,12 +13,12 @@ follow, and everything lands in one float64 vector that reaches the host in one 
     vector = [piece sums (P)] [piece sums of squares (P)] [counts (F)] [the caller's extras]
 
 The host adds each row's pieces in float64 and derives mean, var = (Σx² − (Σx)²/n)/(n − 1),
-sq and norm. Where that formula cannot keep float32 precision (:func:`trusted`) the row
+sq and norm. Where that formula cannot keep float32 precision (:meth:`Layout.trusted`) the row
 is measured again by the two-pass path (:mod:`initbench.measure.exact`).
 
-Three index spaces, no more: rows (small rows first, then large ones; the plan orders
-them so), pieces (each row's from ``starts[row]``, in row order) and counted rows (the
-rows with a count, in row order).
+Three index spaces, no more: rows (in the plan's order, :func:`reduction_order`), pieces
+(each row's from ``starts[row]``, in row order) and count slots (the rows' counts, in row
+order).
 """
 
 from __future__ import annotations
@@ -37,9 +37,8 @@ from initbench.measure.exact import two_pass_moments
 PACK_LIMIT = 1 << 17  # elements: smaller tensors are packed together (launches dominate
 # them); larger ones are read in place, where packing would only add a copy
 CHUNK = 1 << 16  # elements packed and read at once (256 kB in float32): the copy writes
-# to, and the two reductions read from, a buffer that stays in cache (measured, 2 threads
-# of a Xeon with 2 MB L2: 1 << 20 cost mlp d30 w64 and rnn d1 w64 0.13-0.2 of a plain step
-# more; 1 << 15 adds more calls than it saves)
+# to, and the two reductions read from, a buffer that stays in cache (measured at 1 thread:
+# mlp d30 w64 1.37x a plain step, rnn d1 w64 1.32x; with 1 << 20, 1.50x both)
 PARTIAL = 1024  # elements per float32 partial sum and norm (measured: within 5e-7 of float64)
 TINY_SQ = 2.0**-100  # a smaller mean square may hold float32 squares that underflowed
 MAX_KAPPA2 = 4.0  # sq / var beyond this: Σx² − (Σx)²/n cancels more than float32 allows
@@ -78,27 +77,33 @@ class Chunk:
 
 
 def chunks(sizes: Sequence[int]) -> list[Chunk]:
-    """Small rows packed in order, at most CHUNK padded elements per chunk, then each
-    large row alone. Small rows must come first (see :func:`reduction_order`)."""
-    small = next((row for row, n in enumerate(sizes) if is_large(n)), len(sizes))
-    if any(not is_large(n) for n in sizes[small:]):
-        raise ValueError("small rows must precede large ones (see reduction_order)")
+    """Consecutive small rows packed, in order, at most CHUNK padded elements per chunk;
+    each large row alone."""
     found: list[Chunk] = []
     start, offset, offsets = 0, 0, []
-    for row, n in enumerate(sizes[:small]):
-        if offsets and offset + _padded(n) > CHUNK:
+    for row, n in enumerate(sizes):
+        if offsets and (is_large(n) or offset + _padded(n) > CHUNK):
             found.append(Chunk(start, row, False, tuple(offsets), offset))
-            start, offset, offsets = row, 0, []
+            offset, offsets = 0, []
+        if is_large(n):
+            found.append(Chunk(row, row + 1, True))
+            start = row + 1
+            continue
+        if not offsets:
+            start = row
         offsets.append(offset)
         offset += _padded(n)
     if offsets:
-        found.append(Chunk(start, small, False, tuple(offsets), offset))
-    return found + [Chunk(row, row + 1, True) for row in range(small, len(sizes))]
+        found.append(Chunk(start, len(sizes), False, tuple(offsets), offset))
+    return found
 
 
-def reduction_order(sizes: Sequence[int]) -> list[int]:
-    """The rows' order for :class:`Layout`: small rows, then large ones (each stable)."""
-    return sorted(range(len(sizes)), key=lambda row: is_large(sizes[row]))
+def reduction_order(sizes: Sequence[int], last: Sequence[int] = ()) -> list[int]:
+    """The rows' order for :class:`Layout`: the rows in ``last`` after all others (so that
+    they are contiguous), and in each part the small rows before the large ones (so that
+    they are packed together); otherwise in order."""
+    at_end = set(last)
+    return sorted(range(len(sizes)), key=lambda row: (row in at_end, is_large(sizes[row])))
 
 
 def row_pieces(n: int, alone: bool) -> int:
@@ -130,7 +135,9 @@ class Layout:
         self.shapes = [tuple(shape) for shape in shapes]
         sizes = [math.prod(shape) for shape in self.shapes]
         self.n = np.array(sizes, dtype=np.float64)
-        self._n_minus_1 = self.n - 1
+        self._tiny = TINY_SQ * self.n  # sq >= TINY_SQ  <=>  Σx² >= TINY_SQ n
+        # sq <= MAX_KAPPA2 var  <=>  (Σx)² <= a Σx²; a one-element row has no variance
+        self._a = np.where(self.n > 1, self.n - (self.n - 1) / MAX_KAPPA2, -1.0)
         self.chunks = chunks(sizes)
         # per row, the first row of its packed chunk (-1: read alone)
         self._packed_in = [
@@ -166,14 +173,14 @@ class Layout:
         """Σx and Σx² of every row, (..., R) each, from launched vectors (..., length):
         the pieces' sums and sums of squares, added up in float64."""
         lead, p = host.shape[:-1], self.pieces
+        if not p:
+            return np.zeros((*lead, 0)), np.zeros((*lead, 0))
         with np.errstate(all="ignore"):  # non-finite tensors give inf and NaN, as they should
             total = np.add.reduceat(host[..., : 2 * p].reshape(*lead, 2, p), self.starts, axis=-1)
         return total[..., 0, :], total[..., 1, :]
 
     def stats(self, host: np.ndarray) -> np.ndarray:
-        """(..., R, 4) statistics from the partial sums alone (see :func:`trusted`)."""
-        if not self.pieces:
-            return np.zeros((*host.shape[:-1], 0, 4))
+        """(..., R, 4) statistics from the partial sums alone (see :meth:`trusted`)."""
         return self.stats_from_sums(*self.sums(host))
 
     def stats_from_sums(self, total: np.ndarray, squares: np.ndarray) -> np.ndarray:
@@ -181,18 +188,24 @@ class Layout:
         with np.errstate(all="ignore"):
             return moments_from_sums(total, squares, self.n)
 
+    def trusted(self, total: np.ndarray, squares: np.ndarray) -> np.ndarray:
+        """(..., R) bool from :meth:`sums`: the rows whose fast statistics keep float32
+        precision: sq = Σx²/n finite, no float32 square underflowed (sq >= TINY_SQ), and
+        Σx² − (Σx)²/n did not cancel (sq <= MAX_KAPPA2 var, i.e. (Σx)² <= a Σx² with
+        a = n − (n − 1)/MAX_KAPPA2). The others are measured again by the two-pass path.
+        A NaN fails every comparison; an infinite Σx fails the last."""
+        with np.errstate(all="ignore"):
+            bounded = (total * total <= squares * self._a) & (squares >= self._tiny)
+            return bounded & (squares < np.inf)
+
     def all_trusted(self, total: np.ndarray, squares: np.ndarray) -> bool:
-        """Whether :func:`trusted` holds for every row (:meth:`sums` of one vector), by the
-        same expressions on fewer arrays (few calls: this runs at every probed step).
-        Where sq is finite and within the bounds, the mean is finite too (an infinite or
-        NaN mean makes var 0 or NaN, out of bounds), and var needs no clamping at 0 (a
-        negative var is out of bounds as much as 0 is)."""
-        with np.errstate(all="ignore"):  # a one-element row divides by n - 1 = 0: untrusted
-            sq = squares / self.n
-            var = (squares - total * (total / self.n)) / self._n_minus_1
-            return bool(
-                sq.min() >= TINY_SQ and sq.max() < np.inf and (sq <= var * MAX_KAPPA2).all()
-            )
+        """Whether :meth:`trusted` holds for every row of one vector's sums: the same
+        comparisons, in few calls (this runs at every probed step)."""
+        return bool(
+            (squares >= self._tiny).all()
+            and squares.max() < np.inf
+            and (total * total <= squares * self._a).all()
+        )
 
     def fractions(self, counts: np.ndarray, stats: np.ndarray) -> np.ndarray:
         """(..., F) fractions of the counted rows from their counts (..., F) and the rows'
@@ -205,22 +218,29 @@ class Layout:
         """The counts (..., F) of launched vectors (..., length)."""
         return host[..., 2 * self.pieces : self.length]
 
+    def repaired(
+        self, total: np.ndarray, squares: np.ndarray, tensors: Sequence[torch.Tensor]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(R, 4) statistics from one vector's sums, and the rows measured again by the
+        two-pass path (those the sums cannot give at float32 precision: a second, small
+        transfer)."""
+        stats = self.stats_from_sums(total, squares)
+        redo = np.flatnonzero(~self.trusted(total, squares))
+        if len(redo):
+            stats[redo] = two_pass_moments([tensors[row] for row in redo])
+        return stats, redo
+
     def finish(
         self, host: np.ndarray, tensors: Sequence[torch.Tensor]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(R, 4) statistics and the (F,) fractions from a launched vector; rows the fast
-        sums cannot give at float32 precision are measured again by the two-pass path
-        (a second, small transfer)."""
-        stats = self.stats(host)
-        redo = np.flatnonzero(~trusted(stats))
-        if len(redo):
-            stats[redo] = two_pass_moments([tensors[row] for row in redo])
+        """(R, 4) statistics (:meth:`repaired`) and the (F,) fractions of a launched vector."""
+        stats, _ = self.repaired(*self.sums(host), tensors)
         return stats, self.fractions(self.counts_of(host), stats)
 
 
 def moments_from_sums(total: np.ndarray, squares: np.ndarray, n: np.ndarray) -> np.ndarray:
     """Σx, Σx² and element counts (..., R) -> (..., R, 4): mean, unbiased variance, mean
-    square and L2 norm (at float32 precision where :func:`trusted`). Non-finite sums give
+    square and L2 norm (at float32 precision where :meth:`Layout.trusted`). Non-finite sums give
     NaN or inf (callers silence numpy's warnings about them)."""
     mean, var, sq = _mean_var_sq(total, squares, n)
     return np.stack([mean, var, sq, np.sqrt(squares)], axis=-1)
@@ -230,21 +250,6 @@ def _mean_var_sq(total: np.ndarray, squares: np.ndarray, n: np.ndarray) -> tuple
     """Mean, unbiased variance and mean square from Σx, Σx² and element counts."""
     mean = total / n
     return mean, np.maximum(squares - total * mean, 0.0) / (n - 1), squares / n
-
-
-def _bounded(var: np.ndarray, sq: np.ndarray) -> np.ndarray:
-    """No float32 square underflowed, and Σx² − (Σx)²/n did not cancel (see trusted);
-    False where either is NaN."""
-    return (sq >= TINY_SQ) & (sq <= var * MAX_KAPPA2)
-
-
-def trusted(stats: np.ndarray) -> np.ndarray:
-    """(..., R, 4) -> (..., R) bool: rows whose fast statistics keep float32 precision:
-    finite, no float32 square underflowed (sq >= TINY_SQ), and Σx² − (Σx)²/n did not
-    cancel (sq <= MAX_KAPPA2 var). The others are measured again by the two-pass path."""
-    mean, var, sq = stats[..., 0], stats[..., 1], stats[..., 2]
-    with np.errstate(all="ignore"):
-        return _bounded(var, sq) & (sq < np.inf) & np.isfinite(mean)
 
 
 @dataclass
@@ -266,7 +271,7 @@ class Reducer:
     of the vector for the caller's own values, sent in the same transfer."""
 
     def __init__(self, layout: Layout, extras: int = 0) -> None:
-        self.layout, self.extras = layout, extras
+        self.layout, self._extras = layout, extras
         self._views: list[_Views] = []
         self._no_grad = torch.no_grad()
         self._set_vector(torch.zeros(layout.length + extras, dtype=torch.float64))
@@ -275,15 +280,17 @@ class Reducer:
         """The step's float64 vector, and the views of it every launch writes or reads."""
         p = self.layout.pieces
         self.vector, self._head, self._squares = vector, vector[: 2 * p], vector[p : 2 * p]
-        self.tail = vector[self.layout.length :]  # the caller's extras
+        self.extras = vector[self.layout.length :]  # the caller's slots
         # on a CPU the host reads the vector in place: no copy, no call per step
         self.host = vector.numpy() if vector.device.type == "cpu" else None
 
     def launch(self, tensors: Sequence[torch.Tensor], scratch: Scratch) -> torch.Tensor:
         """Queue one step's device work; returns the float64 vector of the module
         docstring (a buffer the next launch overwrites)."""
+        if not self.layout.chunks:
+            return self.vector
         with self._no_grad:
-            if not self._views and self.layout.chunks:
+            if not self._views:
                 self._allocate(tensors[0])
             for chunk, views in zip(self.layout.chunks, self._views, strict=True):
                 rows = tensors[chunk.start : chunk.stop]
@@ -329,7 +336,7 @@ class Reducer:
         layout, device = self.layout, like.device
         self._result = torch.empty(2 * layout.pieces, dtype=like.dtype, device=device)
         self._set_vector(
-            torch.zeros(layout.length + self.extras, dtype=torch.float64, device=device)
+            torch.zeros(layout.length + self._extras, dtype=torch.float64, device=device)
         )
         packed_chunks = [chunk for chunk in layout.chunks if not chunk.alone]
         size = max((chunk.size for chunk in packed_chunks), default=0)
