@@ -8,8 +8,7 @@
    spells of a shared machine fall on every variant alike; every block of 50 timed steps
    has the variants built afresh (another memory layout) after 10 untimed steps. The
    ratio is the median, over blocks, of the variant's time over the plain loop's in the
-   same block (quartiles kept). Variants: initbench at each logging interval, and at
-   every step with the probe on torch alone (no C kernel), as without a compiler.
+   same block (quartiles kept). Variants: initbench at each logging interval.
 2. Wall time of ``initbench run`` with ``--workers 1`` and ``--workers 2`` (fresh
    processes, as a user runs it) on two sweeps of 8 runs: the headline experiment's runs
    (seconds each) and tiny runs shorter than a worker's start-up. The runs' own seconds,
@@ -42,8 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from initbench.config.spec import TrainConfig, build_spec, set_dotted
-from initbench.measure import native
-from initbench.sweep.train import Trainer, probe_kernel
+from initbench.sweep.train import Trainer
 
 DEFAULT_LOG_EVERY = TrainConfig.model_fields["log_every"].default  # initbench's default: 10
 CASES = [  # (label, dotted overrides): issue 7's mlp depths x widths, a cnn, an rnn
@@ -143,30 +141,13 @@ class InitbenchLoop:
         return time.perf_counter() - started
 
 
-class TorchPathLoop(InitbenchLoop):
-    """initbench's loop with the probe on torch alone, as where the C kernel cannot be
-    built (no compiler) or does not apply (a GPU)."""
-
-    def step(self, step: int) -> None:
-        """One training step, the probe's reductions by torch."""
-        kernel = native.kernel
-        native.kernel = lambda: None
-        try:
-            self.trainer.train_step(step)
-        finally:
-            native.kernel = kernel
-
-
-def variant_names(intervals: list[int], torch_path: bool) -> list[str]:
+def variant_names(intervals: list[int]) -> list[str]:
     """The initbench variants timed against the plain loop, by name."""
-    names = [f"log_every_{k}" for k in intervals]
-    return names + (["log_every_1_torch"] if torch_path and 1 in intervals else [])
+    return [f"log_every_{k}" for k in intervals]
 
 
 def _variant(name: str, overrides: dict[str, Any], steps: int) -> InitbenchLoop:
-    log_every = int(name.split("_")[2])
-    kind = TorchPathLoop if name.endswith("_torch") else InitbenchLoop
-    return kind(overrides, steps, log_every)
+    return InitbenchLoop(overrides, steps, int(name.removeprefix("log_every_")))
 
 
 def load() -> float:
@@ -181,8 +162,8 @@ def load() -> float:
 def measure_case(
     label: str, overrides: dict[str, Any], blocks: int, variants: list[str]
 ) -> dict[str, Any]:
-    """ms per step of the plain loop and of initbench's variants (each logging interval;
-    every step with the probe on torch alone), and the ratios to the plain loop.
+    """ms per step of the plain loop and of initbench's variants (each logging interval),
+    and the ratios to the plain loop.
 
     All variants train side by side in this process, one step of each in turn, so that a
     slow spell of a shared machine (they last from tens of ms to seconds here) falls on
@@ -313,7 +294,6 @@ def machine() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "probe_kernel": probe_kernel(torch.device("cpu")),  # builds it, outside the timing
         "platform": platform.platform(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
@@ -322,8 +302,7 @@ def machine() -> dict[str, Any]:
 def markdown(rows: list[dict[str, Any]], variants: list[str]) -> str:
     """The per-step table as markdown: ms per step, the ratio to the plain loop (median
     over blocks) and its quartiles."""
-    titles = [name.replace("log_every_", "log_every ").replace("_torch", ", torch path")
-              for name in variants]  # fmt: skip
+    titles = [name.replace("log_every_", "log_every ") for name in variants]
     head = "| case | plain ms | " + " | ".join(titles) + " | load |"
     lines = [head, "|---" * (len(variants) + 3) + "|"]
     for row in rows:
@@ -363,8 +342,6 @@ def _arguments() -> argparse.Namespace:
     )
     parser.add_argument("--cases", default="", help="only cases whose label contains one of "
                         "these comma-separated words")  # fmt: skip
-    parser.add_argument("--no-torch-path", action="store_true", help="skip timing every step "
-                        "with the probe on torch alone (no C kernel)")  # fmt: skip
     parser.add_argument("--sweep-repeats", type=int, default=2, help="0 skips the sweep")
     parser.add_argument("--json", default=None, help="also write everything as JSON here")
     return parser.parse_args()
@@ -374,7 +351,7 @@ def main() -> None:
     """Run the measurements, print them, and write the JSON."""
     args = _arguments()
     intervals = [int(k) for k in args.intervals.split(",")]
-    variants = variant_names(intervals, not args.no_torch_path and native.kernel() is not None)
+    variants = variant_names(intervals)
     words = [w for w in args.cases.split(",") if w]
     info = machine()
     print(json.dumps(info), flush=True)

@@ -2,10 +2,8 @@
 
 The reference captures every watched tensor with forward hooks, differentiates the loss
 with ``torch.autograd.grad`` (independent of the Tape and of ``retain_grad``) and computes
-each statistic from its definition in float64. Every test runs twice: with the probe's C
-kernel (:mod:`initbench.measure.native`; skipped where it cannot be built) and with torch alone.
-The probe computes in float32 with compensation, so agreement is asserted at float32
-precision:
+each statistic from its definition in float64. The probe computes in float32 with
+compensation, so agreement is asserted at float32 precision:
 
 * var, sq, norm and the gradient norm: relative 1e-5;
 * mean: 1e-5 of the tensor's RMS (a mean near 0 has no relative precision in float32);
@@ -26,20 +24,19 @@ import torch.nn.functional as F
 
 from initbench.config.activations import ACTIVATIONS, SATURATION_FRACTION
 from initbench.config.spec import SpecError
-from initbench.measure import native
-from initbench.measure.probes import (
+from initbench.measure.counts import Scratch
+from initbench.measure.probes import Launched, Probe, moments
+from initbench.measure.reduce import (
+    CHUNK,
     MAX_KAPPA2,
     PACK_LIMIT,
     PARTIAL,
-    Launched,
-    Probe,
-    Scratch,
-    Tape,
-    _chunks,
-    _Rows,
-    moments,
-    trusted,
+    Layout,
+    Reducer,
+    chunks,
+    reduction_order,
 )
+from initbench.measure.tape import Tape
 from initbench.nets.models import build_model
 from initbench.sweep.train import execute_run
 from tests.conftest import make_config
@@ -47,16 +44,6 @@ from tests.conftest import make_config
 BATCH = 16
 RTOL = 1e-5
 Key = tuple[int, int, str]  # (layer, t, metric)
-
-
-@pytest.fixture(autouse=True, params=["native", "torch"])
-def probe_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The path a CPU probe takes: the C kernel, or torch alone (as without a compiler)."""
-    if request.param == "torch":
-        monkeypatch.setattr(native, "kernel", lambda: None)
-    elif native.kernel() is None:
-        pytest.skip("the probe kernel cannot be built here (no C compiler)")
-    return request.param
 
 
 # --- the reference -----------------------------------------------------------------------
@@ -314,16 +301,18 @@ def test_moments_match_the_reference_on_every_kind_of_row(n: int) -> None:
             assert_float32_close((name, n, metric), value, want[metric], want["rms"])
 
 
-def fast_path(rows: torch.Tensor) -> np.ndarray:
-    """(G, n) -> (G, 4) statistics by the fast path alone (no two-pass repair)."""
+def fast_path(rows: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(G, n) -> (G, 4) statistics by the fast path alone (no two-pass repair), and
+    whether each row is trusted (taken by the fast path)."""
     tensors = list(rows)
-    layout = _Rows([tuple(t.shape) for t in tensors], [None] * len(tensors))
-    return layout.fast_stats(layout.launch(tensors, Scratch()).cpu().numpy())
+    layout = Layout([tuple(t.shape) for t in tensors])
+    total, squares = layout.sums(Reducer(layout).launch(tensors, Scratch()).cpu().numpy())
+    return layout.stats_from_sums(total, squares), layout.trusted(total, squares)
 
 
 def test_the_fast_path_is_taken_only_where_it_keeps_float32_precision() -> None:
     rows = _rows(4 * PARTIAL)
-    fast = dict(zip(rows, trusted(fast_path(torch.stack(list(rows.values())))), strict=True))
+    fast = dict(zip(rows, fast_path(torch.stack(list(rows.values())))[1], strict=True))
     kept = ("gaussian", "relu", "kappa2 at the limit")
     assert all(fast[name] for name in kept)
     assert not any(fast[name] for name in rows if name not in kept)
@@ -334,8 +323,8 @@ def test_fast_path_alone_keeps_float32_precision() -> None:
     for n in (PARTIAL - 1, PARTIAL, 16 * PARTIAL + 3, 1_605_632):
         for name in ("gaussian", "relu", "kappa2 at the limit"):
             row = _rows(n, seed=n)[name]
-            stats = fast_path(row[None])
-            assert trusted(stats)[0], (name, n)
+            stats, trusted = fast_path(row[None])
+            assert trusted[0], (name, n)
             want = _ref_moments(row)
             for metric, value in zip(("mean", "var", "sq", "norm"), stats[0], strict=True):
                 assert_float32_close((name, n, metric), value, want[metric], want["rms"])
@@ -345,8 +334,9 @@ def test_large_tensors_are_read_alone_and_small_ones_packed_in_order() -> None:
     # regression: a large row's group key (its index) once equalled a small 1-d shape
     big = (1, 2 * PACK_LIMIT)
     shapes = [(3,), (3,), big, big, (2,), (2,), (2,)]
-    chunks = _chunks(shapes, [None] * len(shapes))
-    assert sorted((c.rows, c.alone) for c in chunks) == [
+    order = reduction_order([math.prod(shape) for shape in shapes])
+    found = chunks([math.prod(shapes[row]) for row in order])
+    assert sorted((order[c.start : c.stop], c.alone) for c in found) == [
         ([0, 1, 4, 5, 6], False),
         ([2], True),
         ([3], True),
@@ -458,23 +448,23 @@ def test_all_trusted_agrees_with_trusted_row_by_row(seed: int) -> None:
     picks = torch.randint(len(kinds), (4,), generator=generator).tolist()
     sizes = torch.randint(1, 3 * PARTIAL, (4,), generator=generator).tolist()
     tensors = [kinds[k](n) for k, n in zip(picks, sizes, strict=True)]
-    layout = _Rows([tuple(t.shape) for t in tensors], [None] * len(tensors))
-    host = layout.launch(tensors, Scratch()).cpu().numpy()
-    total, squares = layout.fast_sums(host)
-    assert layout.all_trusted(total, squares) == bool(trusted(layout.fast_stats(host)).all())
+    layout = Layout([tuple(t.shape) for t in tensors])
+    host = Reducer(layout).launch(tensors, Scratch()).cpu().numpy()
+    total, squares = layout.sums(host)
+    assert layout.all_trusted(total, squares) == bool(layout.trusted(total, squares).all())
 
 
 def test_padding_shared_by_packed_chunks_is_zeroed_again_every_step() -> None:
     # rows that are not whole pieces fill more than one packed chunk; the chunks share a
     # buffer, and the second chunk's longer rows land on the first chunk's padding
-    sizes = [30_000] * 34 + [50_000] * 6
-    layout = _Rows([(n,) for n in sizes], [None] * len(sizes))
+    sizes = [3_000] * (CHUNK // 3_072) + [5_000] * 6  # 3,000 elements take 3 pieces (3,072)
+    layout = Layout([(n,) for n in sizes])
     assert sum(not chunk.alone for chunk in layout.chunks) == 2
     generator = torch.Generator().manual_seed(0)
-    scratch = Scratch()
+    scratch, reducer = Scratch(), Reducer(layout)
     for offset in (0.5, -0.5):  # the second step finds the first step's values in the padding
         tensors = [torch.randn(n, generator=generator) + offset for n in sizes]
-        host = layout.launch(tensors, scratch).cpu().numpy()
+        host = reducer.launch(tensors, scratch).cpu().numpy()
         stats, _ = layout.finish(host, tensors)
         reference = [t.double() for t in tensors]
         np.testing.assert_allclose(stats[:, 0], [t.mean().item() for t in reference], rtol=1e-5)

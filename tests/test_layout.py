@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "data": {"config"},
     "nets": {"config"},
     "measure": {"config", "nets"},
-    "results": {"config"},
+    "results": {"config", "measure"},  # the statistics' catalogue (measure.catalog)
     "meanfield": {"config"},
     "sweep": {"config", "data", "nets", "measure", "results"},
     "analysis": {"config", "results", "meanfield"},

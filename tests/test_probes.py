@@ -2,7 +2,7 @@
 
 The reference captures each affine/batchnorm/activation output with forward hooks and
 differentiates the loss with torch.autograd.grad - a path independent of the Tape - and
-computes every statistic by its definition in schema.LAYER_METRICS. The probe computes
+computes every statistic by its definition (initbench.measure.catalog). The probe computes
 in float32 (with compensation), so values agree at float32 precision: relative 1e-5, a
 mean to 1e-5 of its tensor's RMS. tests/test_fast_path.py covers every model, metric
 and path (fast, two-pass, non-finite) against the same kind of reference.
@@ -17,7 +17,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from initbench.measure.probes import Tape, dead_fraction, measure, moments, saturated_fraction
+from initbench.measure.counts import dead_fraction, saturated_fraction
+from initbench.measure.probes import measure, moments
+from initbench.measure.recorder import first_non_finite
+from initbench.measure.tape import Tape
 from initbench.nets.models import build_model
 from tests.conftest import make_config
 
@@ -214,8 +217,6 @@ def test_weight_statistics_match_the_parameters() -> None:
 
 
 def test_first_non_finite_follows_the_computation_order() -> None:
-    from initbench.measure.probes import first_non_finite
-
     labels = [
         (1, 0, "fc1", "grad_preact_var"),
         (3, 0, "fc3", "preact_var"),
@@ -237,3 +238,47 @@ def test_fractions_are_undefined_where_the_tensor_is_not_finite() -> None:
     assert torch.isnan(dead[0]) and dead[1].item() == 1.0
     sat = saturated_fraction(torch.tensor([[0.999, float("inf")], [0.999, 0.0]]), -1.0, 1.0)
     assert torch.isnan(sat[0]) and sat[1].item() == pytest.approx(0.5)
+
+
+# --- the catalogue: each statistic defined once ---------------------------------------------
+
+
+def test_every_statistic_of_the_catalogue_has_its_tensor_and_reduction() -> None:
+    from initbench.measure.catalog import CATALOG, FRACTIONS, MOMENTS, TENSORS
+    from initbench.measure.counts import COUNTS
+    from initbench.measure.reduce import MOMENT_COLUMNS
+
+    assert len({s.name for s in CATALOG}) == len(CATALOG)
+    for statistic in CATALOG:
+        assert set(statistic.of) <= set(TENSORS), statistic
+        implemented = MOMENT_COLUMNS if statistic.reduction in MOMENTS else COUNTS
+        assert statistic.reduction in implemented, statistic
+    assert set(MOMENTS) == set(MOMENT_COLUMNS) and set(FRACTIONS) == set(COUNTS)
+
+
+def test_the_results_schema_and_the_probe_take_the_catalogue_in_order() -> None:
+    from initbench.measure.catalog import CATALOG
+    from initbench.results import schema
+
+    assert list(schema.LAYER_METRICS) == [s.name for s in CATALOG]
+    config = make_config(**{"model.arch": "rnn", "model.depth": 2, "model.width": 8})
+    model = build_model(config.model, torch.Generator().manual_seed(0))
+    tape = Tape()
+    F.cross_entropy(model(torch.randn(4, 1, 28, 28), tape), torch.arange(4)).backward()
+    metrics = {label[3] for label in measure(tape, model.watched_layers())[0]}
+    # every statistic of an rnn layer is recorded, and nothing outside the catalogue
+    assert metrics <= set(schema.LAYER_METRICS)
+    assert metrics >= {s.name for s in CATALOG if "normed" not in s.name and not s.kinds}
+
+
+def test_the_catalogue_imports_neither_torch_nor_numpy() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "import initbench.measure.catalog\n"
+        "assert 'torch' not in sys.modules and 'numpy' not in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

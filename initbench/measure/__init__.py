@@ -1,1 +1,3 @@
-"""Per-layer statistics of probed steps: what is measured and how it is reduced."""
+"""Per-layer statistics of probed steps: what is measured (the catalogue) and how it is
+reduced. Importing the package imports nothing heavy: ``initbench list`` reads the
+catalogue without torch."""

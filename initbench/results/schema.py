@@ -25,6 +25,8 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
+from initbench.measure import catalog
+
 FORMAT_VERSION: Final = 1
 
 SPEC_FILE: Final = "spec.yaml"
@@ -62,41 +64,11 @@ CURVE_COLUMNS: Final[dict[str, str]] = {
     "value": "float64",
 }
 
-_MOMENTS = {
-    "mean": "mean over all elements of the batch tensor",
-    "var": "variance over all elements of the batch tensor (unbiased, float64)",
-    "sq": "mean of squares over all elements (the mean-field q)",
-}
-
-
-def _moments(prefix: str, what: str) -> dict[str, str]:
-    return {f"{prefix}_{k}": f"{what}: {v}" for k, v in _MOMENTS.items()}
-
-
-# Metric name -> definition. "Elements" are batch x units (x spatial positions for a CNN);
-# for an rnn each time step t is measured separately over batch x units.
-LAYER_METRICS: Final[dict[str, str]] = {
-    **_moments("preact", "output of the affine map, before batchnorm and activation"),
-    **_moments("normed", "batchnorm output (only with batchnorm), the activation's input"),
-    **_moments("act", "output of the activation"),
-    **_moments("grad_preact", "dLoss/d preact, the back-propagated signal"),
-    **_moments("grad_normed", "dLoss/d normed (only with batchnorm)"),
-    "dead_frac": "fraction of units (channels for a CNN) whose activation input is <= 0 for "
-    "every element of the batch (rectifier-like activations only; NaN if the input has a "
-    "non-finite element)",
-    "sat_frac": "fraction of activation elements beyond 99% of the activation's half-range "
-    "from its centre (bounded activations: tanh, sigmoid; NaN if non-finite)",
-    "w_mean": "mean of the layer's weight (input-to-hidden for an rnn)",
-    "w_var": "variance of the layer's weight elements (unbiased)",
-    "w_norm": "Frobenius norm of the layer's weight",
-    "grad_w_var": "variance of the weight gradient's elements",
-    "grad_w_norm": "Frobenius norm of the weight gradient",
-    "w_rec_mean": "mean of the hidden-to-hidden weight (rnn only)",
-    "w_rec_var": "variance of the hidden-to-hidden weight (rnn only)",
-    "w_rec_norm": "Frobenius norm of the hidden-to-hidden weight (rnn only)",
-    "grad_w_rec_var": "variance of the hidden-to-hidden weight gradient (rnn only)",
-    "grad_w_rec_norm": "Frobenius norm of the hidden-to-hidden weight gradient (rnn only)",
-}
+# Metric name -> definition, generated from the catalogue that defines each statistic
+# once (initbench.measure.catalog: its tensor, reduction and definition). "Elements" are
+# batch x units (x spatial positions for a CNN); for an rnn each time step t is measured
+# separately over batch x units.
+LAYER_METRICS: Final[dict[str, str]] = catalog.definitions()
 
 CURVE_METRICS: Final[dict[str, str]] = {
     "loss": "training loss of the batch at this step (before the update)",

@@ -30,8 +30,9 @@ import torch.nn.functional as F
 import initbench
 from initbench.config.optimizers import build_optimizer
 from initbench.config.spec import RunConfig
-from initbench.measure import native
-from initbench.measure.probes import Probe, Recorder, Tape, first_non_finite
+from initbench.measure.probes import Probe
+from initbench.measure.recorder import Recorder, first_non_finite
+from initbench.measure.tape import Tape
 from initbench.nets.models import InstrumentedModel, build_model
 from initbench.results import schema
 from initbench.results.summary import make_summary
@@ -81,12 +82,6 @@ def versions() -> dict[str, str]:
     }
 
 
-def probe_kernel(device: torch.device) -> str:
-    """What reduces a run's probed tensors: the C kernel on a CPU where it can be built
-    (initbench.measure.native), else torch; the two agree within float32 rounding."""
-    return "native" if device.type == "cpu" and native.kernel() is not None else "torch"
-
-
 # --- the training loop ----------------------------------------------------------------------
 
 
@@ -118,7 +113,7 @@ class Trainer:
         self.model: InstrumentedModel = build_model(cfg.model, init_generator).to(self.device)
         self.model.train()
         self.layers = self.model.watched_layers()
-        self.probe = Probe(self.layers, list(self.model.parameters()))
+        self.probe = Probe(self.layers, list(self.model.parameters()), extras=1)
         self.optimizer = build_optimizer(self.model, cfg)
         self.train_x = self.data.train_x.to(self.device)
         self.train_y = self.data.train_y.to(self.device)
@@ -140,18 +135,20 @@ class Trainer:
     def _probe(self, step: int, tape: Tape, logits, y, window: list[float]) -> None:
         """Record this step's statistics and curve points with one device-to-host copy."""
         launched = self.probe.launch(tape)
-        correct = (logits.detach().argmax(dim=1) == y).sum(dtype=torch.float64)
-        host = torch.cat([correct.view(1), launched.vector]).cpu().numpy()  # the one copy
+        hits = torch.eq(logits.detach().argmax(dim=1), y)
+        # the correct predictions, sent with the statistics
+        torch.sum(hits, dim=0, keepdim=True, dtype=torch.float64, out=launched.extras)
+        host = launched.to_host()  # the step's one transfer
         loss = window[-1]
-        deferred = launched.defer(host[1:]) if math.isfinite(loss) else None
+        deferred = launched.defer(host) if math.isfinite(loss) else None
         if deferred is not None:  # the common case: finite and precise, finished at the end
             self.recorder.add_deferred(step, deferred)
             grad_norm, where = deferred.grad_norm, None
         else:
-            labels, values, grad_norm = launched.finish(host[1:])
+            labels, values, grad_norm = launched.finish(host)
             self.recorder.add(step, labels, values)
             where = first_non_finite(labels, values, loss)
-        points = (loss, statistics.fmean(window), float(host[0]) / len(y), grad_norm)
+        points = (loss, statistics.fmean(window), float(host[-1]) / len(y), grad_norm)
         names = ("loss", "loss_avg", "train_accuracy", "grad_norm")
         for name, value in zip(names, points, strict=True):
             self.curves.append((step, name, float(value)))

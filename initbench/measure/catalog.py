@@ -1,0 +1,144 @@
+"""Every per-layer statistic, defined once: its name, the tensor it is taken of, its
+reduction and its definition.
+
+The probe's plan (:mod:`initbench.measure.plan`), the results schema
+(``schema.LAYER_METRICS``) and ``initbench list metrics`` are generated from
+:data:`CATALOG`. A new statistic is one entry here plus, for a new reduction, its
+implementation: a moment is a column of the statistics the probe derives from each
+tensor's Σx and Σx² (:data:`initbench.measure.reduce.MOMENT_COLUMNS`), a fraction is a
+count the device takes (:mod:`initbench.measure.counts`).
+
+"Elements" are batch x units (x spatial positions for a CNN); for an rnn each time step
+t is measured separately over batch x units. Importing this module imports neither torch
+nor numpy: ``initbench list`` reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+# The tensors a statistic can be taken of, in the long table's order. The first five are
+# watched per (layer, t) by the tape in the forward and backward pass; the rest are the
+# layer's weights (t = 0).
+TENSORS: Final[dict[str, str]] = {
+    "preact": "output of the affine map, before batchnorm and activation",
+    "normed": "batchnorm output (only with batchnorm), the activation's input",
+    "act": "output of the activation",
+    "grad_preact": "dLoss/d preact, the back-propagated signal",
+    "grad_normed": "dLoss/d normed (only with batchnorm)",
+    "w": "the layer's weight (input-to-hidden for an rnn)",
+    "grad_w": "gradient of the layer's weight",
+    "w_rec": "the hidden-to-hidden weight (rnn only)",
+    "grad_w_rec": "gradient of the hidden-to-hidden weight (rnn only)",
+}
+WATCHED: Final = ("preact", "normed", "act", "grad_preact", "grad_normed")
+WEIGHTS: Final = ("w", "grad_w", "w_rec", "grad_w_rec")
+
+# Reduction -> what it computes. Moments come from Σx, Σx² and the element count n;
+# fractions from a count the device takes of the tensor.
+MOMENTS: Final[dict[str, str]] = {
+    "mean": "mean over all elements of the batch tensor",
+    "var": "variance over all elements of the batch tensor (unbiased, float64)",
+    "sq": "mean of squares over all elements (the mean-field q)",
+    "norm": "Frobenius (L2) norm of all elements",
+}
+FRACTIONS: Final[dict[str, str]] = {
+    "dead_frac": "units (channels) whose elements are all <= 0",
+    "sat_frac": "elements beyond 99% of the activation's half-range from its centre",
+}
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """One per-layer statistic of the long table.
+
+    ``of``: the tensors it may be taken of, the first that the layer has (dead_frac is of
+    the activation's input: ``normed``, or ``preact`` without batchnorm). ``reduction``:
+    a key of :data:`MOMENTS` or :data:`FRACTIONS`. ``kinds``: the activation kinds it is
+    recorded for (empty: all). ``definition``: what ``initbench list metrics`` shows.
+    """
+
+    name: str
+    of: tuple[str, ...]
+    reduction: str
+    definition: str
+    kinds: tuple[str, ...] = ()
+
+    def source(self, present: frozenset[str] | set[str]) -> str | None:
+        """The tensor it is taken of, for a layer that has the tensors ``present``."""
+        return next((tensor for tensor in self.of if tensor in present), None)
+
+    @property
+    def is_fraction(self) -> bool:
+        """Whether it is a count the device takes (else a moment of Σx and Σx²)."""
+        return self.reduction in FRACTIONS
+
+
+def _moments(tensor: str, reductions: tuple[str, ...] = ("mean", "var", "sq")) -> list[Statistic]:
+    """``{tensor}_{reduction}`` for each reduction, defined by its tensor and reduction."""
+    return [
+        Statistic(f"{tensor}_{r}", (tensor,), r, f"{TENSORS[tensor]}: {MOMENTS[r]}")
+        for r in reductions
+    ]
+
+
+def _weight(name: str, of: str, reduction: str, definition: str) -> Statistic:
+    return Statistic(name, (of,), reduction, definition)
+
+
+CATALOG: Final[tuple[Statistic, ...]] = (
+    *(s for tensor in WATCHED for s in _moments(tensor)),
+    Statistic(
+        "dead_frac",
+        ("normed", "preact"),
+        "dead_frac",
+        "fraction of units (channels for a CNN) whose activation input is <= 0 for every "
+        "element of the batch (rectifier-like activations only; NaN if the input has a "
+        "non-finite element)",
+        kinds=("rectifier",),
+    ),
+    Statistic(
+        "sat_frac",
+        ("act",),
+        "sat_frac",
+        "fraction of activation elements beyond 99% of the activation's half-range from its "
+        "centre (bounded activations: tanh, sigmoid; NaN if non-finite)",
+        kinds=("bounded",),
+    ),
+    _weight("w_mean", "w", "mean", "mean of the layer's weight (input-to-hidden for an rnn)"),
+    _weight("w_var", "w", "var", "variance of the layer's weight elements (unbiased)"),
+    _weight("w_norm", "w", "norm", "Frobenius norm of the layer's weight"),
+    _weight("grad_w_var", "grad_w", "var", "variance of the weight gradient's elements"),
+    _weight("grad_w_norm", "grad_w", "norm", "Frobenius norm of the weight gradient"),
+    _weight("w_rec_mean", "w_rec", "mean", "mean of the hidden-to-hidden weight (rnn only)"),
+    _weight("w_rec_var", "w_rec", "var", "variance of the hidden-to-hidden weight (rnn only)"),
+    _weight(
+        "w_rec_norm", "w_rec", "norm", "Frobenius norm of the hidden-to-hidden weight (rnn only)"
+    ),
+    _weight(
+        "grad_w_rec_var",
+        "grad_w_rec",
+        "var",
+        "variance of the hidden-to-hidden weight gradient (rnn only)",
+    ),
+    _weight(
+        "grad_w_rec_norm",
+        "grad_w_rec",
+        "norm",
+        "Frobenius norm of the hidden-to-hidden weight gradient (rnn only)",
+    ),
+)
+
+STATISTICS: Final[dict[str, Statistic]] = {s.name: s for s in CATALOG}
+
+
+def definitions() -> dict[str, str]:
+    """Metric name -> definition, in the catalogue's order (schema.LAYER_METRICS)."""
+    return {s.name: s.definition for s in CATALOG}
+
+
+def taken_of(tensor: str, present: frozenset[str] | set[str], kind: str) -> list[Statistic]:
+    """The statistics taken of ``tensor`` for a layer that has the tensors ``present`` and
+    an activation of ``kind``, in catalogue order."""
+    return [s for s in CATALOG if (not s.kinds or kind in s.kinds) and s.source(present) == tensor]
