@@ -85,3 +85,19 @@ def test_the_readme_layout_names_every_stage_and_no_other() -> None:
     layout = readme.split("\n## Layout", 1)[1].split("\n## ", 1)[0]
     named = set(re.findall(r"^      (\w+)/", layout, flags=re.M))
     assert named == set(ALLOWED)
+
+
+FUNCTION_LINES = 50  # a function longer than this cannot be seen whole
+MODULE_LINES = 520  # "about 500": a module longer than this has more than one job
+DECLARATIVE = {("cli.py", "_executor_options")}  # a list of click options, nothing else
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_functions_and_modules_stay_short(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= MODULE_LINES
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            length = node.end_lineno - node.lineno + 1 if node.end_lineno else 0
+            if (path.name, node.name) not in DECLARATIVE:
+                assert length <= FUNCTION_LINES, f"{node.name}: {length} lines"
