@@ -27,7 +27,6 @@ ALLOWED: dict[str, set[str]] = {
     "analysis": {"config", "results", "meanfield"},
     "reporting": {"config", "results", "meanfield", "analysis"},
 }
-TOP = {"api", "ui", "cli", "__init__", "__main__"}  # the front: may import any stage
 ALLOWED_FRONT = {"api": set(ALLOWED) | {"__init__"}, "ui": set(ALLOWED) | {"__init__", "api"}}
 
 

@@ -17,28 +17,30 @@ from initbench.results import schema
 from initbench.results.store import NewerFormatError, ResultsError, read_summary
 
 
-def run_problem(run_dir: Path) -> str | None:
-    """Why the complete-looking run in ``run_dir`` cannot be used, or None if it can.
-    Raises NewerFormatError for a run of a newer results format (not broken: upgrade)."""
+def check_run(run_dir: Path) -> tuple[str, str | None]:
+    """(stored status, None) of the complete-looking run in ``run_dir``, or ('', why it
+    cannot be used). Raises NewerFormatError for a run of a newer results format (not
+    broken: upgrade)."""
     try:
         summary = read_summary(run_dir)
     except NewerFormatError:
         raise
     except ResultsError as exc:
-        return str(exc)
+        return "", str(exc)
     summary_path = run_dir / schema.SUMMARY_FILE
+    status = summary.get("status")
     if not isinstance(summary.get("config"), Mapping):
-        return f"{summary_path}: no 'config' mapping"
-    if summary.get("status") not in schema.STATUSES:
-        return f"{summary_path}: status {summary.get('status')!r} is none of {schema.STATUSES}"
+        return "", f"{summary_path}: no 'config' mapping"
+    if status not in schema.STATUSES:
+        return "", f"{summary_path}: status {status!r} is none of {schema.STATUSES}"
     for name, columns in (
         (schema.LAYERS_FILE, schema.LAYER_COLUMNS),
         (schema.CURVES_FILE, schema.CURVE_COLUMNS),
     ):
         problem = _table_problem(run_dir / name, columns)
         if problem:
-            return problem
-    return None
+            return "", problem
+    return str(status), None
 
 
 def _table_problem(path: Path, columns: Mapping[str, str]) -> str | None:

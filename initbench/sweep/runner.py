@@ -177,17 +177,10 @@ def plan(spec: Spec, out: Path, force: bool = False) -> Plan:
     complete = (
         [] if force else [r.run_id for r in spec.runs if store.is_complete(exp_dir, r.run_id)]
     )
-    broken = {}
-    for run_id in complete:
-        problem = verify.run_problem(store.run_path(exp_dir, run_id))
-        if problem and "is newer than this initbench reads" in problem:
-            raise store.ResultsError(problem)
-        if problem:
-            broken[run_id] = problem
+    checked = {run_id: verify.check_run(store.run_path(exp_dir, run_id)) for run_id in complete}
+    broken = {run_id: why for run_id, (_, why) in checked.items() if why}
     done = [run_id for run_id in complete if run_id not in broken]
-    statuses = [
-        str(store.read_summary(store.run_path(exp_dir, run_id)).get("status")) for run_id in done
-    ]
+    statuses = [checked[run_id][0] for run_id in done]
     todo = tuple(r for r in spec.runs if r.run_id not in set(done))
     return Plan(spec, exp_dir, todo, tuple(done), tuple(statuses), broken)
 
