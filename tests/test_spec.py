@@ -15,18 +15,29 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel, Field
 
+from initbench.config.activations import ACTIVATIONS
+from initbench.config.datasets import DATASETS
+from initbench.config.initializers import INITIALIZERS
+from initbench.config.optimizers import OPTIMIZERS
+from initbench.config.registry import ADDED, is_added
+from initbench.config.runconfig import _without_added_defaults
 from initbench.config.spec import (
     RUN_ID_LENGTH,
+    ModelConfig,
     Problem,
+    RefOf,
+    RunConfig,
     Spec,
     SpecError,
+    TrainConfig,
     apply_overrides,
     build_spec,
     load_spec,
@@ -229,7 +240,8 @@ def test_run_id_is_sha256_of_canonical_json() -> None:
 
 def test_run_id_is_hash_of_resolved_config() -> None:
     (run,) = build(base_raw()).runs
-    assert run.run_id == run_id_of(run.as_dict())
+    assert run.run_id == run_id_of(run.identity())
+    assert run.identity() == run.as_dict()  # no added key is set here
     assert len(run.run_id) == RUN_ID_LENGTH
     assert json.loads(json.dumps(run.as_dict())) == run.as_dict()  # plain JSON
 
@@ -893,3 +905,38 @@ def test_a_later_problem_is_located_like_a_validation_problem(tmp_path: Path) ->
     assert spec.problem(spec.runs[0], "train.batch_size", "too big") == Problem(
         "train.batch_size", "too big (from --set train.batch_size)", None
     )
+
+
+class _Section(BaseModel):
+    old: int = 1
+    new: Annotated[float | None, Field(json_schema_extra=ADDED)] = None
+
+
+class _Config(BaseModel):
+    section: _Section = _Section()
+    init: Annotated[dict[str, Any], RefOf(INITIALIZERS)] = {"name": "zeros"}
+
+
+def test_added_keys_leave_the_run_id_at_their_default() -> None:
+    stored = {"section": {"old": 1}, "init": {"name": "zeros"}}
+    at_default = {"section": {"old": 1, "new": None}, "init": {"name": "zeros"}}
+    assert _without_added_defaults(_Config, at_default) == stored
+    set_ = {"section": {"old": 1, "new": 0.5}, "init": {"name": "zeros"}}
+    assert _without_added_defaults(_Config, set_) == set_
+
+
+def _added_fields() -> list[tuple[str, Any]]:
+    models: list[type[BaseModel]] = [ModelConfig, TrainConfig, RunConfig]
+    for registry in (INITIALIZERS, DATASETS, ACTIVATIONS, OPTIMIZERS):
+        models += [entry.params for _, entry in registry.items()]
+    return [
+        (f"{model.__name__}.{name}", info.default)
+        for model in models
+        for name, info in model.model_fields.items()
+        if is_added(info)
+    ]
+
+
+@pytest.mark.parametrize(("key", "default"), _added_fields() or [("none", None)])
+def test_added_keys_default_to_a_json_scalar(key: str, default: Any) -> None:
+    assert default is None or isinstance(default, bool | int | float | str), key

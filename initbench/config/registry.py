@@ -10,13 +10,26 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
+from pydantic.fields import FieldInfo
 
 from initbench.config.problems import shown
 
 T = TypeVar("T")
+
+# A key added to a config section or a parameter model after run ids were pinned is marked
+# ``Field(..., json_schema_extra=ADDED)``; at its default it is left out of the run id
+# (spec.RunConfig.identity), so runs stored before it existed keep their ids. Its default
+# must be a JSON scalar (None, a bool, a number or a string), as it is stored.
+ADDED: Final[dict[str, Any]] = {"added_after_run_ids": True}
+
+
+def is_added(info: FieldInfo) -> bool:
+    """Whether a field is marked :data:`ADDED`."""
+    extra = info.json_schema_extra
+    return isinstance(extra, dict) and extra.get("added_after_run_ids") is True
 
 
 class Params(BaseModel):
