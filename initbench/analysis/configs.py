@@ -84,6 +84,8 @@ def config_labels(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _scalar(value: Any) -> Any:
+    if isinstance(value, list | tuple | np.ndarray):  # model.widths: 1024-512-256
+        return "-".join(format_value(_plain(v)) for v in value)
     return "none" if missing(value) else _plain(value)
 
 

@@ -16,6 +16,7 @@ from initbench.analysis.profiles import RunStats, as_stats
 from initbench.analysis.stats import nan_mean, nan_std
 from initbench.config.geometry import weight_shapes
 from initbench.config.initializers import expected_moments
+from initbench.config.runconfig import layer_widths
 from initbench.config.thresholds import SAMPLING_SIGMAS, Thresholds
 from initbench.meanfield.model import recurrent_init
 
@@ -69,7 +70,7 @@ def init_check(
     variance, their ratio, the tolerance and whether they mismatch."""
     model = run_config(record).get("model", {})
     try:
-        shapes = weight_shapes(model["arch"], int(model["depth"]), int(model["width"]))
+        shapes = weight_shapes(model["arch"], int(model["depth"]), layer_widths(model))
     except (KeyError, ValueError, TypeError):
         return pd.DataFrame(columns=["layer", "tensor", "measured", "ratio", "mismatch", "note"])
     stats = as_stats(run_layers)

@@ -8,6 +8,7 @@ can never drift from the networks that were trained.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Final
 
 from initbench.config.architectures import ARCHITECTURES
@@ -27,25 +28,37 @@ def cnn_strides(depth: int) -> list[int]:
     return [2 if i in down else 1 for i in range(depth)]
 
 
-def weight_shapes(arch: str, depth: int, width: int) -> list[tuple[int, str, tuple[int, ...]]]:
+Widths = int | Sequence[int]  # one width for every layer, or each watched layer's
+
+
+def per_layer(depth: int, width: Widths) -> list[int]:
+    """Each of ``depth`` watched layers' units (channels): ``width`` repeated, or the
+    sequence itself (its length must be ``depth``)."""
+    if isinstance(width, int):
+        return [width] * depth
+    if len(width) != depth:
+        raise ValueError(f"{len(width)} widths for depth {depth}")
+    return [int(w) for w in width]
+
+
+def weight_shapes(arch: str, depth: int, width: Widths) -> list[tuple[int, str, tuple[int, ...]]]:
     """(layer, tensor, shape) of every watched weight as models.py builds it: ``w`` (the
-    affine weight; input-to-hidden for an rnn) and, for an rnn, ``w_rec``."""
+    affine weight; input-to-hidden for an rnn) and, for an rnn, ``w_rec``. ``width``: one
+    for every layer or each layer's (model.widths, :func:`per_layer`)."""
     ARCHITECTURES.get(arch)  # UnknownNameError for any other
-    first = {
-        "mlp": (width, MLP_INPUTS),
-        "cnn": (width, IMAGE_SHAPE[0], 3, 3),
-        "rnn": (width, RNN_INPUTS),
-    }[arch]
-    rest = (width, width, 3, 3) if arch == "cnn" else (width, width)
+    widths = per_layer(depth, width)
+    inputs = {"mlp": MLP_INPUTS, "cnn": IMAGE_SHAPE[0], "rnn": RNN_INPUTS}[arch]
     shapes: list[tuple[int, str, tuple[int, ...]]] = []
-    for layer in range(1, depth + 1):
-        shapes.append((layer, "w", first if layer == 1 else rest))
+    for layer, (n_in, n_out) in enumerate(
+        zip([inputs, *widths[:-1]], widths, strict=True), start=1
+    ):
+        shapes.append((layer, "w", (n_out, n_in, 3, 3) if arch == "cnn" else (n_out, n_in)))
         if arch == "rnn":
-            shapes.append((layer, "w_rec", (width, width)))
+            shapes.append((layer, "w_rec", (n_out, n_out)))
     return shapes
 
 
-def input_weight_shapes(arch: str, depth: int, width: int) -> list[tuple[int, ...]]:
+def input_weight_shapes(arch: str, depth: int, width: Widths) -> list[tuple[int, ...]]:
     """Shape of each watched layer's ``w`` (input-to-hidden for an rnn), layer 1 first."""
     return [shape for _, tensor, shape in weight_shapes(arch, depth, width) if tensor == "w"]
 
@@ -66,13 +79,13 @@ def map_positions(arch: str, depth: int) -> dict[int, int]:
     return dict(enumerate(cnn_positions(depth), start=1)) if arch == "cnn" else {}
 
 
-def multiply_adds(arch: str, depth: int, width: int) -> int:
+def multiply_adds(arch: str, depth: int, width: Widths) -> int:
     """Multiply-adds of the watched layers' forward pass for one example: a weight is
     applied once per output position (cnn) or time step (rnn). The scheduler's estimate
     of a run's cost (runs ordered longest first), not a measurement."""
     shapes = weight_shapes(arch, depth, width)
     if arch == "cnn":
-        per_layer = [shape for _, _, shape in shapes]
-        return sum(math.prod(s) * p for s, p in zip(per_layer, cnn_positions(depth), strict=True))
+        maps = cnn_positions(depth)
+        return sum(math.prod(s) * p for (_, _, s), p in zip(shapes, maps, strict=True))
     repeats = RNN_STEPS if arch == "rnn" else 1
     return repeats * sum(math.prod(shape) for _, _, shape in shapes)

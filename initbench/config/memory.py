@@ -5,7 +5,7 @@ An upper-side estimate, not a measurement: it exists so that a spec asking for
 dataset is refused at validation, with the estimate and the limit, instead of being
 killed mid-sweep. Every part is float32 (4 bytes per value) as the runs are:
 
-- ``weights``: every parameter (watched layers, biases, batchnorm, readout);
+- ``weights``: every parameter (watched layers, biases, normalisation, readout);
 - ``gradients``: one per parameter;
 - ``optimizer``: the optimizer's state per parameter (momentum 1, Adam 2);
 - ``activations``: the forward tensors a training step keeps for its backward pass,
@@ -34,6 +34,7 @@ from initbench.config.geometry import (
     weight_shapes,
 )
 from initbench.config.optimizers import OPTIMIZERS
+from initbench.config.runconfig import layer_widths, norm_of
 
 BYTES: Final = 4  # float32
 EVAL_CHUNK: Final = 2048  # test examples per forward pass when a run evaluates
@@ -71,36 +72,36 @@ def human(size: float) -> str:
 
 def parameter_count(model: Mapping[str, Any]) -> int:
     """Parameters of the network ``model`` describes (as nets.models builds it): watched
-    weights with their biases, batchnorm's scale and shift, and the readout."""
-    arch, depth, width = model["arch"], model["depth"], model["width"]
-    weights = sum(math.prod(shape) for _, _, shape in weight_shapes(arch, depth, width))
-    biases = depth * width  # the rnn's recurrent map has none
-    batchnorm = 2 * depth * width if model.get("batchnorm") else 0
-    return weights + biases + batchnorm + width * NUM_CLASSES + NUM_CLASSES
+    weights with their biases, the normalisation's scale and shift, and the readout."""
+    arch, depth, widths = model["arch"], model["depth"], layer_widths(model)
+    weights = sum(math.prod(shape) for _, _, shape in weight_shapes(arch, depth, widths))
+    biases = sum(widths)  # the rnn's recurrent map has none
+    norm = 2 * sum(widths) if norm_of(model) != "none" else 0
+    return weights + biases + norm + widths[-1] * NUM_CLASSES + NUM_CLASSES
 
 
 def forward_values(model: Mapping[str, Any]) -> int:
     """Values one example's forward pass produces in the watched layers: preact, the
-    batchnorm output (if any) and act, per layer, position and time step (an rnn layer
-    also keeps its input projection and its stacked outputs); plus the input."""
-    arch, depth, width = model["arch"], model["depth"], model["width"]
-    per_unit = 3 if model.get("batchnorm") else 2
+    normalisation's output (if any) and act, per layer, position and time step (an rnn
+    layer also keeps its input projection and its stacked outputs); plus the input."""
+    arch, depth, widths = model["arch"], model["depth"], layer_widths(model)
+    per_unit = 3 if norm_of(model) != "none" else 2
     if arch == "cnn":
-        units = width * sum(cnn_positions(depth))
+        units = sum(w * p for w, p in zip(widths, cnn_positions(depth), strict=True))
     elif arch == "rnn":
-        units, per_unit = width * depth * RNN_STEPS, 4
+        units, per_unit = sum(widths) * RNN_STEPS, per_unit + 2
     else:
-        units = width * depth
+        units = sum(widths)
     return MLP_INPUTS + per_unit * units
 
 
 def layer_values(model: Mapping[str, Any]) -> int:
     """Values one example's largest watched layer produces (an rnn layer: all its time
     steps); evaluation, without a backward pass, holds about two such layers at a time."""
-    arch, depth, width = model["arch"], model["depth"], model["width"]
+    arch, depth, widths = model["arch"], model["depth"], layer_widths(model)
     if arch == "cnn":
-        return width * max(cnn_positions(depth))
-    return width * RNN_STEPS if arch == "rnn" else width
+        return max(w * p for w, p in zip(widths, cnn_positions(depth), strict=True))
+    return max(widths) * RNN_STEPS if arch == "rnn" else max(widths)
 
 
 def _data_examples(data: Mapping[str, Any]) -> tuple[int, int]:

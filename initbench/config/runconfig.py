@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -31,7 +31,7 @@ from initbench.config.datasets import DATASETS
 from initbench.config.initializers import INITIALIZERS
 from initbench.config.optimizers import OPTIMIZERS
 from initbench.config.problems import shown
-from initbench.config.registry import Registry, UnknownNameError, is_added
+from initbench.config.registry import ADDED, Registry, UnknownNameError, is_added
 
 RUN_ID_LENGTH = 12
 
@@ -40,6 +40,9 @@ def _unknown_key_message(key: str, known: list[str], what: str = "key") -> str:
     import difflib
 
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
+    # the closest only, with those as close: 'widht' is 'width', not also 'widths'
+    ratios = [difflib.SequenceMatcher(None, key, c).ratio() for c in close]
+    close = [c for c, r in zip(close, ratios, strict=True) if r >= max(ratios) - 0.05]
     hint = f"; did you mean: {', '.join(close)}?" if close else ""
     return f"unknown {what} {shown(key)}{hint} (allowed: {', '.join(known)})"
 
@@ -141,6 +144,108 @@ _STRICT = ConfigDict(
 PositiveInt = Annotated[int, Field(ge=1)]
 
 
+# --- model.widths, model.norm, model.residual: their validation ---------------------------
+
+BRANCH_SCALES: Final = ("1/sqrt(L)", "skipinit", "fixup")  # residual's named branch scalings
+
+
+def _added(text: str) -> Any:
+    """A key added after run ids were pinned (registry.ADDED), with its meaning."""
+    return Field(description=text, json_schema_extra=ADDED)
+
+
+def _list_as_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _located(code: str, message: str, key: str) -> PydanticCustomError:
+    return PydanticCustomError(code, "{msg}", {"msg": message, "subloc": key})
+
+
+def _depth_from_widths(values: Any) -> Any:
+    """With ``widths``, depth is their number (a depth given must agree) and a width given
+    must be every layer's."""
+    if not isinstance(values, Mapping) or values.get("widths") is None:
+        return values
+    widths = values["widths"]
+    if not isinstance(widths, list | tuple) or not widths:
+        return values  # the field's own validation says what is wrong
+    depth = values.get("depth", len(widths))
+    if depth != len(widths):
+        raise _located(
+            "widths_depth",
+            f"depth {shown(depth)} contradicts the {len(widths)} layers of widths "
+            f"{shown(list(widths))}: give one of them, or make them agree",
+            "depth",
+        )
+    width = values.get("width")
+    if width is not None and any(w != width for w in widths):
+        raise _located(
+            "widths_width",
+            f"width {shown(width)} contradicts widths {shown(list(widths))}: give one of them",
+            "width",
+        )
+    return {**values, "depth": len(widths)}
+
+
+def norm_of(model: Mapping[str, Any]) -> str:
+    """none, batch or layer: a model section's ``norm``, else what ``batchnorm`` says."""
+    norm = model.get("norm")
+    return str(norm) if norm is not None else ("batch" if model.get("batchnorm") else "none")
+
+
+def layer_widths(model: Mapping[str, Any]) -> list[int]:
+    """Each watched layer's units (channels) of a model section: ``widths``, or ``width``
+    ``depth`` times."""
+    widths = model.get("widths")
+    return list(widths) if widths is not None else [int(model["width"])] * int(model["depth"])
+
+
+def _check_norm(model: ModelConfig) -> None:
+    if model.batchnorm and model.norm not in (None, "batch"):
+        raise _located(
+            "norm_batchnorm",
+            f"norm {model.norm!r} contradicts batchnorm: true (its shorthand for norm: "
+            "batch): give one of them",
+            "norm",
+        )
+    if model.arch == "rnn" and model.normalization == "batch":
+        if model.norm is None:
+            message = "batchnorm is not available for arch rnn (set model.batchnorm: false)"
+        else:
+            message = "norm batch is not available for arch rnn (norm layer is)"
+        raise _located("rnn_batchnorm", message, "norm" if model.norm else "batchnorm")
+    if model.arch == "rnn" and model.widths is not None:
+        raise _located("rnn_widths", "widths apply to arch mlp and cnn only", "widths")
+
+
+def _check_residual(model: ModelConfig) -> None:
+    alpha = model.residual
+    if alpha is None:
+        if model.branch_layers != 2:
+            raise _located(
+                "not_residual", "branch_layers applies only with model.residual", "branch_layers"
+            )
+        return
+    if model.arch == "rnn":
+        raise _located("rnn_residual", "residual blocks apply to arch mlp and cnn", "residual")
+    if isinstance(alpha, str) and alpha not in BRANCH_SCALES:
+        raise _located(
+            "residual",
+            f"residual {shown(alpha)} is not a number or one of {', '.join(BRANCH_SCALES)}",
+            "residual",
+        )
+    if not isinstance(alpha, str) and not alpha > 0:
+        raise _located("residual", f"residual alpha must be > 0, got {alpha}", "residual")
+    if alpha == "fixup" and model.branch_layers < 2:
+        raise _located(
+            "fixup_one_layer",
+            "fixup needs branch_layers >= 2: it zeroes the branch's last layer and scales the "
+            "others by L^(-1/(2m-2)), which for m = 1 leaves no layer to scale and divides by 0",
+            "residual",
+        )
+
+
 class ModelConfig(BaseModel):
     """Architecture, size, activation, normalisation and initialisation of the network."""
 
@@ -162,15 +267,43 @@ class ModelConfig(BaseModel):
         InitRef | None, _doc("rnn only: hidden-to-hidden weights; none: same as init")
     ] = None
     bias_init: Annotated[InitRef, _doc("biases (zeros, constant, normal, uniform, ...)")] = "zeros"
+    # --- per-layer widths, normalisation and residual blocks ----------------------------
+    widths: Annotated[
+        Annotated[tuple[Annotated[int, Field(ge=1, le=16384)], ...], Field(min_length=1)] | None,
+        BeforeValidator(_list_as_tuple),
+        _added(
+            "mlp, cnn: units (channels) of each hidden layer, replacing width; depth "
+            "defaults to their number; none: width in every layer"
+        ),
+    ] = None
+    norm: Annotated[
+        Literal["none", "batch", "layer"] | None,
+        _added(
+            "none, batch (BatchNorm; batchnorm: true is its shorthand) or layer "
+            "(LayerNorm over each example's units, channels and positions; rnn: of the "
+            "recurrent pre-activation); none: as batchnorm says"
+        ),
+    ] = None
+    residual: Annotated[
+        float | str | None,
+        _added(
+            f"mlp, cnn: residual blocks h + alpha F(h) (pre-activation), alpha one of "
+            f"a number, {', '.join(repr(s) for s in BRANCH_SCALES)}; none: a plain net"
+        ),
+    ] = None
+    branch_layers: Annotated[
+        int, Field(ge=1, le=2), _added("residual only: watched layers per branch (1 or 2)")
+    ] = 2
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_depth(cls, values: Any) -> Any:
+        return _depth_from_widths(values)
 
     @model_validator(mode="after")
     def _per_arch(self) -> ModelConfig:
-        if self.arch == "rnn" and self.batchnorm:
-            raise PydanticCustomError(
-                "rnn_batchnorm",
-                "batchnorm is not available for arch rnn (set model.batchnorm: false)",
-                {"subloc": "batchnorm"},
-            )
+        _check_norm(self)
+        _check_residual(self)
         if self.arch != "rnn" and self.recurrent_init is not None:
             raise PydanticCustomError(
                 "not_rnn",
@@ -178,6 +311,15 @@ class ModelConfig(BaseModel):
                 {"arch": self.arch, "subloc": "recurrent_init"},
             )
         return self
+
+    @property
+    def normalization(self) -> str:
+        """none, batch or layer: ``norm``, or where that is None what ``batchnorm`` says."""
+        return norm_of(self.model_dump())
+
+    def layer_widths(self) -> list[int]:
+        """Each watched layer's units (channels): ``widths``, or ``width`` depth times."""
+        return layer_widths(self.model_dump())
 
     def resolved(self) -> ModelConfig:
         """Copy with per-architecture defaults filled in."""
@@ -217,14 +359,16 @@ class RunConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain JSON-compatible dict of the resolved config."""
-        return self.model_dump(mode="json")
+        """Plain JSON-compatible dict of the resolved config, less every key added after
+        run ids were pinned (:data:`~initbench.config.registry.ADDED`) that is at its
+        default: a run's config.json reads as it did before the key existed (readers take
+        an absent added key as its default)."""
+        return _without_added_defaults(type(self), self.model_dump(mode="json"))
 
     def identity(self) -> dict[str, Any]:
-        """The resolved config that the run id hashes: :meth:`as_dict` less every key added
-        after run ids were pinned (:data:`~initbench.config.registry.ADDED`) that is at its
-        default, so that stored runs keep their ids when a key is added."""
-        return _without_added_defaults(type(self), self.as_dict())
+        """The resolved config that the run id hashes (:meth:`as_dict`), so that stored
+        runs keep their ids when a key is added."""
+        return self.as_dict()
 
     @property
     def run_id(self) -> str:

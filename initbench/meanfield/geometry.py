@@ -12,6 +12,7 @@ import numpy as np
 
 from initbench.config.geometry import IMAGE_SIZE, cnn_strides, input_weight_shapes
 from initbench.config.initializers import INITIALIZERS, compute_fans, expected_moments
+from initbench.config.runconfig import layer_widths
 from initbench.meanfield.activations import Array
 from initbench.meanfield.model import recurrent_init, split_ref
 
@@ -75,12 +76,13 @@ def _sigma2(
 
 def geometry_of(model: Mapping[str, Any], padding_correction: bool) -> Geometry | str:
     """The Geometry of a model section, or why no prediction can be made."""
-    arch, depth, width = model["arch"], model["depth"], model["width"]
-    shapes = input_weight_shapes(arch, max(depth, 2), width)  # [1] is a hidden layer's
+    arch, depth, widths = model["arch"], model["depth"], layer_widths(model)
+    padded = widths if depth >= 2 else widths * 2  # [1] is a hidden layer's
+    shapes = input_weight_shapes(arch, max(depth, 2), padded)
     scale = {s: _sigma2("model.init", model["init"], s) for s in dict.fromkeys(shapes)}
     rec: float | str = 0.0
     if arch == "rnn":
-        rec = _sigma2("model.recurrent_init", recurrent_init(model), (width, width))
+        rec = _sigma2("model.recurrent_init", recurrent_init(model), (widths[0], widths[0]))
     for value in [*scale.values(), rec]:
         if isinstance(value, str):
             return value
@@ -94,5 +96,8 @@ def geometry_of(model: Mapping[str, Any], padding_correction: bool) -> Geometry 
 
 def bias_sigma2(model: Mapping[str, Any]) -> float | str:
     """sigma_b^2 of model.bias_init (with a hidden weight's fans), or why it is unusable."""
-    fans = compute_fans(input_weight_shapes(model["arch"], 2, model["width"])[1])
-    return _sigma2("model.bias_init", model["bias_init"], (model["width"],), fans)
+    widths = layer_widths(model)
+    if len(widths) < 2:
+        widths = widths * 2
+    fans = compute_fans(input_weight_shapes(model["arch"], len(widths), widths)[1])
+    return _sigma2("model.bias_init", model["bias_init"], (widths[1],), fans)

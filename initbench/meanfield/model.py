@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from initbench.config.architectures import ARCHITECTURES
+from initbench.config.runconfig import norm_of
 from initbench.config.spec import ModelConfig
 
 
@@ -40,7 +41,7 @@ def model_section(config: Mapping[str, Any]) -> dict[str, Any]:
     model = {**defaults, **config.get("model", config)}
     ARCHITECTURES.get(model["arch"])  # UnknownNameError, with the close matches
     model["activation"] = model.get("activation") or _default_activation(model["arch"])
-    if model["batchnorm"] and model["arch"] == "rnn":
+    if norm_of(model) == "batch" and model["arch"] == "rnn":
         raise TheoryError("batchnorm is not available for arch rnn")
     return model
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from initbench.config.geometry import RNN_STEPS, map_positions
+from initbench.config.runconfig import norm_of
 from initbench.meanfield.activations import Array, NumpyActivation, numpy_activation
 from initbench.meanfield.decay import end_ratio, fit_factor, profile_rows, summed_over_positions
 from initbench.meanfield.fixedpoint import FixedPoint, fixed_point, fixed_point_at
@@ -95,15 +96,24 @@ def _first_q(
 def _fixed_point_of(
     act: NumpyActivation, model: Mapping[str, Any], geo: Geometry, first: Array, sigma_b2: float
 ) -> FixedPoint:
-    """mlp/cnn: the hidden layers' fixed point from q1 (batchnorm: the activation always
-    sees q = 1, and chi* is the per-layer backward factor E[phi'(z)^2] / Var phi(z));
-    rnn: q* = sigma_rec^2 E[phi^2] + mean drive, chi* the stationary per-step BPTT factor."""
+    """mlp/cnn: the hidden layers' fixed point from q1 (with a norm the activation always
+    sees q = 1, and chi* is the per-layer backward factor: batchnorm's E[phi'(z)^2] /
+    Var phi(z), layernorm's sigma_w^2 E[phi'(z)^2] / q*); rnn: q* = sigma_rec^2 E[phi^2]
+    + mean drive, chi* the stationary per-step BPTT factor."""
+    norm = norm_of(model)
+    if model["arch"] == "rnn" and norm == "layer":
+        _, sq, dsq = gaussian_moments(act, 1.0)
+        q_star = geo.sigma_rec2 * sq + float(first.mean())
+        return fixed_point_at(q_star, geo.sigma_rec2 * dsq / q_star)
     if model["arch"] == "rnn":
         return fixed_point(act, geo.sigma_rec2, float(first.mean()), q0=float(first[0]))
-    if not model["batchnorm"]:
+    if norm == "none":
         return fixed_point(act, geo.hidden_sigma2, sigma_b2, q0=float(first[0]))
     mean, sq, dsq = gaussian_moments(act, 1.0)
-    return fixed_point_at(geo.hidden_sigma2 * sq + sigma_b2, dsq / (sq - mean**2))
+    q_star = geo.hidden_sigma2 * sq + sigma_b2
+    if norm == "layer":  # divided by each example's q*, all of sigma_w^2 E[phi^2] + sigma_b^2
+        return fixed_point_at(q_star, geo.hidden_sigma2 * dsq / q_star)
+    return fixed_point_at(q_star, dsq / (sq - mean**2))
 
 
 def _notes(model: Mapping[str, Any], geo: Geometry, given_q1: bool, padding: bool) -> list[str]:
@@ -118,10 +128,16 @@ def _notes(model: Mapping[str, Any], geo: Geometry, given_q1: bool, padding: boo
         "Infinite width: measured values scatter around these by an amount that grows with "
         "depth/width (Hanin & Rolnick 2018); the seeds show how much.",
     ]
-    if model["batchnorm"]:
+    if norm_of(model) == "batch":
         notes.append(
             "batchnorm: the activation's input (normed) has variance 1 in every "
             "layer; backward per layer E[phi'(z)^2] / Var phi(z) (large batch)."
+        )
+    if norm_of(model) == "layer":
+        notes.append(
+            "layernorm: normed has variance 1 in every layer, as with batchnorm; backward "
+            "it divides by each example's second moment q over its units, not by a "
+            "per-unit batch variance: per layer sigma_w^2 E[phi'(z)^2] / q (large width)."
         )
     if model["arch"] == "cnn":
         notes.append(
@@ -164,9 +180,9 @@ def predict(
         raise TheoryError(f"sigma_b2 must be >= 0, got {b2}")
     first = _first_q(model, geo, q1, b2, input_sq)
     if model["arch"] == "rnn":
-        columns = propagate_rnn(act, geo, first, b2)
+        columns = propagate_rnn(act, geo, first, b2, layernorm=norm_of(model) == "layer")
     else:
-        columns = propagate_feedforward(act, geo, float(first[0]), b2, model["batchnorm"])
+        columns = propagate_feedforward(act, geo, float(first[0]), b2, norm=norm_of(model))
     fixed = _fixed_point_of(act, model, geo, first, b2)
     notes = _notes(model, geo, q1 is not None, padding_correction)
     return Prediction(model, float(first[0]), b2, columns, fixed, None, tuple(notes))

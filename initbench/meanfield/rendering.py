@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from initbench.config.runconfig import norm_of
 from initbench.meanfield.model import TheoryError, split_ref
 from initbench.meanfield.prediction import Prediction, predict_for
 from initbench.meanfield.propagation import COLUMN_HELP
@@ -25,12 +26,17 @@ def _plain(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
+def _width(model: dict[str, Any]) -> str:
+    widths = model.get("widths")
+    return f"width {model['width']}" if widths is None else f"widths {'-'.join(map(str, widths))}"
+
+
 def _headline(pred: Prediction) -> list[str]:
     m = pred.model
     line = (
-        f"mean-field prediction: {m['arch']}, depth {m['depth']}, width {m['width']}, "
+        f"mean-field prediction: {m['arch']}, depth {m['depth']}, {_width(m)}, "
         f"activation {split_ref(m['activation'])[0]}, init {split_ref(m['init'])[0]}"
-        + (", batchnorm" if m["batchnorm"] else "")
+        + ("" if norm_of(m) == "none" else f", {norm_of(m)}norm")
     )
     if not pred.ok:
         return [line, f"no prediction: {pred.reason}"]

@@ -22,11 +22,11 @@ from typing import Final
 # watched per (layer, t) by the tape in the forward and backward pass; the rest are the
 # layer's weights (t = 0).
 TENSORS: Final[dict[str, str]] = {
-    "preact": "output of the affine map, before batchnorm and activation",
-    "normed": "batchnorm output (only with batchnorm), the activation's input",
+    "preact": "output of the affine map, before the norm and activation",
+    "normed": "batchnorm or layernorm output (only with a norm), the activation's input",
     "act": "output of the activation",
     "grad_preact": "dLoss/d preact, the back-propagated signal",
-    "grad_normed": "dLoss/d normed (only with batchnorm)",
+    "grad_normed": "dLoss/d normed (only with a norm)",
     "w": "the layer's weight (input-to-hidden for an rnn)",
     "grad_w": "gradient of the layer's weight",
     "w_rec": "the hidden-to-hidden weight (rnn only)",

@@ -2,7 +2,7 @@
 
 Every model's ``forward(x, tape=None)`` takes the batch as (B, 1, 28, 28) and passes
 the optional :class:`~initbench.measure.probes.Tape` to each watched layer, which hands it its
-``preact`` (affine output), ``normed`` (batchnorm output, if any) and ``act``. With no
+``preact`` (affine output), ``normed`` (batchnorm or layernorm output, if any) and ``act``. With no
 tape the forward pass is the plain computation; with one, it is the same computation
 plus references kept to those tensors.
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 class Block(nn.Module):
-    """affine (Linear or Conv2d) -> optional batchnorm -> activation: one watched layer."""
+    """affine (Linear or Conv2d) -> optional norm -> activation: one watched layer."""
 
     def __init__(self, index: int, affine: nn.Module, norm: nn.Module | None, act: nn.Module):
         super().__init__()
@@ -77,25 +77,38 @@ def _new_activation(config: ModelConfig) -> nn.Module:
     return build_activation(act.pop("name"), act)
 
 
+def new_norm(config: ModelConfig, units: int, conv: bool) -> nn.Module | None:
+    """The normalisation model.norm (or batchnorm) asks for, of ``units`` features
+    (channels): BatchNorm over the batch (and positions) per unit, or LayerNorm over each
+    example's units (channels and positions: GroupNorm with one group), or None."""
+    norm = config.normalization
+    if norm == "batch":
+        return nn.BatchNorm2d(units) if conv else nn.BatchNorm1d(units)
+    if norm == "layer":
+        return nn.GroupNorm(1, units) if conv else nn.LayerNorm(units)
+    return None
+
+
 class MLP(InstrumentedModel):
-    """784 -> depth x [Linear(width) -> BatchNorm1d? -> act] -> Linear(10)."""
+    """784 -> depth x [Linear(width) -> norm? -> act] -> Linear(10); model.widths gives
+    each layer its own width."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
         fan = math.prod(IMAGE_SHAPE)
         blocks = []
-        for index in range(1, config.depth + 1):
-            norm = nn.BatchNorm1d(config.width) if config.batchnorm else None
-            blocks.append(Block(index, nn.Linear(fan, config.width), norm, _new_activation(config)))
-            fan = config.width
+        for index, width in enumerate(config.layer_widths(), start=1):
+            norm = new_norm(config, width, conv=False)
+            blocks.append(Block(index, nn.Linear(fan, width), norm, _new_activation(config)))
+            fan = width
         self.blocks = nn.ModuleList(blocks)
         self.readout = nn.Linear(fan, NUM_CLASSES)
 
     def forward(self, x: torch.Tensor, tape: Tape | None = None) -> torch.Tensor:
         h = x.flatten(1)  # (B, 784)
         for block in self.blocks:
-            h = block(h, tape)  # (B, width)
+            h = block(h, tape)  # (B, width of the layer)
         return self.readout(h)  # (B, 10)
 
     def watched_layers(self) -> list[WatchedLayer]:
@@ -112,19 +125,21 @@ class MLP(InstrumentedModel):
 
 
 class CNN(InstrumentedModel):
-    """depth x [Conv2d 3x3 (width ch., 'same' padding) -> BatchNorm2d? -> act],
-    stride-2 convs at 1/3 and 2/3 of depth, global average pool, Linear(10)."""
+    """depth x [Conv2d 3x3 (width ch., 'same' padding) -> norm? -> act],
+    stride-2 convs at 1/3 and 2/3 of depth, global average pool, Linear(10); model.widths
+    gives each conv its own channels."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
         channels = IMAGE_SHAPE[0]
         blocks = []
-        for index, stride in enumerate(cnn_strides(config.depth), start=1):
-            conv = nn.Conv2d(channels, config.width, 3, stride=stride, padding=1)
-            norm = nn.BatchNorm2d(config.width) if config.batchnorm else None
+        layers = zip(cnn_strides(config.depth), config.layer_widths(), strict=True)
+        for index, (stride, width) in enumerate(layers, start=1):
+            conv = nn.Conv2d(channels, width, 3, stride=stride, padding=1)
+            norm = new_norm(config, width, conv=True)
             blocks.append(Block(index, conv, norm, _new_activation(config)))
-            channels = config.width
+            channels = width
         self.blocks = nn.ModuleList(blocks)
         self.readout = nn.Linear(channels, NUM_CLASSES)
 
@@ -148,14 +163,19 @@ class CNN(InstrumentedModel):
 
 
 class ElmanLayer(nn.Module):
-    """h_t = act(W_ih x_t + b + W_hh h_{t-1}), h_0 = 0; every step's preact is watchable."""
+    """h_t = act(norm?(W_ih x_t + b + W_hh h_{t-1})), h_0 = 0; every step's preact is
+    watchable. The norm (LayerNorm, or none) normalises the recurrent pre-activation of
+    each example and step (Ba et al. 2016)."""
 
-    def __init__(self, index: int, input_size: int, hidden: int, act: nn.Module) -> None:
+    def __init__(
+        self, index: int, input_size: int, hidden: int, act: nn.Module, norm: nn.Module | None
+    ) -> None:
         super().__init__()
         self.index = index
         self.w_ih = nn.Linear(input_size, hidden)
         self.w_hh = nn.Linear(hidden, hidden, bias=False)
         self.act = act
+        self.norm = norm
 
     def forward(self, xs: torch.Tensor, tape: Tape | None = None) -> torch.Tensor:
         batch, steps, _ = xs.shape  # (B, T, input_size)
@@ -164,9 +184,10 @@ class ElmanLayer(nn.Module):
         outputs = []
         for t in range(steps):
             preact = projected[:, t] + self.w_hh(h)  # (B, hidden)
-            h = self.act(preact)
+            normed = self.norm(preact) if self.norm is not None else None
+            h = self.act(preact if normed is None else normed)
             if tape is not None:
-                tape.watch(self.index, t + 1, preact, None, h)
+                tape.watch(self.index, t + 1, preact, normed, h)
             outputs.append(h)
         return torch.stack(outputs, dim=1)  # (B, T, hidden)
 
@@ -181,7 +202,8 @@ class RNN(InstrumentedModel):
         size = IMAGE_SHAPE[0] * IMAGE_SHAPE[2]
         layers = []
         for index in range(1, config.depth + 1):
-            layers.append(ElmanLayer(index, size, config.width, _new_activation(config)))
+            norm = new_norm(config, config.width, conv=False)
+            layers.append(ElmanLayer(index, size, config.width, _new_activation(config), norm))
             size = config.width
         self.layers = nn.ModuleList(layers)
         self.readout = nn.Linear(size, NUM_CLASSES)
@@ -219,7 +241,7 @@ def _init_ref(config: ModelConfig, role: str) -> dict[str, Any]:
 def initialize_model(model: InstrumentedModel, generator: torch.Generator) -> None:
     """Apply model.init / recurrent_init / bias_init to every affine map, in forward order.
 
-    Batchnorm keeps torch's gamma = 1, beta = 0.
+    Batchnorm and layernorm keep torch's gamma = 1, beta = 0.
     """
     config = model.config
     for role, module in model.affine_layers():

@@ -251,7 +251,7 @@ def _results(
 def estimated_cost(run: RunConfig) -> int:
     """A run's forward multiply-adds over all its steps: for ordering runs, not a time."""
     model = run.model
-    per_example = geometry.multiply_adds(model.arch, model.depth, model.width)
+    per_example = geometry.multiply_adds(model.arch, model.depth, model.layer_widths())
     return per_example * run.train.batch_size * (run.train.steps + 1)
 
 
