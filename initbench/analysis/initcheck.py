@@ -14,9 +14,8 @@ import pandas as pd
 from initbench.analysis.configs import run_config
 from initbench.analysis.profiles import RunStats, as_stats
 from initbench.analysis.stats import nan_mean, nan_std
-from initbench.config.geometry import weight_shapes
+from initbench.config.geometry import model_weight_shapes
 from initbench.config.initializers import expected_moments
-from initbench.config.runconfig import layer_widths
 from initbench.config.thresholds import SAMPLING_SIGMAS, Thresholds
 from initbench.meanfield.model import recurrent_init
 
@@ -70,7 +69,7 @@ def init_check(
     variance, their ratio, the tolerance and whether they mismatch."""
     model = run_config(record).get("model", {})
     try:
-        shapes = weight_shapes(model["arch"], int(model["depth"]), layer_widths(model))
+        shapes = model_weight_shapes(model)
     except (KeyError, ValueError, TypeError):
         return pd.DataFrame(columns=["layer", "tensor", "measured", "ratio", "mismatch", "note"])
     stats = as_stats(run_layers)
@@ -82,6 +81,8 @@ def init_check(
             stats.layer[rows].tolist(), stats.value[rows].tolist(), strict=True
         ):
             measured[(layer, metric)] = value
+    if model.get("residual") == "fixup":  # Fixup rescales and zeroes what model.init drew
+        shapes = []
     rows = []
     for layer, tensor, shape in shapes:
         ref = (recurrent_init(model) if tensor == "w_rec" else model.get("init")) or {}
@@ -97,7 +98,8 @@ def init_summary(check: pd.DataFrame) -> dict[str, Any]:
             "init_worst_ratio": math.nan,
             "init_worst_at": "",
             "init_mismatch": False,
-            "init_note": "init not checked: architecture, depth or width unknown",
+            "init_note": "init not checked: architecture, depth or width unknown, or fixup "
+            "(it rescales the init)",
         }
     ratios = check["ratio"].to_numpy(float)
     with np.errstate(divide="ignore", invalid="ignore"):

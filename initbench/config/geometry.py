@@ -8,8 +8,8 @@ can never drift from the networks that were trained.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
 from initbench.config.architectures import ARCHITECTURES
 
@@ -89,3 +89,14 @@ def multiply_adds(arch: str, depth: int, width: Widths) -> int:
         return sum(math.prod(s) * p for (_, _, s), p in zip(shapes, maps, strict=True))
     repeats = RNN_STEPS if arch == "rnn" else 1
     return repeats * sum(math.prod(shape) for _, _, shape in shapes)
+
+
+def model_weight_shapes(model: Mapping[str, Any]) -> list[tuple[int, str, tuple[int, ...]]]:
+    """:func:`weight_shapes` of a model section (model.widths; a residual mlp's depth x
+    branch_layers square branch weights, nets.residual)."""
+    widths = model.get("widths") or int(model["width"])
+    if model.get("residual") is None:
+        return weight_shapes(model["arch"], int(model["depth"]), widths)
+    width = widths if isinstance(widths, int) else int(widths[0])
+    layers = int(model["depth"]) * int(model.get("branch_layers", 2))
+    return [(layer, "w", (width, width)) for layer in range(1, layers + 1)]

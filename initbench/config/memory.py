@@ -31,7 +31,7 @@ from initbench.config.geometry import (
     NUM_CLASSES,
     RNN_STEPS,
     cnn_positions,
-    weight_shapes,
+    model_weight_shapes,
 )
 from initbench.config.optimizers import OPTIMIZERS
 from initbench.config.runconfig import layer_widths, norm_of
@@ -73,11 +73,12 @@ def human(size: float) -> str:
 def parameter_count(model: Mapping[str, Any]) -> int:
     """Parameters of the network ``model`` describes (as nets.models builds it): watched
     weights with their biases, the normalisation's scale and shift, and the readout."""
-    arch, depth, widths = model["arch"], model["depth"], layer_widths(model)
-    weights = sum(math.prod(shape) for _, _, shape in weight_shapes(arch, depth, widths))
-    biases = sum(widths)  # the rnn's recurrent map has none
-    norm = 2 * sum(widths) if norm_of(model) != "none" else 0
-    return weights + biases + norm + widths[-1] * NUM_CLASSES + NUM_CLASSES
+    shapes = [shape for _, tensor, shape in model_weight_shapes(model) if tensor == "w"]
+    weights = sum(math.prod(shape) for _, _, shape in model_weight_shapes(model))
+    units = sum(shape[0] for shape in shapes)  # the rnn's recurrent map has no bias
+    stem = MLP_INPUTS * shapes[0][0] if model.get("residual") is not None else 0
+    norm = 2 * units if norm_of(model) != "none" else 0
+    return stem + weights + units + norm + shapes[-1][0] * NUM_CLASSES + NUM_CLASSES
 
 
 def forward_values(model: Mapping[str, Any]) -> int:
@@ -91,7 +92,7 @@ def forward_values(model: Mapping[str, Any]) -> int:
     elif arch == "rnn":
         units, per_unit = sum(widths) * RNN_STEPS, per_unit + 2
     else:
-        units = sum(widths)
+        units = sum(widths) * int(model.get("branch_layers", 2) if model.get("residual") else 1)
     return MLP_INPUTS + per_unit * units
 
 

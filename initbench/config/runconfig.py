@@ -227,8 +227,10 @@ def _check_residual(model: ModelConfig) -> None:
                 "not_residual", "branch_layers applies only with model.residual", "branch_layers"
             )
         return
-    if model.arch == "rnn":
-        raise _located("rnn_residual", "residual blocks apply to arch mlp and cnn", "residual")
+    if model.arch != "mlp":
+        raise _located("arch_residual", "residual blocks are built for arch mlp only", "residual")
+    if model.widths is not None and len(set(model.widths)) > 1:
+        raise _located("residual_widths", "a residual stream keeps one width", "widths")
     if isinstance(alpha, str) and alpha not in BRANCH_SCALES:
         raise _located(
             "residual",

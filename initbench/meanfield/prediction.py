@@ -25,6 +25,12 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+RESIDUAL_REASON = (
+    "residual blocks: the plain chain's map does not hold, the stream adds alpha^2 q_F per "
+    "block; the per-block prediction is initbench.meanfield.residual.residual_stream"
+)
+
+
 @dataclass(frozen=True)
 class Prediction:
     """The mean-field prediction for one configuration: the per-layer ``columns`` (COLUMNS;
@@ -181,6 +187,8 @@ def predict(
     inputs: 1 without one). sigma_b2: None reads ``model.bias_init``. padding_correction:
     model the cnn's zero padding (False: an unbounded map)."""
     model = model_section(config)
+    if model.get("residual") is not None:
+        return Prediction(model, math.nan, None, reason=RESIDUAL_REASON)
     act = numpy_activation(*split_ref(model["activation"]))
     geo = geometry_of(model, padding_correction)
     b2 = bias_sigma2(model) if sigma_b2 is None else float(sigma_b2)

@@ -18,21 +18,36 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-# The tensors a statistic can be taken of, in the long table's order. The first five are
-# watched per (layer, t) by the tape in the forward and backward pass; the rest are the
-# layer's weights (t = 0).
+# The tensors a statistic can be taken of, in the long table's order. The first eight are
+# watched per (layer, t) by the tape in the forward and backward pass (stream, branch and
+# grad_stream at the last layer of each residual block only); the rest are the layer's
+# weights (t = 0).
 TENSORS: Final[dict[str, str]] = {
     "preact": "output of the affine map, before the norm and activation",
     "normed": "batchnorm or layernorm output (only with a norm), the activation's input",
     "act": "output of the activation",
     "grad_preact": "dLoss/d preact, the back-propagated signal",
     "grad_normed": "dLoss/d normed (only with a norm)",
+    "stream": "residual nets: the stream h_{b+1} = h_b + alpha F_b(h_b) after block b, at the "
+    "block's last watched layer",
+    "branch": "residual nets: what block b adds to the stream, alpha F_b(h_b)",
+    "grad_stream": "residual nets: dLoss/d stream h_{b+1}, the gradient the skip path carries "
+    "back towards the input",
     "w": "the layer's weight (input-to-hidden for an rnn)",
     "grad_w": "gradient of the layer's weight",
     "w_rec": "the hidden-to-hidden weight (rnn only)",
     "grad_w_rec": "gradient of the hidden-to-hidden weight (rnn only)",
 }
-WATCHED: Final = ("preact", "normed", "act", "grad_preact", "grad_normed")
+WATCHED: Final = (
+    "preact",
+    "normed",
+    "act",
+    "grad_preact",
+    "grad_normed",
+    "stream",
+    "branch",
+    "grad_stream",
+)
 WEIGHTS: Final = ("w", "grad_w", "w_rec", "grad_w_rec")
 
 # Reduction -> what it computes. Moments come from Σx, Σx² and the element count n;

@@ -102,6 +102,9 @@ class Probe:
         found += watched["act"].values()
         found += tape.gradients("preact")
         found += normed_grads
+        for quantity in ("stream", "branch"):
+            found += _optional(tape, keys, quantity)[0]
+        found += _optional(tape, keys, "stream")[1]
         found += self._weights
         found += [p.grad for p in self._with_grads]
         return keys, found
@@ -145,6 +148,17 @@ def _normed(tape: Tape, keys: list[Key]) -> tuple[list, list]:
         return list(normed.values()), tape.gradients("normed")
     grads = dict(zip(normed, tape.gradients("normed"), strict=True))
     return [normed.get(key) for key in keys], [grads.get(key) for key in keys]
+
+
+def _optional(tape: Tape, keys: list[Key], quantity: str) -> tuple[list, list]:
+    """A residual block's ``quantity`` (stream, branch) and, for the stream, its gradients,
+    in the order of ``keys`` (None where a layer ends no block)."""
+    kept = tape.tensors[quantity]
+    if not kept:
+        return [None] * len(keys), [None] * len(keys)
+    grads = tape.gradients(quantity) if quantity == "stream" else [None] * len(kept)
+    by_key = dict(zip(kept, grads, strict=True))
+    return [kept.get(key) for key in keys], [by_key.get(key) for key in keys]
 
 
 def _pick(found: list[torch.Tensor | None], rows: list[int]) -> list[torch.Tensor]:

@@ -19,7 +19,8 @@ Key = tuple[int, int]  # (layer, t)
 Store = Callable[[str, Key, torch.Tensor], torch.Tensor]  # (name, key, tensor) -> a copy
 
 FORWARD = ("preact", "normed", "act")  # what a layer hands the tape, in the catalogue's order
-WITH_GRAD = ("preact", "normed")  # whose gradients the tape keeps (grad_preact, grad_normed)
+BLOCK = ("stream", "branch")  # what a residual block hands the tape at its last layer
+WITH_GRAD = ("preact", "normed", "stream")  # whose gradients the tape keeps
 
 
 class Tape:
@@ -37,7 +38,7 @@ class Tape:
 
     def __init__(self, store: Store | None = None) -> None:
         self.store = store
-        self.tensors: dict[str, dict[Key, torch.Tensor]] = {q: {} for q in FORWARD}
+        self.tensors: dict[str, dict[Key, torch.Tensor]] = {q: {} for q in FORWARD + BLOCK}
         self.grads: dict[str, dict[Key, torch.Tensor]] = {q: {} for q in WITH_GRAD}
 
     def watch(
@@ -61,6 +62,20 @@ class Tape:
                 normed.retain_grad()
             self.tensors["normed"][key] = normed
         self.tensors["act"][key] = act
+
+    def watch_block(self, layer: int, stream: torch.Tensor, branch: torch.Tensor) -> None:
+        """Keep a residual block's output ``stream`` (and its gradient) and the ``branch``
+        it added, under the block's last watched layer."""
+        key = (layer, 0)
+        for quantity, tensor in (("stream", stream), ("branch", branch)):
+            if self.store is not None and is_large(tensor.numel()):
+                self.tensors[quantity][key] = self.store(quantity, key, tensor)
+                if quantity in WITH_GRAD and tensor.requires_grad:
+                    tensor.register_hook(functools.partial(self._keep_grad, quantity, key))
+                continue
+            if quantity in WITH_GRAD and tensor.requires_grad:
+                tensor.retain_grad()
+            self.tensors[quantity][key] = tensor
 
     def _store(
         self, key: Key, preact: torch.Tensor, normed: torch.Tensor | None, act: torch.Tensor

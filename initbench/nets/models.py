@@ -255,15 +255,28 @@ def initialize_model(model: InstrumentedModel, generator: torch.Generator) -> No
 
 def build_model(config: ModelConfig, generator: torch.Generator) -> InstrumentedModel:
     """Build the network of ``config`` and initialise it from ``generator``."""
-    model = model_class(config.arch)(config)
+    model = _new_model(config)
     initialize_model(model, generator)
+    if config.residual == "fixup":
+        from initbench.nets.residual import apply_fixup
+
+        apply_fixup(model)  # type: ignore[arg-type]
     return model
+
+
+def _new_model(config: ModelConfig) -> InstrumentedModel:
+    """The model class of ``config`` (residual blocks: nets.residual's), built."""
+    if config.residual is not None:
+        from initbench.nets.residual import ResidualMLP  # it imports this module
+
+        return ResidualMLP(config)
+    return model_class(config.arch)(config)
 
 
 def init_problems(config: ModelConfig) -> list[tuple[str, str]]:
     """(key, reason) for every initializer in ``config`` that cannot apply to its tensor."""
     with torch.device("meta"):
-        model = model_class(config.arch)(config)
+        model = _new_model(config)
     problems = []
     for role, module in model.affine_layers():
         key = "model.recurrent_init" if role == "recurrent" else "model.init"

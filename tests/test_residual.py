@@ -1,0 +1,121 @@
+"""Residual MLPs (nets.residual): the branch scalings at init, the stream statistics the
+probe records, and the residual mean field (meanfield.residual) against measurement."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from pydantic import ValidationError
+
+from initbench.config.spec import ModelConfig
+from initbench.meanfield import predict
+from initbench.meanfield.residual import residual_stream
+from initbench.measure.probes import Tape, measure
+from initbench.nets import models
+
+WIDTH = 256
+
+
+def _model(residual: Any, depth: int = 6, **more: Any) -> ModelConfig:
+    raw = {"depth": depth, "width": WIDTH, "init": "he_normal", "residual": residual, **more}
+    return ModelConfig.model_validate(raw).resolved()
+
+
+def _streams(config: ModelConfig, seed: int, batch: int = 256) -> tuple[torch.Tensor, list]:
+    gen = torch.Generator().manual_seed(seed)
+    model = models.build_model(config, gen).double()
+    x = torch.randn(batch, 1, 28, 28, generator=gen, dtype=torch.float64)  # E[x^2] = 1
+    tape = Tape()
+    F.cross_entropy(model(x, tape), torch.randint(0, 10, (batch,), generator=gen)).backward()
+    h1 = model.stem(x.flatten(1))
+    return h1, [tape.tensors["stream"][k] for k in sorted(tape.tensors["stream"])], tape
+
+
+@pytest.mark.parametrize("residual", ["skipinit", "fixup"])
+def test_skipinit_and_fixup_are_the_identity_map_at_step_0(residual: str) -> None:
+    h1, streams, _ = _streams(_model(residual, branch_layers=2), seed=0)
+    for stream in streams:
+        torch.testing.assert_close(stream, h1, rtol=0, atol=0)
+
+
+def test_fixup_scales_the_first_branch_layers_and_zeroes_the_last() -> None:
+    config = _model("fixup", depth=16, branch_layers=2)
+    model = models.build_model(config, torch.Generator().manual_seed(0))
+    first, last = model.blocks[0].layers
+    assert float(last.affine.weight.detach().abs().max()) == 0.0
+    # he_normal: Var = 2 / fan_in, times L^(-1/(2m-2))^2 = 16^-1
+    assert float(first.affine.weight.detach().var()) == pytest.approx(2 / WIDTH / 16, rel=0.05)
+
+
+def test_fixup_with_one_layer_branches_is_refused_with_the_reason() -> None:
+    with pytest.raises(ValidationError, match="fixup needs branch_layers >= 2"):
+        ModelConfig.model_validate({"residual": "fixup", "branch_layers": 1})
+
+
+@pytest.mark.parametrize(
+    "residual, per_block",
+    [(1.0, 2.0), ("1/sqrt(L)", 1 + 1 / 6)],  # ReLU + He: q_F = q, so q grows by 1 + alpha^2
+)
+def test_theory_alpha_1_doubles_per_block_and_1_over_sqrt_l_stays_within_e(
+    residual: Any, per_block: float
+) -> None:
+    columns = residual_stream({"model": _model(residual).model_dump()})
+    q = np.array([2.0, *columns["stream_q"]])  # the stem: sigma_w^2 E[x^2] = 2
+    np.testing.assert_allclose(q[1:] / q[:-1], per_block, rtol=1e-9)
+    if residual != 1.0:
+        assert q[-1] / q[0] < math.e
+
+
+@pytest.mark.parametrize("residual, branch_layers", [(1.0, 1), (1.0, 2), ("1/sqrt(L)", 2)])
+def test_measured_stream_follows_the_residual_mean_field(residual: Any, branch_layers: int) -> None:
+    config = _model(residual, branch_layers=branch_layers)
+    predicted = residual_stream({"model": config.model_dump()})["stream_q"]
+    logs = []
+    for seed in range(5):
+        _, streams, _ = _streams(config, seed)
+        logs.append([math.log(float(s.detach().square().mean())) for s in streams])
+    logs = np.array(logs)
+    spread = logs.std(axis=0, ddof=1)
+    # the mean of 5 seeds within 3 standard errors (plus 2% for the finite width's bias)
+    error = np.abs(logs.mean(axis=0) - np.log(predicted))
+    np.testing.assert_array_less(error, 3 * spread / math.sqrt(5) + 0.02)
+
+
+def test_measured_stream_gradient_follows_the_backward_mirror() -> None:
+    config = _model(1.0, branch_layers=1)
+    predicted = residual_stream({"model": config.model_dump()})["grad_stream_ratio"]
+    logs = []
+    for seed in range(5):
+        _, _, tape = _streams(config, seed)
+        grads = tape.gradients("stream")
+        logs.append([math.log(float(g.var() / grads[-1].var())) for g in grads])
+    error = np.abs(np.mean(logs, axis=0) - np.log(predicted))
+    np.testing.assert_array_less(error, 0.25)
+
+
+def test_the_probe_records_stream_and_branch_at_each_blocks_last_layer() -> None:
+    config = _model(1.0, depth=3, branch_layers=2)
+    model = models.build_model(config, torch.Generator().manual_seed(0))
+    tape = Tape()
+    F.cross_entropy(model(torch.randn(8, 1, 28, 28), tape), torch.arange(8)).backward()
+    labels, values = measure(tape, model.watched_layers())
+    found = {(layer, metric): v for (layer, _, _, metric), v in zip(labels, values, strict=True)}
+    assert {layer for layer, metric in found if metric == "stream_var"} == {2, 4, 6}
+    stream = tape.tensors["stream"][(4, 0)]
+    assert found[(4, "stream_var")] == pytest.approx(float(stream.double().var()), rel=1e-6)
+    assert found[(4, "grad_stream_var")] == pytest.approx(
+        float(stream.grad.double().var()), rel=1e-6
+    )
+    assert found[(4, "branch_sq")] == pytest.approx(
+        float(tape.tensors["branch"][(4, 0)].double().square().mean()), rel=1e-6
+    )
+
+
+def test_the_plain_prediction_says_why_it_does_not_cover_residual_nets() -> None:
+    pred = predict({"model": _model(1.0).model_dump()})
+    assert not pred.ok and "residual_stream" in pred.reason
