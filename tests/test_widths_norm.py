@@ -48,6 +48,7 @@ def test_cnn_widths_are_channels() -> None:
     [
         ({"widths": [8, 4], "depth": 3}, "depth"),
         ({"widths": [8, 4], "width": 8}, "width"),
+        ({"widths": [8, 4], "width": 4}, "width"),
         ({"arch": "rnn", "widths": [8, 4]}, "widths"),
         ({"widths": []}, "widths"),
         ({"batchnorm": True, "norm": "layer"}, "norm"),
@@ -60,6 +61,11 @@ def test_contradicting_keys_are_located_errors(model: dict[str, Any], key: str) 
         ModelConfig.model_validate(model)
     (error,) = err.value.errors()
     assert key in [*map(str, error["loc"]), error.get("ctx", {}).get("subloc")]
+
+
+def test_a_resolved_config_with_widths_validates_again() -> None:
+    config = ModelConfig.model_validate({"widths": WIDTHS})
+    assert ModelConfig.model_validate(config.model_dump(mode="json")) == config
 
 
 def test_agreeing_keys_are_accepted() -> None:

@@ -146,6 +146,7 @@ PositiveInt = Annotated[int, Field(ge=1)]
 
 # --- model.widths, model.norm, model.residual: their validation ---------------------------
 
+WIDTH_DEFAULT: Final = 256  # model.width's default
 BRANCH_SCALES: Final = ("1/sqrt(L)", "skipinit", "fixup")  # residual's named branch scalings
 
 
@@ -178,8 +179,10 @@ def _depth_from_widths(values: Any) -> Any:
             f"{shown(list(widths))}: give one of them, or make them agree",
             "depth",
         )
-    width = values.get("width")
-    if width is not None and any(w != width for w in widths):
+    # width is unused with widths; at its default (as a resolved config stores it) it says
+    # nothing, any other value must be every layer's
+    width = values.get("width", WIDTH_DEFAULT)
+    if width != WIDTH_DEFAULT and any(w != width for w in widths):
         raise _located(
             "widths_width",
             f"width {shown(width)} contradicts widths {shown(list(widths))}: give one of them",
@@ -257,7 +260,7 @@ class ModelConfig(BaseModel):
     depth: Annotated[int, Field(ge=1, le=1000), _doc("hidden layers (rnn: stacked layers)")] = 5
     width: Annotated[
         int, Field(ge=1, le=16384), _doc("units (mlp), channels (cnn), hidden size (rnn)")
-    ] = 256
+    ] = WIDTH_DEFAULT
     activation: Annotated[
         ActivationRef | None, _doc("see initbench list activations; none: relu, tanh for rnn")
     ] = None
