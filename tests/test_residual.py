@@ -107,7 +107,9 @@ def test_the_probe_records_stream_and_branch_at_each_blocks_last_layer() -> None
     found = {(layer, metric): v for (layer, _, _, metric), v in zip(labels, values, strict=True)}
     assert {layer for layer, metric in found if metric == "stream_var"} == {2, 4, 6}
     stream = tape.tensors["stream"][(4, 0)]
-    assert found[(4, "stream_var")] == pytest.approx(float(stream.double().var()), rel=1e-6)
+    assert found[(4, "stream_var")] == pytest.approx(
+        float(stream.detach().double().var()), rel=1e-6
+    )
     assert found[(4, "grad_stream_var")] == pytest.approx(
         float(stream.grad.double().var()), rel=1e-6
     )
@@ -119,3 +121,21 @@ def test_the_probe_records_stream_and_branch_at_each_blocks_last_layer() -> None
 def test_the_plain_prediction_says_why_it_does_not_cover_residual_nets() -> None:
     pred = predict({"model": _model(1.0).model_dump()})
     assert not pred.ok and "residual_stream" in pred.reason
+
+
+def test_brocks_channel_statistics_add_up_to_the_streams_second_moment() -> None:
+    config = _model(1.0, depth=2, branch_layers=1)
+    model = models.build_model(config, torch.Generator().manual_seed(1))
+    tape = Tape()
+    x = torch.randn(16, 1, 28, 28) + 0.5  # a mean that every channel keeps part of
+    F.cross_entropy(model(x, tape), torch.arange(16) % 10).backward()
+    labels, values = measure(tape, model.watched_layers())
+    found = {(layer, metric): v for (layer, _, _, metric), v in zip(labels, values, strict=True)}
+    stream = tape.tensors["stream"][(2, 0)].detach().double()  # (B, width)
+    var, mean = torch.var_mean(stream, dim=0, correction=0)
+    assert found[(2, "stream_chan_sq_mean")] == pytest.approx(float(mean.square().mean()))
+    assert found[(2, "stream_chan_var")] == pytest.approx(float(var.mean()))
+    total = found[(2, "stream_chan_sq_mean")] + found[(2, "stream_chan_var")]
+    assert total == pytest.approx(found[(2, "stream_sq")], rel=1e-5)
+    branch = tape.tensors["branch"][(2, 0)].detach().double()
+    assert found[(2, "branch_chan_var")] == pytest.approx(float(branch.var(0, correction=0).mean()))

@@ -61,6 +61,11 @@ MOMENTS: Final[dict[str, str]] = {
 FRACTIONS: Final[dict[str, str]] = {
     "dead_frac": "units (channels) whose elements are all <= 0",
     "sat_frac": "elements beyond 99% of the activation's half-range from its centre",
+    # not fractions, but taken the same way: a sum over channels on the device / channels
+    "chan_sq_mean": "each channel's (unit's) mean over the batch (and positions), squared, "
+    "averaged over channels",
+    "chan_var": "each channel's (unit's) variance over the batch (and positions), "
+    "population, averaged over channels",
 }
 
 
@@ -102,6 +107,20 @@ def _weight(name: str, of: str, reduction: str, definition: str) -> Statistic:
     return Statistic(name, (of,), reduction, definition)
 
 
+def _brock() -> list[Statistic]:
+    """Brock et al. 2021's signal propagation plot: the stream's average channel squared
+    mean and average channel variance, and the branch's average channel variance (their
+    'residual variance'); stream_sq is the first two's sum."""
+    return [
+        Statistic(f"{tensor}_{r}", (tensor,), r, f"{TENSORS[tensor]}: {FRACTIONS[r]}")
+        for tensor, r in (
+            ("stream", "chan_sq_mean"),
+            ("stream", "chan_var"),
+            ("branch", "chan_var"),
+        )
+    ]
+
+
 CATALOG: Final[tuple[Statistic, ...]] = (
     *(s for tensor in WATCHED for s in _moments(tensor)),
     Statistic(
@@ -121,6 +140,7 @@ CATALOG: Final[tuple[Statistic, ...]] = (
         "centre (bounded activations: tanh, sigmoid; NaN if non-finite)",
         kinds=("bounded",),
     ),
+    *_brock(),
     _weight("w_mean", "w", "mean", "mean of the layer's weight (input-to-hidden for an rnn)"),
     _weight("w_var", "w", "var", "variance of the layer's weight elements (unbiased)"),
     _weight("w_norm", "w", "norm", "Frobenius norm of the layer's weight"),

@@ -1,4 +1,6 @@
-"""The fractions' device counts: ``dead_frac`` and ``sat_frac`` (see the catalogue).
+"""The fractions' device counts: ``dead_frac`` and ``sat_frac`` (see the catalogue), and
+the per-channel moments of a residual stream (``chan_sq_mean``, ``chan_var``), which take
+the same path: a sum the device takes, divided on the host.
 
 A fraction is a count the device takes of a tensor (alive units, saturated elements),
 reaching the host with the step's sums, where it becomes ``count / divisor`` (or one
@@ -96,12 +98,35 @@ class Saturated:
         return math.prod(shape)
 
 
-Count = DeadUnits | Saturated
+@dataclass(frozen=True)
+class ChannelMoment:
+    """chan_sq_mean / chan_var: each channel's (unit's) mean over the batch and positions,
+    squared, or its variance there (population), summed over channels; divided by the
+    channels on the host. Brock et al. 2021's signal propagation plot averages these."""
+
+    squared_mean: bool
+    complement = False
+
+    def count(self, stacked: torch.Tensor, out: torch.Tensor, scratch: Scratch) -> None:
+        """(G,) sum over channels of (G, B, channels[, H, W]) into ``out`` (float64)."""
+        x = stacked.detach().double()  # float64: a channel mean of 1e15 squares exactly
+        over = [1, *range(3, x.dim())]  # the batch and the positions
+        var, mean = torch.var_mean(x, dim=over, correction=0)  # (G, channels)
+        torch.sum(mean.square() if self.squared_mean else var, dim=1, out=out)
+
+    def divisor(self, shape: Sequence[int]) -> int:
+        """Channels (units) of a (B, channels[, H, W]) tensor."""
+        return shape[1]
+
+
+Count = DeadUnits | Saturated | ChannelMoment
 
 # Fraction reduction of the catalogue -> the count of a layer's tensor that implements it.
 COUNTS: dict[str, Callable[[WatchedLayer], Count]] = {
     "dead_frac": lambda layer: DeadUnits(),
     "sat_frac": lambda layer: Saturated(layer.output_range),
+    "chan_sq_mean": lambda layer: ChannelMoment(squared_mean=True),
+    "chan_var": lambda layer: ChannelMoment(squared_mean=False),
 }
 
 
