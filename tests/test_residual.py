@@ -118,9 +118,12 @@ def test_the_probe_records_stream_and_branch_at_each_blocks_last_layer() -> None
     )
 
 
-def test_the_plain_prediction_says_why_it_does_not_cover_residual_nets() -> None:
-    pred = predict({"model": _model(1.0).model_dump()})
-    assert not pred.ok and "residual_stream" in pred.reason
+def test_predict_gives_a_residual_nets_stream_per_block() -> None:
+    config = {"model": _model(1.0, depth=4, branch_layers=2).model_dump()}
+    pred = predict(config)
+    assert pred.ok and pred.columns["layer"].tolist() == [2, 4, 6, 8]
+    np.testing.assert_allclose(pred.columns["q"], residual_stream(config)["stream_q"])
+    assert pred.summary()["forward_decay"] == pytest.approx(math.sqrt(2))  # 2 per block of 2
 
 
 def test_brocks_channel_statistics_add_up_to_the_streams_second_moment() -> None:

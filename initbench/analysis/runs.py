@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -106,6 +106,11 @@ def _worst(stats: RunStats, step: int, metric: str) -> float:
     return float(np.max(stats.value[rows]))  # NaN if any layer's fraction is undefined
 
 
+# A residual net's verdicts are of its stream (at each block's last layer), not of the
+# branch layers' preact: SkipInit's branch gradient is 0 at init, Fixup's last preact too.
+STREAM_DIRECTIONS: Final = {"fwd": "stream_var", "bwd": "grad_stream_var"}
+
+
 def signal_at(
     run_layers: pd.DataFrame | RunStats,
     step: int,
@@ -114,13 +119,17 @@ def signal_at(
     map_positions: Mapping[int, int] | None = None,
 ) -> dict[str, Any]:
     """Forward, backward (and batchnorm ``normed``) decay plus worst dead/sat fractions of
-    one run at one step, as ``<direction>_<factor|ratio|verdict|note>_<tag>`` columns;
-    ``map_positions``: a cnn's map positions per layer (:func:`gradient_positions`)."""
+    one run at one step (a residual net's forward and backward: its stream's), as
+    ``<direction>_<factor|ratio|verdict|note>_<tag>`` columns; ``map_positions``: a cnn's
+    map positions per layer (:func:`gradient_positions`)."""
     stats = as_stats(run_layers)
     sat = _worst(stats, step, "sat_frac")
     out: dict[str, Any] = {}
+    residual = len(stats.rows(step, "stream_var")) > 0
     for prefix, metric in DIRECTIONS.items():
-        if prefix == "bwd":
+        if residual and prefix in STREAM_DIRECTIONS:
+            positions, values, unit = profile(stats, step, STREAM_DIRECTIONS[prefix])
+        elif prefix == "bwd":
             positions, values, unit = backward_profile(stats, step, map_positions or {})
         else:
             positions, values, unit = profile(stats, step, metric)

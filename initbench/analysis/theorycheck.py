@@ -142,8 +142,8 @@ def theory_layers(rt: RunTheory, run_layers: pd.DataFrame | RunStats) -> pd.Data
     (layer L; rnn: each layer's last time step): theory predicts how the gradient changes,
     not the readout's scale. No rows without a prediction."""
     columns = ["layer", "t", "theory_preact_var_init", "theory_grad_preact_var_init"]
-    if rt.prediction is None:
-        return pd.DataFrame(columns=columns)
+    if rt.prediction is None or rt.prediction.model.get("residual") is not None:
+        return pd.DataFrame(columns=columns)  # a residual net's prediction is of its stream
     c = rt.prediction.columns
     layer, t = c["layer"].astype(np.int64), c["t"].astype(np.int64)
     anchor = _gradient_anchor(as_stats(run_layers), layer, t)

@@ -20,15 +20,10 @@ from initbench.meanfield.gaussian import gaussian_moments
 from initbench.meanfield.geometry import Geometry, bias_sigma2, geometry_of
 from initbench.meanfield.model import TheoryError, model_section, split_ref
 from initbench.meanfield.propagation import COLUMNS, propagate_feedforward, propagate_rnn
+from initbench.meanfield.residual import residual_stream
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-RESIDUAL_REASON = (
-    "residual blocks: the plain chain's map does not hold, the stream adds alpha^2 q_F per "
-    "block; the per-block prediction is initbench.meanfield.residual.residual_stream"
-)
 
 
 @dataclass(frozen=True)
@@ -61,7 +56,7 @@ class Prediction:
         """Forward and backward decay, end-to-end ratios (``initbench.meanfield.decay``: a
         cnn's backward one of the gradient's sum over positions; an rnn's across the top
         layer's time steps) and the fixed point; or just the reason."""
-        if self.fixed is None:
+        if not self.ok:
             return {"reason": self.reason}
         rows, positions, _ = profile_rows(self.columns["layer"], self.columns["t"])
         q, g = self.columns["q"][rows], self.columns["bwd_ratio"][rows]
@@ -72,11 +67,20 @@ class Prediction:
             "backward_decay": fit_factor(positions, g, backward=True),
             "forward_last_first": end_ratio(q),
             "backward_first_last": end_ratio(g, backward=True),
-            "q_star": self.fixed.q_star,
-            "chi_star": self.fixed.chi_star,
-            "depth_scale": self.fixed.depth_scale,
-            "regime": self.fixed.regime,
+            **_fixed_summary(self.fixed),
         }
+
+
+def _fixed_summary(fixed: FixedPoint | None) -> dict[str, Any]:
+    """The fixed point's part of :meth:`Prediction.summary`; a residual stream has none."""
+    if fixed is None:
+        return {"q_star": math.nan, "chi_star": math.nan, "depth_scale": math.nan, "regime": ""}
+    return {
+        "q_star": fixed.q_star,
+        "chi_star": fixed.chi_star,
+        "depth_scale": fixed.depth_scale,
+        "regime": fixed.regime,
+    }
 
 
 def _first_q(
@@ -188,7 +192,7 @@ def predict(
     model the cnn's zero padding (False: an unbounded map)."""
     model = model_section(config)
     if model.get("residual") is not None:
-        return Prediction(model, math.nan, None, reason=RESIDUAL_REASON)
+        return _residual(config, model, _input_scale(config) ** 2 if input_sq is None else input_sq)
     act = numpy_activation(*split_ref(model["activation"]))
     geo = geometry_of(model, padding_correction)
     b2 = bias_sigma2(model) if sigma_b2 is None else float(sigma_b2)
@@ -206,6 +210,34 @@ def predict(
     fixed = _fixed_point_of(act, model, geo, first, b2)
     notes = _notes(model, geo, q1 is not None, padding_correction, input_sq)
     return Prediction(model, float(first[0]), b2, columns, fixed, None, tuple(notes))
+
+
+def _residual(config: Mapping[str, Any], model: dict[str, Any], input_sq: float) -> Prediction:
+    """A residual mlp's prediction: per block (at its last watched layer) q = the stream's
+    second moment and bwd_ratio = the stream gradient's (meanfield.residual); the other
+    columns are the branch layers' and are not predicted here (NaN); no fixed point."""
+    stream = residual_stream(config, input_sq)
+    m = int(model.get("branch_layers", 2))
+    blocks = len(stream["block"])
+    nan = np.full(blocks, np.nan)
+    columns = {key: nan for key in COLUMNS}
+    columns.update(layer=stream["block"] * m, t=np.zeros(blocks, dtype=int), q=stream["stream_q"])
+    columns.update(
+        bwd_ratio=stream["grad_stream_ratio"], fwd_ratio=stream["stream_q"] / stream["stream_q"][0]
+    )
+    notes = (
+        "residual: q is the stream's second moment after each block (stream_sq, at the "
+        "block's last layer), q_{b+1} = q_b + alpha^2 q_F (Yang & Schoenholz 2017); "
+        f"from the stem with E[x^2] = {input_sq:.4g}, not from a measured q1",
+        "bwd_ratio: the stream's gradient variance (grad_stream_var) relative to the last "
+        "block's; no fixed point: the stream has no map back to itself",
+    )
+    return Prediction(model, float(stream["stream_q"][0]), _b2(model), columns, None, None, notes)
+
+
+def _b2(model: Mapping[str, Any]) -> float | None:
+    b2 = bias_sigma2(model)
+    return None if isinstance(b2, str) else b2
 
 
 def rnn_input_drive(config: Mapping[str, Any], q_layer1: Sequence[float]) -> Array:
