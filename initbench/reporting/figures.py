@@ -411,11 +411,14 @@ def figures(rep: ExperimentReport) -> dict[str, Drawn]:
     the outcome first."""
     if not rep.has_rows:
         return {}
+    from initbench.reporting.signal_plot import signal_propagation_figure  # it imports this
+
     found: dict[str, Drawn | None] = {
         "outcome": outcome_figure(rep),
         "forward_variance": variance_figure(rep, "forward"),
         "backward_variance": variance_figure(rep, "backward"),
         "time_variance": time_figure(rep),
+        "signal_propagation": signal_propagation_figure(rep),
         "heatmaps": heatmaps_figure(rep),
         "loss": loss_figure(rep),
     }
