@@ -5,6 +5,7 @@ and measured."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -162,3 +163,13 @@ def test_layernorm_measured_gradient_follows_its_theory(activation: str, init: s
     _, bwd = _measured_factors(model)
     predicted = predict(model, q1=1.0).columns["bwd_factor"][:-1]
     np.testing.assert_array_less(np.abs(np.log(bwd[1:] / predicted[1:])), math.log(1.1))
+
+
+def test_a_set_of_width_or_depth_replaces_the_specs_widths(tmp_path: Path) -> None:
+    from initbench.config.spec import load_spec
+
+    text = "name: w\ndata: synthetic\nmodel: {widths: [16, 8, 4]}\n"
+    (spec_file := tmp_path / "w.yaml").write_text(text)
+    assert load_spec(spec_file).runs[0].model.layer_widths() == [16, 8, 4]
+    (run,) = load_spec(spec_file, overrides=["model.depth=2", "model.width=8"]).runs
+    assert run.model.widths is None and run.model.layer_widths() == [8, 8]

@@ -46,7 +46,8 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply ``--set`` overrides; setting a key the grid varies removes that grid axis."""
+    """Apply ``--set`` overrides; setting a key the grid varies removes that grid axis, and
+    setting model.width or model.depth removes model.widths."""
     data = copy.deepcopy(raw)
     for text in overrides:
         key, value = parse_override(text)
@@ -67,4 +68,18 @@ def apply_overrides(raw: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
                         ],
                     )
         set_dotted(data, key, value)
+        _drop_widths(data, key)
     return data
+
+
+def _drop_widths(data: dict[str, Any], key: str) -> None:
+    """A ``--set`` of model.width or model.depth replaces the spec's model.widths (and its
+    grid axis), as a ``--set`` of a grid key replaces that axis: the per-layer widths would
+    contradict it."""
+    if key not in ("model.width", "model.depth"):
+        return
+    model, grid = data.get("model"), data.get("grid")
+    if isinstance(model, dict):
+        model.pop("widths", None)
+    if isinstance(grid, dict):
+        grid.pop("model.widths", None)
