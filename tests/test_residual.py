@@ -114,7 +114,7 @@ def test_the_probe_records_stream_and_branch_at_each_blocks_last_layer() -> None
         float(stream.grad.double().var()), rel=1e-6
     )
     assert found[(4, "branch_sq")] == pytest.approx(
-        float(tape.tensors["branch"][(4, 0)].double().square().mean()), rel=1e-6
+        float(tape.tensors["branch"][(4, 0)].detach().double().square().mean()), rel=1e-6
     )
 
 
@@ -142,3 +142,57 @@ def test_brocks_channel_statistics_add_up_to_the_streams_second_moment() -> None
     assert total == pytest.approx(found[(2, "stream_sq")], rel=1e-5)
     branch = tape.tensors["branch"][(2, 0)].detach().double()
     assert found[(2, "branch_chan_var")] == pytest.approx(float(branch.var(0, correction=0).mean()))
+
+
+# --- the residual cnn: stride-2 blocks with a watched 1x1 projection shortcut -------------------
+
+
+def _cnn(residual: Any, depth: int = 6) -> ModelConfig:
+    raw = {"arch": "cnn", "depth": depth, "width": 8, "init": "he_normal", "residual": residual}
+    return ModelConfig.model_validate(raw).resolved()
+
+
+def test_residual_cnn_watches_its_projections_with_the_shapes_geometry_lists() -> None:
+    from initbench.config.geometry import model_weight_shapes
+    from initbench.config.memory import parameter_count
+
+    config = _cnn(1.0)
+    model = models.build_model(config, torch.Generator().manual_seed(0))
+    watched = model.watched_layers()
+    names = [layer.name for layer in watched]
+    # 6 blocks of 2 layers; stride 2 at blocks 3 and 5, each followed by its projection
+    assert names == [
+        *("res1", "res2", "res3", "res4", "res5", "res6", "proj7"),
+        *("res8", "res9", "res10", "res11", "proj12", "res13", "res14"),
+    ]
+    shapes = [(layer.index, "w", tuple(layer.weight.shape)) for layer in watched]
+    assert shapes == model_weight_shapes(config.model_dump())
+    assert parameter_count(config.model_dump()) == sum(p.numel() for p in model.parameters())
+    assert watched[6].kind == "linear"
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert models.init_problems(config) == []
+
+
+def test_residual_cnn_skipinit_is_the_shortcut_path_at_step_0() -> None:
+    model = models.build_model(_cnn("skipinit"), torch.Generator().manual_seed(0))
+    x = torch.randn(4, 1, 28, 28)
+    tape = Tape()
+    model(x, tape)
+    h = model.stem(x)
+    for block in model.blocks:
+        h = block.shortcut.affine(h) if block.shortcut is not None else h
+    last = tape.tensors["stream"][max(tape.tensors["stream"])]
+    assert last.shape == (4, 8, 7, 7)
+    torch.testing.assert_close(last, h, rtol=0, atol=0)
+
+
+def test_residual_cnn_probe_records_stream_and_projection_statistics() -> None:
+    config = _cnn("1/sqrt(L)", depth=3)
+    model = models.build_model(config, torch.Generator().manual_seed(0))
+    tape = Tape()
+    F.cross_entropy(model(torch.randn(4, 1, 28, 28), tape), torch.arange(4)).backward()
+    labels, values = measure(tape, model.watched_layers())
+    found = {(name, metric) for (_, _, name, metric) in labels}
+    assert ("proj5", "preact_var") in found and ("proj5", "dead_frac") not in found
+    assert ("res7", "stream_chan_var") in found and ("res7", "grad_stream_var") in found
+    assert not predict({"model": config.model_dump()}).ok  # says why (residual cnn)

@@ -64,7 +64,7 @@ def gradient_positions(record: Mapping[str, Any]) -> dict[int, int]:
     """Layer -> map positions that a cnn run's backward profile multiplies
     ``grad_preact_var`` by (:mod:`initbench.meanfield.decay`); empty for other architectures."""
     model = run_config(record).get("model", {})
-    return geometry.map_positions(str(model.get("arch")), int(model.get("depth") or 0))
+    return geometry.model_map_positions(model)
 
 
 def backward_profile(

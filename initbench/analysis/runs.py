@@ -32,6 +32,7 @@ from initbench.analysis.verdicts import (
     with_saturation,
 )
 from initbench.config.thresholds import Thresholds
+from initbench.meanfield.decay import summed_over_positions
 from initbench.results import schema
 
 
@@ -129,6 +130,8 @@ def signal_at(
     for prefix, metric in DIRECTIONS.items():
         if residual and prefix in STREAM_DIRECTIONS:
             positions, values, unit = profile(stats, step, STREAM_DIRECTIONS[prefix])
+            if prefix == "bwd" and map_positions:  # a residual cnn's, as backward_profile
+                values = summed_over_positions(positions, values, map_positions)
         elif prefix == "bwd":
             positions, values, unit = backward_profile(stats, step, map_positions or {})
         else:

@@ -91,12 +91,42 @@ def multiply_adds(arch: str, depth: int, width: Widths) -> int:
     return repeats * sum(math.prod(shape) for _, _, shape in shapes)
 
 
+def residual_plan(arch: str, depth: int, branch_layers: int) -> list[tuple[int, str, int, int]]:
+    """(layer, role, stride, block) of every watched layer of a residual net (nets.residual)
+    in forward order: per block its ``branch`` layers, the first with the block's stride
+    (a cnn's: :func:`cnn_strides` over the blocks), then, in a cnn block of stride 2, its
+    1x1 ``projection`` shortcut."""
+    strides = cnn_strides(depth) if arch == "cnn" else [1] * depth
+    plan: list[tuple[int, str, int, int]] = []
+    for block, stride in enumerate(strides, start=1):
+        for j in range(branch_layers):
+            plan.append((len(plan) + 1, "branch", stride if j == 0 else 1, block))
+        if stride != 1:
+            plan.append((len(plan) + 1, "projection", stride, block))
+    return plan
+
+
 def model_weight_shapes(model: Mapping[str, Any]) -> list[tuple[int, str, tuple[int, ...]]]:
-    """:func:`weight_shapes` of a model section (model.widths; a residual mlp's depth x
-    branch_layers square branch weights, nets.residual)."""
+    """:func:`weight_shapes` of a model section (model.widths; a residual net's branch
+    layers and projections, :func:`residual_plan`)."""
     widths = model.get("widths") or int(model["width"])
     if model.get("residual") is None:
         return weight_shapes(model["arch"], int(model["depth"]), widths)
-    width = widths if isinstance(widths, int) else int(widths[0])
-    layers = int(model["depth"]) * int(model.get("branch_layers", 2))
-    return [(layer, "w", (width, width)) for layer in range(1, layers + 1)]
+    w = widths if isinstance(widths, int) else int(widths[0])
+    conv = model["arch"] == "cnn"
+    plan = residual_plan(model["arch"], int(model["depth"]), int(model.get("branch_layers", 2)))
+    kernel = {"branch": (3, 3) if conv else (), "projection": (1, 1)}
+    return [(layer, "w", (w, w, *kernel[role])) for layer, role, _, _ in plan]
+
+
+def model_map_positions(model: Mapping[str, Any]) -> dict[int, int]:
+    """:func:`map_positions` of a model section; a residual cnn's per watched layer."""
+    arch, depth = str(model.get("arch")), int(model.get("depth") or 0)
+    if model.get("residual") is None or arch != "cnn":
+        return map_positions(arch, depth)
+    side, out = IMAGE_SIZE, {}
+    for layer, role, stride, _ in residual_plan(arch, depth, int(model.get("branch_layers", 2))):
+        if role == "branch" and stride != 1:
+            side = -(-side // stride)
+        out[layer] = side * side
+    return out

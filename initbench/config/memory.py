@@ -31,6 +31,7 @@ from initbench.config.geometry import (
     NUM_CLASSES,
     RNN_STEPS,
     cnn_positions,
+    model_map_positions,
     model_weight_shapes,
 )
 from initbench.config.optimizers import OPTIMIZERS
@@ -76,7 +77,9 @@ def parameter_count(model: Mapping[str, Any]) -> int:
     shapes = [shape for _, tensor, shape in model_weight_shapes(model) if tensor == "w"]
     weights = sum(math.prod(shape) for _, _, shape in model_weight_shapes(model))
     units = sum(shape[0] for shape in shapes)  # the rnn's recurrent map has no bias
-    stem = MLP_INPUTS * shapes[0][0] if model.get("residual") is not None else 0
+    stem = 0
+    if model.get("residual") is not None:  # the stem: Linear(784, width) or Conv2d(1, width, 3)
+        stem = (9 if model["arch"] == "cnn" else MLP_INPUTS) * shapes[0][0] + shapes[0][0]
     norm = 2 * units if norm_of(model) != "none" else 0
     return stem + weights + units + norm + shapes[-1][0] * NUM_CLASSES + NUM_CLASSES
 
@@ -87,6 +90,11 @@ def forward_values(model: Mapping[str, Any]) -> int:
     layer also keeps its input projection and its stacked outputs); plus the input."""
     arch, depth, widths = model["arch"], model["depth"], layer_widths(model)
     per_unit = 3 if norm_of(model) != "none" else 2
+    if model.get("residual") is not None:  # each watched layer, plus the stream per block
+        positions = model_map_positions(model)
+        shapes = model_weight_shapes(model)
+        units = sum(shape[0] * positions.get(layer, 1) for layer, _, shape in shapes)
+        return MLP_INPUTS + (per_unit + 2) * units
     if arch == "cnn":
         units = sum(w * p for w, p in zip(widths, cnn_positions(depth), strict=True))
     elif arch == "rnn":
@@ -100,6 +108,8 @@ def layer_values(model: Mapping[str, Any]) -> int:
     """Values one example's largest watched layer produces (an rnn layer: all its time
     steps); evaluation, without a backward pass, holds about two such layers at a time."""
     arch, depth, widths = model["arch"], model["depth"], layer_widths(model)
+    if arch == "cnn" and model.get("residual") is not None:
+        return widths[0] * max(model_map_positions(model).values(), default=1) * 2  # + stream
     if arch == "cnn":
         return max(w * p for w, p in zip(widths, cnn_positions(depth), strict=True))
     return max(widths) * RNN_STEPS if arch == "rnn" else max(widths)

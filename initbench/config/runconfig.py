@@ -230,8 +230,8 @@ def _check_residual(model: ModelConfig) -> None:
                 "not_residual", "branch_layers applies only with model.residual", "branch_layers"
             )
         return
-    if model.arch != "mlp":
-        raise _located("arch_residual", "residual blocks are built for arch mlp only", "residual")
+    if model.arch == "rnn":
+        raise _located("rnn_residual", "residual blocks apply to arch mlp and cnn", "residual")
     if model.widths is not None and len(set(model.widths)) > 1:
         raise _located("residual_widths", "a residual stream keeps one width", "widths")
     if isinstance(alpha, str) and alpha not in BRANCH_SCALES:
@@ -292,8 +292,9 @@ class ModelConfig(BaseModel):
     residual: Annotated[
         float | str | None,
         _added(
-            f"mlp, cnn: residual blocks h + alpha F(h) (pre-activation), alpha one of "
-            f"a number, {', '.join(repr(s) for s in BRANCH_SCALES)}; none: a plain net"
+            f"mlp, cnn: depth residual blocks h + alpha F(h) (pre-activation; a cnn block "
+            f"of stride 2 has a watched 1x1 conv shortcut), alpha one of a number, "
+            f"{', '.join(repr(s) for s in BRANCH_SCALES)}; none: a plain net"
         ),
     ] = None
     branch_layers: Annotated[

@@ -26,6 +26,14 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+RESIDUAL_CNN_REASON = (
+    "residual cnn: the stream's map is not modelled here; its zero padding shrinks each "
+    "branch's field (Xiao et al. 2018) and a stride-2 block's 1x1 projection carries the "
+    "stream through its own weights, so the mlp's q_{b+1} = q_b + alpha^2 q_F does not apply "
+    "as it stands"
+)
+
+
 @dataclass(frozen=True)
 class Prediction:
     """The mean-field prediction for one configuration: the per-layer ``columns`` (COLUMNS;
@@ -216,6 +224,8 @@ def _residual(config: Mapping[str, Any], model: dict[str, Any], input_sq: float)
     """A residual mlp's prediction: per block (at its last watched layer) q = the stream's
     second moment and bwd_ratio = the stream gradient's (meanfield.residual); the other
     columns are the branch layers' and are not predicted here (NaN); no fixed point."""
+    if model["arch"] != "mlp":
+        return Prediction(model, math.nan, None, reason=RESIDUAL_CNN_REASON)
     stream = residual_stream(config, input_sq)
     m = int(model.get("branch_layers", 2))
     blocks = len(stream["block"])

@@ -62,8 +62,8 @@ def residual_stream(config: Mapping[str, Any], input_sq: float = 1.0) -> dict[st
     """Per block the RESIDUAL_COLUMNS of a residual mlp's config (or model section), from
     standardised inputs of second moment ``input_sq``."""
     model = model_section(config)
-    if model.get("residual") is None:
-        raise TheoryError("not a residual model (model.residual is none)")
+    if model.get("residual") is None or model["arch"] != "mlp":
+        raise TheoryError("residual_stream is of a residual mlp (model.residual, arch mlp)")
     act = numpy_activation(*split_ref(model["activation"]))
     blocks, width = int(model["depth"]), int(model["width"])
     b2 = bias_sigma2(model)

@@ -267,9 +267,9 @@ def build_model(config: ModelConfig, generator: torch.Generator) -> Instrumented
 def _new_model(config: ModelConfig) -> InstrumentedModel:
     """The model class of ``config`` (residual blocks: nets.residual's), built."""
     if config.residual is not None:
-        from initbench.nets.residual import ResidualMLP  # it imports this module
+        from initbench.nets.residual import ResidualNet  # it imports this module
 
-        return ResidualMLP(config)
+        return ResidualNet(config)
     return model_class(config.arch)(config)
 
 
