@@ -191,7 +191,7 @@ def test_residual_cnn_probe_records_stream_and_projection_statistics() -> None:
     model = models.build_model(config, torch.Generator().manual_seed(0))
     tape = Tape()
     F.cross_entropy(model(torch.randn(4, 1, 28, 28), tape), torch.arange(4)).backward()
-    labels, values = measure(tape, model.watched_layers())
+    labels, _ = measure(tape, model.watched_layers())
     found = {(name, metric) for (_, _, name, metric) in labels}
     assert ("proj5", "preact_var") in found and ("proj5", "dead_frac") not in found
     assert ("res7", "stream_chan_var") in found and ("res7", "grad_stream_var") in found
