@@ -21,16 +21,20 @@ ARCHITECTURES: Registry[Architecture] = Registry("architecture")
 ARCHITECTURES.add(
     "mlp",
     Architecture(
-        "784 -> depth x [Linear(width) -> BatchNorm1d? -> act] -> Linear(10)",
-        "each hidden Linear with its batchnorm and activation: fc1..fc<depth>",
+        "784 -> depth x [Linear(width) -> norm? -> act] -> Linear(10); model.widths per "
+        "layer; model.residual: depth pre-activation blocks h + alpha F(h)",
+        "each hidden Linear with its norm and activation: fc1..fc<depth> (residual: each "
+        "branch layer res<l>)",
     ),
 )
 ARCHITECTURES.add(
     "cnn",
     Architecture(
-        "depth x [Conv2d 3x3 -> BatchNorm2d? -> act], stride 2 at 1/3 and 2/3 of depth, "
-        "global average pool -> Linear(10)",
-        "each conv with its batchnorm and activation: conv1..conv<depth>",
+        "depth x [Conv2d 3x3 -> norm? -> act], stride 2 at 1/3 and 2/3 of depth, "
+        "global average pool -> Linear(10); model.residual: residual blocks, 1x1 projection "
+        "shortcuts at stride 2",
+        "each conv with its norm and activation: conv1..conv<depth> (residual: each branch "
+        "layer res<l> and projection proj<l>)",
     ),
 )
 ARCHITECTURES.add(
