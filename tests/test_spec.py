@@ -259,7 +259,7 @@ def test_run_id_same_in_another_process() -> None:
     def reverse(data: Any) -> Any:
         return {k: reverse(data[k]) for k in reversed(data)} if isinstance(data, dict) else data
 
-    configs = json.dumps([reverse(r.as_dict()) for r in spec.runs])
+    configs = json.dumps([reverse(r.identity()) for r in spec.runs])  # what the id hashes
     code = (
         "import json, sys; from initbench.config.spec import run_id_of; "
         "print(*(run_id_of(c) for c in json.load(sys.stdin)))"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -23,6 +24,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 from initbench.config.activations import ACTIVATIONS
@@ -241,13 +243,19 @@ def _without_added_defaults(model: type[BaseModel], values: dict[str, Any]) -> d
             del kept[name]
             continue
         value = kept[name]
-        ref = next((m for m in info.metadata if isinstance(m, RefOf)), None)
+        ref = _ref_of(info)
         if ref is not None and isinstance(value, dict) and value.get("name") in ref.registry:
             params = ref.registry.get(value["name"]).params
             kept[name] = _without_added_defaults(params, value)
         elif isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
             kept[name] = _without_added_defaults(info.annotation, value)
     return kept
+
+
+def _ref_of(info: FieldInfo) -> RefOf | None:
+    """The RefOf of a named-reference field, an optional one's (``InitRef | None``) too."""
+    inner = [getattr(arg, "__metadata__", ()) for arg in typing.get_args(info.annotation)]
+    return next((m for m in [*info.metadata, *sum(inner, ())] if isinstance(m, RefOf)), None)
 
 
 def run_id_of(config: Mapping[str, Any]) -> str:

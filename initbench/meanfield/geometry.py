@@ -59,8 +59,10 @@ def _sigma2(
     """fan_in Var(W) of the weight ``ref`` initialises (with ``fans``: Var(b) of a bias), or
     why the mean-field map cannot use it."""
     name, params = split_ref(ref)
-    mean, var = expected_moments(name, params, shape, fans)
     what = f"{key} {name!r} ({INITIALIZERS.get(name).formula})"
+    if INITIALIZERS.get(name).mean_field is not None:
+        return f"{what}: {INITIALIZERS.get(name).mean_field}; no prediction"
+    mean, var = expected_moments(name, params, shape, fans)
     if mean != 0.0:
         return (
             f"{what} has mean {mean:.4g} per element, not 0: the mean-field map assumes "
