@@ -14,7 +14,7 @@ import pandas as pd
 from initbench.analysis.configs import run_config
 from initbench.analysis.profiles import RunStats, as_stats
 from initbench.analysis.stats import nan_mean, nan_std
-from initbench.config.geometry import weight_shapes
+from initbench.config.geometry import NUM_CLASSES, weight_shapes
 from initbench.config.initializers import expected_moments
 from initbench.config.thresholds import SAMPLING_SIGMAS, Thresholds
 from initbench.meanfield.model import recurrent_init
@@ -81,12 +81,27 @@ def init_check(
             stats.layer[rows].tolist(), stats.value[rows].tolist(), strict=True
         ):
             measured[(layer, metric)] = value
+    readout = int(model["depth"]) + 1  # its weight is measured as this layer (models.py)
     rows = []
     for layer, tensor, shape in shapes:
-        ref = (recurrent_init(model) if tensor == "w_rec" else model.get("init")) or {}
         value = measured.get((layer, f"{tensor}_var"))
-        rows.append(check_weight(layer, tensor, shape, ref, value, th))
+        rows.append(
+            check_weight(layer, tensor, shape, _weight_ref(model, layer, tensor), value, th)
+        )
+    value = measured.get((readout, "w_var"))
+    if value is not None:  # None: results from before the readout was measured
+        ref = model.get("readout_init") or model.get("init") or {}
+        shape = (NUM_CLASSES, int(model["width"]))
+        rows.append(check_weight(readout, "readout", shape, ref, value, th))
     return pd.DataFrame(rows)
+
+
+def _weight_ref(model: Mapping[str, Any], layer: int, tensor: str) -> Any:
+    """The reference that initialised a watched weight: recurrent_init, first_init (layer
+    1) where set, else init."""
+    if tensor == "w_rec":
+        return recurrent_init(model) or {}
+    return (layer == 1 and model.get("first_init")) or model.get("init") or {}
 
 
 def init_summary(check: pd.DataFrame) -> dict[str, Any]:

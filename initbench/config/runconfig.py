@@ -1,9 +1,10 @@
 """One run's resolved configuration: named references to registry entries, the model and
 train sections, and the run id that hashes them.
 
-Named references (data, init, recurrent_init, bias_init, activation, optimizer) are a
-name or a mapping ``{name: ..., <param>: ...}``; they resolve to a mapping with every
-parameter filled in, so that two spellings of one configuration get one run id.
+Named references (data, init, recurrent_init, bias_init, first_init, readout_init,
+activation, optimizer) are a name or a mapping ``{name: ..., <param>: ...}``; they resolve
+to a mapping with every parameter filled in, so that two spellings of one configuration
+get one run id.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from initbench.config.datasets import DATASETS
 from initbench.config.initializers import INITIALIZERS
 from initbench.config.optimizers import OPTIMIZERS
 from initbench.config.problems import shown
-from initbench.config.registry import Registry, UnknownNameError, is_added
+from initbench.config.registry import ADDED, Registry, UnknownNameError, is_added
 
 RUN_ID_LENGTH = 12
 
@@ -157,13 +158,24 @@ class ModelConfig(BaseModel):
         ActivationRef | None, _doc("see initbench list activations; none: relu, tanh for rnn")
     ] = None
     batchnorm: Annotated[bool, _doc("BatchNorm after each affine map (mlp, cnn)")] = False
-    init: Annotated[InitRef, _doc("initializer of every weight, the readout's too")] = (
+    init: Annotated[InitRef, _doc("initializer of every weight but those set per role below")] = (
         "torch_default"
     )
     recurrent_init: Annotated[
         InitRef | None, _doc("rnn only: hidden-to-hidden weights; none: same as init")
     ] = None
     bias_init: Annotated[InitRef, _doc("biases (zeros, constant, normal, uniform, ...)")] = "zeros"
+    # per-role inits (#20), added after run ids were pinned: at None the run id is unchanged
+    first_init: Annotated[
+        InitRef | None,
+        Field(json_schema_extra=ADDED),
+        _doc("first watched layer's weight (rnn: layer 1's input-to-hidden); none: init"),
+    ] = None
+    readout_init: Annotated[
+        InitRef | None,
+        Field(json_schema_extra=ADDED),
+        _doc("the linear readout's weight; none: init"),
+    ] = None
 
     @model_validator(mode="after")
     def _per_arch(self) -> ModelConfig:

@@ -80,10 +80,13 @@ def geometry_of(model: Mapping[str, Any], padding_correction: bool) -> Geometry 
     arch, depth, width = model["arch"], model["depth"], model["width"]
     shapes = input_weight_shapes(arch, max(depth, 2), width)  # [1] is a hidden layer's
     scale = {s: _sigma2("model.init", model["init"], s) for s in dict.fromkeys(shapes)}
+    first = scale[shapes[0]]
+    if model.get("first_init"):
+        first = _sigma2("model.first_init", model["first_init"], shapes[0])
     rec: float | str = 0.0
     if arch == "rnn":
         rec = _sigma2("model.recurrent_init", recurrent_init(model), (width, width))
-    for value in [*scale.values(), rec]:
+    for value in [*scale.values(), first, rec]:
         if isinstance(value, str):
             return value
     hidden, shapes = float(scale[shapes[1]]), shapes[:depth]
@@ -91,7 +94,8 @@ def geometry_of(model: Mapping[str, Any], padding_correction: bool) -> Geometry 
         cnn_tap_matrices(depth, padding_correction) if arch == "cnn" else [np.ones((1, 1))] * depth
     )
     ratio = [compute_fans(s)[1] / compute_fans(s)[0] for s in shapes]
-    return Geometry(np.array([scale[s] for s in shapes]), np.array(ratio), maps, hidden, float(rec))
+    sigma_w2 = np.array([first, *(scale[s] for s in shapes[1:])], dtype=float)
+    return Geometry(sigma_w2, np.array(ratio), maps, hidden, float(rec))
 
 
 def bias_sigma2(model: Mapping[str, Any]) -> float | str:

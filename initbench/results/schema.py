@@ -50,7 +50,9 @@ STATUSES: Final = ("ok", "diverged", "failed")
 # Column -> numpy dtype of the per-layer long table.
 LAYER_COLUMNS: Final[dict[str, str]] = {
     "step": "int32",  # optimizer updates applied before this measurement (0 = at init)
-    "layer": "int16",  # watched layer index l, 1-based in forward order
+    # watched layer index l, 1-based in forward order; depth + 1 is the readout (name
+    # "readout"), of which only the weight's statistics are recorded (w_*, grad_w_*)
+    "layer": "int16",
     "t": "int16",  # rnn time step, 1-based; 0 for feed-forward layers and per-layer weights
     "name": "str",  # module name of the layer, e.g. "fc3", "conv2", "rnn1"
     "metric": "str",  # one of LAYER_METRICS

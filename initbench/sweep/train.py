@@ -113,7 +113,8 @@ class Trainer:
         self.model: InstrumentedModel = build_model(cfg.model, init_generator).to(self.device)
         self.model.train()
         self.layers = self.model.watched_layers()
-        self.probe = Probe(self.layers, list(self.model.parameters()), extras=1)
+        measured = [*self.layers, self.model.readout_layer()]  # the readout: its weight only
+        self.probe = Probe(measured, list(self.model.parameters()), extras=1)
         self.optimizer = build_optimizer(self.model, cfg)
         self.train_x = self.data.train_x.to(self.device)
         self.train_y = self.data.train_y.to(self.device)
