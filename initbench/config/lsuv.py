@@ -79,10 +79,9 @@ INITIALIZERS.add(
         "batch 0 to unit preact variance (Mishkin & Matas 2016)",
         formula="W = base init; then per watched layer l = 1..depth, in forward order: "
         "W_l <- W_l / sqrt(Var(preact_l)) on the run's first training batch until "
-        "|Var(preact_l) - 1| < tol, at most max_iter times (rnn: W_ih and W_hh of the layer by "
-        "the same factor, Var over all its time steps); biases untouched",
-        convention="LSUV (Mishkin & Matas 2016, Alg. 1) with the pre-init as a parameter; "
-        "DATA-DEPENDENT",
+        "|Var(preact_l) - 1| < tol, at most max_iter times (rnn: W_ih alone, Var over all the "
+        "layer's time steps; W_hh keeps recurrent_init); biases untouched",
+        convention="LSUV (Mishkin & Matas 2016, Alg. 1), its orthonormal pre-init a parameter",
         params=LsuvParams,
         apply=_apply,
         moments=_moments,

@@ -249,6 +249,11 @@ def _init_ref(config: ModelConfig, role: str) -> dict[str, Any]:
     return dict(getattr(config, _init_key(config, role)))
 
 
+def layer_init(config: ModelConfig, index: int) -> dict[str, Any]:
+    """The resolved reference that initialises watched layer ``index``'s weight."""
+    return _init_ref(config, "first" if index == 1 else "hidden")
+
+
 def initialize_model(model: InstrumentedModel, generator: torch.Generator) -> None:
     """Apply model.init / recurrent_init / bias_init to every affine map, in forward order.
 
@@ -293,8 +298,8 @@ def init_problems(config: ModelConfig) -> list[tuple[str, str]]:
 
 
 def _lsuv_problems(config: ModelConfig) -> list[tuple[str, str]]:
-    """LSUV scales a watched layer's weights together (rnn: W_ih with W_hh), so it is
-    named by the layer's input-weight key (init, first_init), not by recurrent_init alone."""
+    """LSUV rescales a watched layer's (input) weight, so it is named by that weight's key
+    (init, first_init); as recurrent_init alone it would only draw its base init."""
     data_dependent = [
         key
         for key in ("init", "first_init", "recurrent_init")
@@ -302,8 +307,9 @@ def _lsuv_problems(config: ModelConfig) -> list[tuple[str, str]]:
     ]
     if config.arch == "rnn" and data_dependent == ["recurrent_init"]:
         reason = (
-            f"{config.recurrent_init['name']} as recurrent_init alone: LSUV scales a layer's "
-            "input and recurrent weights together; set it as model.init"
+            f"{config.recurrent_init['name']} as recurrent_init alone: LSUV rescales a layer's "
+            "input-to-hidden weight on data and leaves the recurrent one as drawn; set it as "
+            "model.init and give recurrent_init a data-free init"
         )
         return [("model.recurrent_init", reason)]
     return []

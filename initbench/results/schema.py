@@ -108,6 +108,9 @@ SUMMARY_KEYS: Final[dict[str, str]] = {
     "threads": "torch intra-op threads used",
     "versions": "python, torch, numpy, initbench versions",
     "config": "the resolved config (same as config.json)",
+    "lsuv": "per watched layer LSUV rescaled (model.init lsuv): layer, name, iterations, its "
+    "preact variance after them on the run's batch 0, reached, note (null without LSUV)",
+    "lsuv_note": "the layers LSUV left off unit variance, with why ('' if none; null without)",
 }
 
 
