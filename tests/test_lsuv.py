@@ -176,3 +176,27 @@ def test_list_marks_lsuv_as_data_dependent() -> None:
     out = CliRunner().invoke(main, ["list", "initializers"], env={"COLUMNS": "300"}).output
     assert "lsuv (data-dependent)" in out
     assert "delta_orthogonal" in out
+
+
+def test_report_labels_keep_the_base_inside_the_init(tmp_path) -> None:
+    """lsuv's nested base is part of model.init's label, not a config key of its own, and
+    the init check says there is no formula instead of failing on the parameters."""
+    from initbench.analysis.configs import describe_configs
+
+    text = """\
+data: {name: synthetic, n_train: 128, n_test: 64}
+model: {arch: mlp, depth: 2, width: 8}
+train: {steps: 1, log_every: 1, batch_size: 32}
+grid: {model.init: [lsuv, {name: lsuv, base: {name: orthogonal, gain: 2.0}}, he_normal]}
+"""
+    spec = build_spec({"name": "labels", **yaml.safe_load(text)}, "labels", text)
+    store.write_spec(tmp_path / "labels", text)
+    for run in spec.runs:
+        store.write_run(tmp_path / "labels", execute_run(run.as_dict(), "labels"))
+    runs = store.load_experiment(tmp_path / "labels").runs
+    keys = describe_configs(runs, yaml.safe_load(text)["grid"])
+    assert keys.varying == ("model.init",)
+    assert set(keys.labels["model.init"]) == {"lsuv", "lsuv(base.gain=2)", "he_normal"}
+    out = io.StringIO()
+    generate(tmp_path, fmt="markdown", stream=out)
+    assert "lsuv is data-dependent: no formula to check" in out.getvalue()
