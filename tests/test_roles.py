@@ -103,3 +103,15 @@ def test_init_check_reads_first_and_readout_init() -> None:
     assert by_layer.loc[4, "init"] == "xavier_normal"
     assert by_layer.loc[4, "tensor"] == "readout"
     assert not check["mismatch"].any(), check
+
+
+def test_theory_takes_layer_1_from_first_init() -> None:
+    from initbench.meanfield.geometry import geometry_of
+
+    model = make_config(**{"model.init": "he_normal", "model.first_init": "lecun_normal"})
+    geo = geometry_of(model.as_dict()["model"], padding_correction=True)
+    assert geo.sigma_w2.tolist() == pytest.approx([1.0, 2.0, 2.0])  # fan_in Var(W) per layer
+    plain = geometry_of(make_config(**{"model.init": "he_normal"}).as_dict()["model"], True)
+    assert plain.sigma_w2.tolist() == pytest.approx([2.0, 2.0, 2.0])
+    lsuv = make_config(**{"model.first_init": "lsuv"}).as_dict()["model"]
+    assert "no prediction" in geometry_of(lsuv, True)
