@@ -115,3 +115,11 @@ def test_theory_takes_layer_1_from_first_init() -> None:
     assert plain.sigma_w2.tolist() == pytest.approx([2.0, 2.0, 2.0])
     lsuv = make_config(**{"model.first_init": "lsuv"}).as_dict()["model"]
     assert "no prediction" in geometry_of(lsuv, True)
+
+
+def test_init_check_leaves_the_readout_out_when_its_init_is_unset() -> None:
+    result = execute_run(make_config(**{"model.init": "he_normal"}).as_dict())
+    flat = pd.json_normalize({"config": result.config}).iloc[0].to_dict()
+    record = {k: v for k, v in flat.items() if v is not None}
+    check = init_check(record, _layers(result), Thresholds())
+    assert check["layer"].tolist() == [1, 2, 3]  # the report as before readout_init existed

@@ -91,8 +91,10 @@ def init_check(
             check_weight(layer, tensor, shape, _weight_ref(model, layer, tensor), value, th)
         )
     value = measured.get((readout, "w_var"))
-    if value is not None:  # None: results from before the readout was measured
-        ref = model.get("readout_init") or model.get("init") or {}
+    ref = model.get("readout_init")
+    # checked where its own init is set (unset, the report stays as it was); None: results
+    # from before the readout was measured
+    if value is not None and ref:
         shape = (NUM_CLASSES, int(model["width"]))
         rows.append(check_weight(readout, "readout", shape, ref, value, th))
     return pd.DataFrame(rows)
