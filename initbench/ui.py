@@ -216,13 +216,20 @@ def _params_text(params: Any) -> str:
     return ", ".join(f"{name}={field.default!r}" for name, field in fields.items()) or "-"
 
 
+def _init_name(name: str, entry: Any) -> str:
+    return f"{name} (data-dependent)" if entry.data_dependent else name
+
+
 def _registry_rows(topic: str) -> tuple[list[str], list[list[str]]]:
     from initbench.config.catalogue import CATALOGUES
 
     registry = CATALOGUES[topic]
     if topic == "initializers":
         header = ["name", "formula", "parameters (defaults)", "convention"]
-        rows = [[n, e.formula, _params_text(e.params), e.convention] for n, e in registry.items()]
+        rows = [
+            [_init_name(n, e), e.formula, _params_text(e.params), e.convention]
+            for n, e in registry.items()
+        ]
     elif topic == "activations":
         header = ["name", "formula", "kind", "parameters", "torch gain"]
         rows = [

@@ -54,7 +54,8 @@ def test_run_writes_the_results_format_and_pandas_reads_it(spec_file: Path, tmp_
         curves = pd.read_parquet(run_dir / "curves.parquet")
         assert list(layers.columns) == ["step", "layer", "t", "name", "metric", "value"]
         assert list(curves.columns) == ["step", "metric", "value"]
-        assert set(layers["step"]) == {0, 2, 4} and set(layers["layer"]) == {1, 2}
+        assert set(layers["step"]) == {0, 2, 4} and set(layers["layer"]) == {1, 2, 3}
+        assert set(layers.query("layer == 3")["name"]) == {"readout"}  # after the watched ones
         assert pq.read_schema(run_dir / "layers.parquet").field("value").type == "double"
         if config["model"]["arch"] == "rnn":
             assert set(layers.query("metric == 'preact_var'")["t"]) == set(range(1, 29))

@@ -66,9 +66,10 @@ def torch_draw(fn: Callable[..., Any], shape: tuple[int, ...], seed: int = 0, **
 Moments = Callable[[int, int, int, int], tuple[float, float]]
 
 
-def _he(a: float = 0.0, mode: str = "fan_in") -> Moments:
-    # He et al. 2015: Var = 2 / ((1 + a^2) fan)
-    return lambda fi, fo, r, c: (0.0, 2.0 / ((1 + a * a) * (fi if mode == "fan_in" else fo)))
+def _he(a: float = 0.0, mode: str = "fan_in", gain: float = 1.0) -> Moments:
+    # He et al. 2015: Var = 2 / ((1 + a^2) fan); gain multiplies the std
+    fan = (lambda fi, fo: fi) if mode == "fan_in" else (lambda fi, fo: fo)
+    return lambda fi, fo, r, c: (0.0, gain * gain * 2.0 / ((1 + a * a) * fan(fi, fo)))
 
 
 def _glorot(gain: float = 1.0) -> Moments:
@@ -76,8 +77,8 @@ def _glorot(gain: float = 1.0) -> Moments:
     return lambda fi, fo, r, c: (0.0, gain * gain * 2.0 / (fi + fo))
 
 
-def _lecun(mode: str = "fan_in") -> Moments:
-    return lambda fi, fo, r, c: (0.0, 1.0 / (fi if mode == "fan_in" else fo))
+def _lecun(mode: str = "fan_in", gain: float = 1.0) -> Moments:
+    return lambda fi, fo, r, c: (0.0, gain * gain / (fi if mode == "fan_in" else fo))
 
 
 def _orthogonal(gain: float = 1.0) -> Moments:
@@ -117,6 +118,9 @@ CASES: list[tuple[str, dict[str, Any], Moments, str]] = [
     ("he_normal", TN, _he(), "truncated"),
     ("he_uniform", {}, _he(), "uniform"),
     ("he_uniform", {"mode": "fan_out", "negative_slope": 0.1}, _he(0.1, "fan_out"), "uniform"),
+    ("he_normal", {"gain": 0.5}, _he(gain=0.5), "normal"),
+    ("he_normal", {"gain": 1.3, "negative_slope": 0.2, **TN}, _he(0.2, gain=1.3), "truncated"),
+    ("he_uniform", {"gain": 2.0, "mode": "fan_out"}, _he(mode="fan_out", gain=2.0), "uniform"),
     ("xavier_normal", {}, _glorot(), "normal"),
     ("xavier_normal", {"gain": 5 / 3, **TN}, _glorot(5 / 3), "truncated"),
     ("xavier_uniform", {}, _glorot(), "uniform"),
@@ -125,6 +129,8 @@ CASES: list[tuple[str, dict[str, Any], Moments, str]] = [
     ("lecun_normal", TN, _lecun(), "truncated"),
     ("lecun_uniform", {}, _lecun(), "uniform"),
     ("lecun_uniform", {"mode": "fan_out"}, _lecun("fan_out"), "uniform"),
+    ("lecun_normal", {"gain": 1.7}, _lecun(gain=1.7), "normal"),
+    ("lecun_uniform", {"gain": 0.3, "mode": "fan_out"}, _lecun("fan_out", 0.3), "uniform"),
     ("orthogonal", {}, _orthogonal(), "fixed"),
     ("orthogonal", {"gain": 1.5}, _orthogonal(1.5), "fixed"),
 ]
@@ -151,7 +157,10 @@ def big_draw(name: str, params: dict[str, Any], shape: tuple[int, ...]) -> torch
 
 def test_every_registered_initializer_is_covered() -> None:
     """A new registry entry must come with its closed form here."""
-    assert {n for n, *_ in CASES} | {"identity"} == set(INITIALIZERS.names())
+    # identity (square only), delta_orthogonal (conv only) and lsuv (data-dependent, no
+    # formula) have tests of their own: tests/test_structured_inits.py, tests/test_lsuv.py
+    own = {"identity", "delta_orthogonal", "lsuv"}
+    assert {n for n, *_ in CASES} | own == set(INITIALIZERS.names())
 
 
 @pytest.mark.parametrize(("name", "params", "closed", "family"), CASES, ids=CASE_IDS)
@@ -341,6 +350,63 @@ def test_bit_for_bit_equal_to_torch(name, params, fn, kwargs) -> None:
             ours = draw(name, params, shape, seed=seed)
             theirs = torch_draw(fn, shape, seed=seed, **kwargs)
             assert torch.equal(ours, theirs), (shape, seed, (ours - theirs).abs().max())
+
+
+GAINED_TWINS: list[tuple[str, dict[str, Any], Callable[..., Any], dict[str, Any]]] = [
+    ("he_normal", {"gain": 0.5}, init.kaiming_normal_, {"nonlinearity": "relu"}),
+    ("he_uniform", {"gain": 1.7, "mode": "fan_out"}, init.kaiming_uniform_, {"mode": "fan_out"}),
+    (
+        "he_normal",
+        {"gain": 3.0, "negative_slope": 0.2},
+        init.kaiming_normal_,
+        {"a": 0.2, "nonlinearity": "leaky_relu"},
+    ),
+    ("lecun_normal", {"gain": 0.8}, init.kaiming_normal_, {"nonlinearity": "linear"}),
+    ("lecun_uniform", {"gain": 2.5}, init.kaiming_uniform_, {"nonlinearity": "linear"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "fn", "kwargs"),
+    GAINED_TWINS,
+    ids=[f"{n}-{p}" for n, p, _, _ in GAINED_TWINS],
+)
+def test_gain_multiplies_torch_draw(name, params, fn, kwargs) -> None:
+    """gain g: the same draw as torch's function (same generator seed) times g, up to the
+    float32 rounding of computing std once instead of std then the product."""
+    for shape in SMALL_SHAPES:
+        ours = draw(name, params, shape, seed=3)
+        theirs = params["gain"] * torch_draw(fn, shape, seed=3, **kwargs)
+        torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=0)
+
+
+def test_lecun_gain_is_torch_gain() -> None:
+    """lecun's gain is torch's own: std = gain / sqrt(fan_in); he's multiplies sqrt(2)."""
+    shape = (20, 50)
+    g = 1.9
+    lecun = draw("lecun_normal", {"gain": g}, shape, seed=2)
+    torch.testing.assert_close(
+        lecun, torch_draw(init.normal_, shape, seed=2, std=g / math.sqrt(50)), rtol=1e-6, atol=0
+    )
+    he = draw("he_normal", {"gain": g}, shape, seed=2)
+    std = g * init.calculate_gain("relu") / math.sqrt(50)
+    torch.testing.assert_close(
+        he, torch_draw(init.normal_, shape, seed=2, std=std), rtol=1e-6, atol=0
+    )
+
+
+@pytest.mark.parametrize("name", ["he_normal", "he_uniform", "lecun_normal", "lecun_uniform"])
+def test_gain_at_its_default_leaves_the_run_id(name) -> None:
+    from initbench.config.runconfig import RunConfig
+
+    data = {"name": "synthetic"}
+    plain = RunConfig.model_validate({"seed": 0, "data": data, "model": {"init": name}})
+    gained = {"name": name, "gain": 1.0}
+    same = RunConfig.model_validate({"seed": 0, "data": data, "model": {"init": gained}})
+    other = {"name": name, "gain": 2.0}
+    changed = RunConfig.model_validate({"seed": 0, "data": data, "model": {"init": other}})
+    assert "gain" not in plain.identity()["model"]["init"]
+    assert plain.run_id == same.run_id != changed.run_id
 
 
 def test_truncated_normal_equals_torch_trunc_normal() -> None:
@@ -575,3 +641,13 @@ def test_weight_scale_sigma2(name, params, shape, sigma2) -> None:
 )
 def test_weight_scale_sigma2_none_for_nonzero_mean(name, params) -> None:
     assert weight_scale_sigma2(name, params, (8, 8)) is None
+
+
+def test_gain_leaves_the_run_id_of_an_optional_reference() -> None:
+    """recurrent_init is an optional reference (InitRef | None): its added parameters at
+    their defaults leave the run id too. The id was computed before gain existed."""
+    from initbench.config.runconfig import RunConfig
+
+    model = {"arch": "rnn", "recurrent_init": "he_normal"}
+    config = RunConfig.model_validate({"seed": 1, "data": "synthetic", "model": model})
+    assert config.run_id == "ea1c6ada8ca4"

@@ -44,13 +44,24 @@ def ref_label(kind: str, name: Any, params: Mapping[str, Any]) -> str:
     ``normal(std=0.1)``; every parameter where the defaults are unknown."""
     if missing(name):
         return "none"
-    defaults = ref_defaults(kind, str(name)) or {}
+    defaults = _dotted(ref_defaults(kind, str(name)) or {})
     shown = [
         f"{k}={format_value(v)}"
         for k, v in params.items()
         if not missing(v) and (k not in defaults or defaults[k] != v)
     ]
     return f"{name}({', '.join(shown)})" if shown else str(name)
+
+
+def _dotted(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested parameters (lsuv's ``base``) as dotted keys, as the runs table holds them."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            flat.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def format_value(value: Any) -> str:
@@ -66,7 +77,10 @@ def config_labels(runs: pd.DataFrame) -> pd.DataFrame:
     """One column per config key (without ``config.``; seeds excluded), index run_id:
     scalars as they are, named references as :func:`ref_label` strings."""
     columns = [c for c in runs.columns if c.startswith("config.") and c != "config.seed"]
-    refs = sorted({c.removesuffix(".name") for c in columns if c.endswith(".name")}, key=len)
+    refs: list[str] = []
+    for ref in sorted({c.removesuffix(".name") for c in columns if c.endswith(".name")}, key=len):
+        if not any(ref.startswith(f"{outer}.") for outer in refs):  # not a nested parameter
+            refs.append(ref)
     out: dict[str, list[Any]] = {}
     records = runs.to_dict("records")
     for ref in refs:
@@ -111,7 +125,8 @@ def _spec_value_label(key: str, value: Any) -> Any:
     if kind in REFERENCES and isinstance(value, str):
         return ref_label(kind, value, {})
     if kind in REFERENCES and isinstance(value, Mapping):
-        return ref_label(kind, value.get("name"), {k: v for k, v in value.items() if k != "name"})
+        params = _dotted({k: v for k, v in value.items() if k != "name"})
+        return ref_label(kind, value.get("name"), params)
     return value
 
 

@@ -14,8 +14,8 @@ import pandas as pd
 from initbench.analysis.configs import run_config
 from initbench.analysis.profiles import RunStats, as_stats
 from initbench.analysis.stats import nan_mean, nan_std
-from initbench.config.geometry import model_weight_shapes
-from initbench.config.initializers import expected_moments
+from initbench.config.geometry import NUM_CLASSES, model_weight_shapes
+from initbench.config.initializers import INITIALIZERS, expected_moments
 from initbench.config.thresholds import SAMPLING_SIGMAS, Thresholds
 from initbench.meanfield.model import recurrent_init
 
@@ -45,6 +45,8 @@ def check_weight(
         "note": "",
     }
     params = {k: v for k, v in ref.items() if k != "name"}
+    if ref.get("name") in INITIALIZERS and INITIALIZERS.get(ref.get("name")).data_dependent:
+        return {**row, "note": f"{ref.get('name')} is data-dependent: no formula to check"}
     try:
         expected = expected_moments(str(ref.get("name")), params, shape)[1]
     except (KeyError, ValueError) as exc:  # unknown name, invalid params
@@ -81,14 +83,32 @@ def init_check(
             stats.layer[rows].tolist(), stats.value[rows].tolist(), strict=True
         ):
             measured[(layer, metric)] = value
+    # the readout's weight is measured as the layer after the last watched one (models.py)
+    readout = max((layer for layer, _, _ in shapes), default=0) + 1
+    readout_shape = (NUM_CLASSES, shapes[-1][2][0]) if shapes else None
     if model.get("residual") == "fixup":  # Fixup rescales and zeroes what model.init drew
         shapes = []
     rows = []
     for layer, tensor, shape in shapes:
-        ref = (recurrent_init(model) if tensor == "w_rec" else model.get("init")) or {}
         value = measured.get((layer, f"{tensor}_var"))
-        rows.append(check_weight(layer, tensor, shape, ref, value, th))
+        rows.append(
+            check_weight(layer, tensor, shape, _weight_ref(model, layer, tensor), value, th)
+        )
+    value = measured.get((readout, "w_var"))
+    ref = model.get("readout_init")
+    # checked where its own init is set (unset, the report stays as it was); None: results
+    # from before the readout was measured
+    if value is not None and ref and readout_shape:
+        rows.append(check_weight(readout, "readout", readout_shape, ref, value, th))
     return pd.DataFrame(rows)
+
+
+def _weight_ref(model: Mapping[str, Any], layer: int, tensor: str) -> Any:
+    """The reference that initialised a watched weight: recurrent_init, first_init (layer
+    1) where set, else init."""
+    if tensor == "w_rec":
+        return recurrent_init(model) or {}
+    return (layer == 1 and model.get("first_init")) or model.get("init") or {}
 
 
 def init_summary(check: pd.DataFrame) -> dict[str, Any]:

@@ -79,7 +79,7 @@ def _outcome(record: Mapping[str, Any]) -> dict[str, Any]:
         final_loss, accuracy = number(record.get("final_loss")), number(record.get("test_accuracy"))
     except ValueError as exc:
         raise ValueError(f"run {run_id}: {exc}") from None
-    error = record.get("error")
+    error, lsuv = record.get("error"), record.get("lsuv_note")
     return {
         "run_id": run_id,
         "seed": record.get("config.seed"),
@@ -87,6 +87,7 @@ def _outcome(record: Mapping[str, Any]) -> dict[str, Any]:
         "status_text": status_text(record.get("status"), record.get("diverged_step")),
         "diverged_at": diverged_where(record),
         "error": None if error is None or pd.isna(error) else str(error),
+        "lsuv_note": "" if missing(lsuv) else str(lsuv),  # layers LSUV left off unit variance
         "final_loss": final_loss,
         "test_accuracy": accuracy,
     }

@@ -27,6 +27,8 @@ REFERENCES: Final[Mapping[str, Registry[Any]]] = {
     "init": INITIALIZERS,
     "recurrent_init": INITIALIZERS,
     "bias_init": INITIALIZERS,
+    "first_init": INITIALIZERS,
+    "readout_init": INITIALIZERS,
     "activation": ACTIVATIONS,
     "data": DATASETS,
     "optimizer": OPTIMIZERS,

@@ -11,6 +11,11 @@ Conventions (stated once, used everywhere):
   variance is still scale/fan; ask for it with ``distribution: truncated_normal``.
 * Every named scaling initializer is a preset of ``variance_scaling(scale, mode,
   distribution)``: Var(W) = scale / fan, fan chosen by ``mode``.
+* ``gain`` multiplies the standard deviation of the named formula, so Var(W) is gain^2
+  times the paper's: he_normal(gain=g) is torch's ``kaiming_normal_`` times g (its
+  ``std = calculate_gain(nonlinearity, a) / sqrt(fan)`` with the gain sqrt(2 / (1 + a^2))
+  already in He's formula), lecun_normal(gain=g) is ``std = g / sqrt(fan_in)`` as torch's
+  gain, xavier's is torch's ``gain``. Default 1: the paper's init.
 
 Every draw uses the explicit ``torch.Generator`` it is given, never the global RNG.
 torch is imported inside the functions so that ``initbench list`` stays fast.
@@ -25,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from initbench.config.registry import NoParams, Params, Registry
+from initbench.config.registry import ADDED, NoParams, Params, Registry
 
 if TYPE_CHECKING:
     import torch
@@ -58,6 +63,9 @@ class Initializer:
     the formula defines it, which the report compares with the measured ``w_var``.
     ``check(params, shape)`` returns why the initializer cannot apply to that shape,
     or None. ``for_bias``: may initialise a bias vector (fans are the weight's).
+    ``data_dependent``: its scale is set on a batch of data after ``apply`` (LSUV), so
+    ``moments`` has no formula. ``mean_field``: why the mean-field map, which assumes
+    i.i.d. weights of the given variance, does not describe it (None: it does).
     """
 
     summary: str
@@ -68,6 +76,8 @@ class Initializer:
     moments: Callable[[Any, Sequence[int], tuple[int, int]], tuple[float, float]]
     check: Callable[[Any, Sequence[int]], str | None] = lambda params, shape: None
     for_bias: bool = False
+    data_dependent: bool = False
+    mean_field: str | None = None
 
 
 INITIALIZERS: Registry[Initializer] = Registry("initializer")
@@ -260,9 +270,15 @@ _register_scaling(
 )
 
 
+def _gain() -> Any:
+    """The ``gain`` of he and lecun: added after run ids were pinned, default 1."""
+    return Field(default=1.0, gt=0, json_schema_extra=ADDED)
+
+
 class HeParams(Params):
     mode: Literal["fan_in", "fan_out"] = "fan_in"
     negative_slope: float = Field(default=0.0, ge=0)  # leaky_relu slope a: scale 2/(1+a^2)
+    gain: float = _gain()
 
 
 class HeNormalParams(HeParams):
@@ -274,22 +290,23 @@ class HeUniformParams(HeParams):
 
 
 def _he_scale(p: HeParams) -> float:
-    return 2.0 / (1.0 + p.negative_slope**2)
+    return p.gain**2 * 2.0 / (1.0 + p.negative_slope**2)
 
 
 _register_scaling(
     "he_normal",
     "He et al. 2015 (Kaiming): keeps the ReLU forward (fan_in) or backward (fan_out) variance",
-    "W ~ N(0, 2 / ((1+a^2) fan)), a = negative_slope (0 for ReLU); " + _DIST_NOTE,
-    "torch.nn.init.kaiming_normal_(nonlinearity='leaky_relu', a=negative_slope)",
+    "W ~ N(0, gain^2 * 2 / ((1+a^2) fan)), a = negative_slope (0 for ReLU), gain 1 is He's "
+    "(std = gain * sqrt(2/(1+a^2)) / sqrt(fan)); " + _DIST_NOTE,
+    "torch.nn.init.kaiming_normal_(nonlinearity='leaky_relu', a=negative_slope) * gain",
     HeNormalParams,
     _he_scale,
 )
 _register_scaling(
     "he_uniform",
     "He et al. 2015 (Kaiming), uniform: same variance as he_normal",
-    "W ~ U(-b, b), b = sqrt(6 / ((1+a^2) fan)); Var = 2 / ((1+a^2) fan)",
-    "torch.nn.init.kaiming_uniform_(nonlinearity='leaky_relu', a=negative_slope)",
+    "W ~ U(-b, b), b = gain * sqrt(6 / ((1+a^2) fan)); Var = gain^2 * 2 / ((1+a^2) fan)",
+    "torch.nn.init.kaiming_uniform_(nonlinearity='leaky_relu', a=negative_slope) * gain",
     HeUniformParams,
     _he_scale,
 )
@@ -328,6 +345,7 @@ _register_scaling(
 
 class LecunParams(Params):
     mode: Literal["fan_in", "fan_out"] = "fan_in"
+    gain: float = _gain()
 
 
 class LecunNormalParams(LecunParams):
@@ -341,89 +359,18 @@ class LecunUniformParams(LecunParams):
 _register_scaling(
     "lecun_normal",
     "LeCun 1998; the init SELU's self-normalisation assumes (Klambauer et al. 2017)",
-    "W ~ N(0, 1 / fan_in); " + _DIST_NOTE,
-    "torch.nn.init.kaiming_normal_(nonlinearity='linear'); Keras lecun_normal = truncated",
+    "W ~ N(0, gain^2 / fan_in)  (gain 1: LeCun's; std = gain / sqrt(fan_in)); " + _DIST_NOTE,
+    "torch.nn.init.kaiming_normal_(nonlinearity='linear') * gain; Keras lecun_normal = truncated",
     LecunNormalParams,
-    lambda p: 1.0,
+    lambda p: p.gain**2,
 )
 _register_scaling(
     "lecun_uniform",
     "LeCun 1998, uniform: same variance as lecun_normal",
-    "W ~ U(-b, b), b = sqrt(3 / fan_in); Var = 1 / fan_in",
-    "torch.nn.init.kaiming_uniform_(nonlinearity='linear'); Keras lecun_uniform",
+    "W ~ U(-b, b), b = gain * sqrt(3 / fan_in); Var = gain^2 / fan_in",
+    "torch.nn.init.kaiming_uniform_(nonlinearity='linear') * gain; Keras lecun_uniform",
     LecunUniformParams,
-    lambda p: 1.0,
-)
-
-
-# --- structured initializers ------------------------------------------------------------
-
-
-class GainParams(Params):
-    gain: float = Field(default=1.0, gt=0)
-
-
-def _apply_orthogonal(t: torch.Tensor, p: GainParams, g: torch.Generator, fans: Any) -> None:
-    import torch
-
-    torch.nn.init.orthogonal_(t, p.gain, generator=g)
-
-
-def _orthogonal_moments(p: GainParams, shape: Sequence[int], fans: Any) -> tuple[float, float]:
-    # (rows, cols) = (shape[0], prod(shape[1:])): the orthonormal rows (or columns) fix the
-    # sum of squares to gain^2 * min(rows, cols) over rows * cols elements.
-    rows, cols = shape[0], math.prod(shape[1:])
-    return 0.0, p.gain**2 * min(rows, cols) / (rows * cols)
-
-
-INITIALIZERS.add(
-    "orthogonal",
-    Initializer(
-        summary="(semi-)orthogonal matrix times gain (Saxe et al. 2014); conv kernels flattened",
-        formula="W = gain * Q, Q from QR of a Gaussian matrix (rows or columns orthonormal); "
-        "Var = gain^2 min(r, c) / (r c)",
-        convention="torch.nn.init.orthogonal_(gain)",
-        params=GainParams,
-        apply=_apply_orthogonal,
-        moments=_orthogonal_moments,
-        check=lambda p, shape: (
-            None if len(shape) >= 2 else f"orthogonal needs a matrix, got shape {tuple(shape)}"
-        ),
-    ),
-)
-
-
-def _apply_identity(t: torch.Tensor, p: GainParams, g: torch.Generator, fans: Any) -> None:
-    import torch
-
-    with torch.no_grad():
-        torch.nn.init.eye_(t)
-        t.mul_(p.gain)
-
-
-def _identity_moments(p: GainParams, shape: Sequence[int], fans: Any) -> tuple[float, float]:
-    n = shape[0]
-    mean = p.gain / n
-    return mean, p.gain**2 / n - mean**2
-
-
-def _identity_check(p: GainParams, shape: Sequence[int]) -> str | None:
-    if len(shape) == 2 and shape[0] == shape[1]:
-        return None
-    return f"identity needs a square matrix, got shape {tuple(shape)}"
-
-
-INITIALIZERS.add(
-    "identity",
-    Initializer(
-        summary="identity times gain, for square recurrent weights (IRNN, Le et al. 2015)",
-        formula="W = gain * I  (square weights only)",
-        convention="torch.nn.init.eye_, scaled by gain",
-        params=GainParams,
-        apply=_apply_identity,
-        moments=_identity_moments,
-        check=_identity_check,
-    ),
+    lambda p: p.gain**2,
 )
 
 
@@ -479,3 +426,9 @@ def weight_scale_sigma2(name: str, params: dict[str, Any], shape: Sequence[int])
     if mean != 0.0:
         return None
     return compute_fans(shape)[0] * variance
+
+
+# The structured (orthogonal, identity, delta_orthogonal) and data-dependent (lsuv)
+# initializers have their own modules; importing them here registers them, in that order,
+# wherever INITIALIZERS is used (lsuv imports structured_inits first: its default base).
+from initbench.config import lsuv, structured_inits  # noqa: E402, F401

@@ -1,15 +1,17 @@
 """One run's resolved configuration: named references to registry entries, the model and
 train sections, and the run id that hashes them.
 
-Named references (data, init, recurrent_init, bias_init, activation, optimizer) are a
-name or a mapping ``{name: ..., <param>: ...}``; they resolve to a mapping with every
-parameter filled in, so that two spellings of one configuration get one run id.
+Named references (data, init, recurrent_init, bias_init, first_init, readout_init,
+activation, optimizer) are a name or a mapping ``{name: ..., <param>: ...}``; they resolve
+to a mapping with every parameter filled in, so that two spellings of one configuration
+get one run id.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
@@ -23,6 +25,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 from initbench.config.activations import ACTIVATIONS
@@ -265,7 +268,7 @@ class ModelConfig(BaseModel):
         ActivationRef | None, _doc("see initbench list activations; none: relu, tanh for rnn")
     ] = None
     batchnorm: Annotated[bool, _doc("BatchNorm after each affine map (mlp, cnn)")] = False
-    init: Annotated[InitRef, _doc("initializer of every weight, the readout's too")] = (
+    init: Annotated[InitRef, _doc("initializer of every weight but those set per role below")] = (
         "torch_default"
     )
     recurrent_init: Annotated[
@@ -305,6 +308,17 @@ class ModelConfig(BaseModel):
     @classmethod
     def _fill_depth(cls, values: Any) -> Any:
         return _depth_from_widths(values)
+    # per-role inits (#20), added after run ids were pinned: at None the run id is unchanged
+    first_init: Annotated[
+        InitRef | None,
+        Field(json_schema_extra=ADDED),
+        _doc("first watched layer's weight (rnn: layer 1's input-to-hidden); none: init"),
+    ] = None
+    readout_init: Annotated[
+        InitRef | None,
+        Field(json_schema_extra=ADDED),
+        _doc("the linear readout's weight; none: init"),
+    ] = None
 
     @model_validator(mode="after")
     def _per_arch(self) -> ModelConfig:
@@ -391,13 +405,19 @@ def _without_added_defaults(model: type[BaseModel], values: dict[str, Any]) -> d
             del kept[name]
             continue
         value = kept[name]
-        ref = next((m for m in info.metadata if isinstance(m, RefOf)), None)
+        ref = _ref_of(info)
         if ref is not None and isinstance(value, dict) and value.get("name") in ref.registry:
             params = ref.registry.get(value["name"]).params
             kept[name] = _without_added_defaults(params, value)
         elif isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
             kept[name] = _without_added_defaults(info.annotation, value)
     return kept
+
+
+def _ref_of(info: FieldInfo) -> RefOf | None:
+    """The RefOf of a named-reference field, an optional one's (``InitRef | None``) too."""
+    inner = [getattr(arg, "__metadata__", ()) for arg in typing.get_args(info.annotation)]
+    return next((m for m in [*info.metadata, *sum(inner, ())] if isinstance(m, RefOf)), None)
 
 
 def run_id_of(config: Mapping[str, Any]) -> str:

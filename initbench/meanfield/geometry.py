@@ -60,8 +60,10 @@ def _sigma2(
     """fan_in Var(W) of the weight ``ref`` initialises (with ``fans``: Var(b) of a bias), or
     why the mean-field map cannot use it."""
     name, params = split_ref(ref)
-    mean, var = expected_moments(name, params, shape, fans)
     what = f"{key} {name!r} ({INITIALIZERS.get(name).formula})"
+    if INITIALIZERS.get(name).mean_field is not None:
+        return f"{what}: {INITIALIZERS.get(name).mean_field}; no prediction"
+    mean, var = expected_moments(name, params, shape, fans)
     if mean != 0.0:
         return (
             f"{what} has mean {mean:.4g} per element, not 0: the mean-field map assumes "
@@ -80,10 +82,13 @@ def geometry_of(model: Mapping[str, Any], padding_correction: bool) -> Geometry 
     padded = widths if depth >= 2 else widths * 2  # [1] is a hidden layer's
     shapes = input_weight_shapes(arch, max(depth, 2), padded)
     scale = {s: _sigma2("model.init", model["init"], s) for s in dict.fromkeys(shapes)}
+    first = scale[shapes[0]]
+    if model.get("first_init"):
+        first = _sigma2("model.first_init", model["first_init"], shapes[0])
     rec: float | str = 0.0
     if arch == "rnn":
         rec = _sigma2("model.recurrent_init", recurrent_init(model), (widths[0], widths[0]))
-    for value in [*scale.values(), rec]:
+    for value in [*scale.values(), first, rec]:
         if isinstance(value, str):
             return value
     hidden, shapes = float(scale[shapes[1]]), shapes[:depth]
@@ -91,7 +96,8 @@ def geometry_of(model: Mapping[str, Any], padding_correction: bool) -> Geometry 
         cnn_tap_matrices(depth, padding_correction) if arch == "cnn" else [np.ones((1, 1))] * depth
     )
     ratio = [compute_fans(s)[1] / compute_fans(s)[0] for s in shapes]
-    return Geometry(np.array([scale[s] for s in shapes]), np.array(ratio), maps, hidden, float(rec))
+    sigma_w2 = np.array([first, *(scale[s] for s in shapes[1:])], dtype=float)
+    return Geometry(sigma_w2, np.array(ratio), maps, hidden, float(rec))
 
 
 def bias_sigma2(model: Mapping[str, Any]) -> float | str:

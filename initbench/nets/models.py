@@ -7,7 +7,8 @@ tape the forward pass is the plain computation; with one, it is the same computa
 plus references kept to those tensors.
 
 Watched layers are numbered l = 1..depth in forward order; the linear readout is not
-watched (it has no activation) but is initialised like the hidden layers.
+watched (it has no activation), but its weight is measured as layer depth + 1
+(:meth:`InstrumentedModel.readout_layer`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch import nn
 from initbench.config.activations import ACTIVATIONS, build_activation
 from initbench.config.architectures import ARCHITECTURES
 from initbench.config.geometry import IMAGE_SHAPE, NUM_CLASSES, cnn_strides
-from initbench.config.initializers import cannot_apply, compute_fans, initialize
+from initbench.config.initializers import INITIALIZERS, cannot_apply, compute_fans, initialize
 from initbench.nets.instrument import Tape, WatchedLayer
 
 if TYPE_CHECKING:
@@ -64,6 +65,14 @@ class InstrumentedModel(nn.Module):
     def time_steps(self) -> int:
         """Time steps per watched layer (0 for feed-forward models)."""
         return 0
+
+    def readout_layer(self) -> WatchedLayer:
+        """The readout as a weight-only entry after the watched layers (index depth + 1,
+        name ``readout``): the probe records its weight's and gradient's statistics."""
+        entry = ACTIVATIONS.get("linear")
+        index = len(self.watched_layers()) + 1
+        weight = self.readout.weight
+        return WatchedLayer(index, READOUT, weight, None, "linear", entry.kind, entry.output_range)
 
 
 def _activation_meta(config: ModelConfig) -> tuple[str, str, tuple[float, float]]:
@@ -233,9 +242,38 @@ class RNN(InstrumentedModel):
         yield "readout", self.readout
 
 
+READOUT = "readout"  # the readout's name in the long table
+# an affine map's role -> the model key that initialises its weight (None there: init)
+ROLE_KEYS = {
+    "first": "first_init",
+    "hidden": "init",
+    "recurrent": "recurrent_init",
+    "readout": "readout_init",
+}
+
+
+def _roles(model: InstrumentedModel) -> Iterator[tuple[str, nn.Module]]:
+    """``affine_layers`` with the first hidden layer's role ``first``."""
+    first = True
+    for role, module in model.affine_layers():
+        if role == "hidden" and first:
+            role, first = "first", False
+        yield role, module
+
+
+def _init_key(config: ModelConfig, role: str) -> str:
+    """The model key whose reference initialises a weight of this role (as set)."""
+    key = ROLE_KEYS.get(role, "init")
+    return key if getattr(config, key, None) is not None else "init"
+
+
 def _init_ref(config: ModelConfig, role: str) -> dict[str, Any]:
-    ref = config.recurrent_init if role == "recurrent" else config.init
-    return dict(ref or config.init)
+    return dict(getattr(config, _init_key(config, role)))
+
+
+def layer_init(config: ModelConfig, index: int) -> dict[str, Any]:
+    """The resolved reference that initialises watched layer ``index``'s weight."""
+    return _init_ref(config, "first" if index == 1 else "hidden")
 
 
 def initialize_model(model: InstrumentedModel, generator: torch.Generator) -> None:
@@ -244,7 +282,7 @@ def initialize_model(model: InstrumentedModel, generator: torch.Generator) -> No
     Batchnorm and layernorm keep torch's gamma = 1, beta = 0.
     """
     config = model.config
-    for role, module in model.affine_layers():
+    for role, module in _roles(model):
         ref = _init_ref(config, role)
         initialize(module.weight, ref.pop("name"), ref, generator)
         if module.bias is not None:
@@ -277,11 +315,13 @@ def init_problems(config: ModelConfig) -> list[tuple[str, str]]:
     """(key, reason) for every initializer in ``config`` that cannot apply to its tensor."""
     with torch.device("meta"):
         model = _new_model(config)
-    problems = []
-    for role, module in model.affine_layers():
-        key = "model.recurrent_init" if role == "recurrent" else "model.init"
+    problems = _lsuv_problems(config)
+    for role, module in _roles(model):
+        key = f"model.{_init_key(config, role)}"
         ref = _init_ref(config, role)
         reason = cannot_apply(ref.pop("name"), ref, tuple(module.weight.shape), bias=False)
+        if reason and role == "readout" and config.readout_init is None:
+            reason += " (the readout is initialised by model.init unless model.readout_init is set)"
         if reason:
             problems.append((key, reason))
         bias = dict(config.bias_init)
@@ -290,6 +330,24 @@ def init_problems(config: ModelConfig) -> list[tuple[str, str]]:
             if reason:
                 problems.append(("model.bias_init", reason))
     return list(dict.fromkeys(problems))
+
+
+def _lsuv_problems(config: ModelConfig) -> list[tuple[str, str]]:
+    """LSUV rescales a watched layer's (input) weight, so it is named by that weight's key
+    (init, first_init); as recurrent_init alone it would only draw its base init."""
+    data_dependent = [
+        key
+        for key in ("init", "first_init", "recurrent_init")
+        if getattr(config, key) and INITIALIZERS.get(getattr(config, key)["name"]).data_dependent
+    ]
+    if config.arch == "rnn" and data_dependent == ["recurrent_init"]:
+        reason = (
+            f"{config.recurrent_init['name']} as recurrent_init alone: LSUV rescales a layer's "
+            "input-to-hidden weight on data and leaves the recurrent one as drawn; set it as "
+            "model.init and give recurrent_init a data-free init"
+        )
+        return [("model.recurrent_init", reason)]
+    return []
 
 
 # model.arch -> the class that builds it; the names and descriptions are

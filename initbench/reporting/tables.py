@@ -120,7 +120,7 @@ def summary_tables(rep: ExperimentReport, th: Thresholds) -> list[Table]:
     if not rep.has_rows:
         return []
     init_notes = notes.direction_notes(rep, "init")
-    init_notes += notes.run_notes(rep, [("init check", "init_note")])
+    init_notes += notes.run_notes(rep, [("init check", "init_note"), ("LSUV", "lsuv_note")])
     keys = len(rep.keys.varying) + 1
     tables = [make_table(INIT_TITLE, _init_columns(rep), rep.config_rows, init_notes, keys)]
     if has_theory(rep.configs):

@@ -50,7 +50,9 @@ STATUSES: Final = ("ok", "diverged", "failed")
 # Column -> numpy dtype of the per-layer long table.
 LAYER_COLUMNS: Final[dict[str, str]] = {
     "step": "int32",  # optimizer updates applied before this measurement (0 = at init)
-    "layer": "int16",  # watched layer index l, 1-based in forward order
+    # watched layer index l, 1-based in forward order; depth + 1 is the readout (name
+    # "readout"), of which only the weight's statistics are recorded (w_*, grad_w_*)
+    "layer": "int16",
     "t": "int16",  # rnn time step, 1-based; 0 for feed-forward layers and per-layer weights
     "name": "str",  # module name of the layer, e.g. "fc3", "conv2", "rnn1"
     "metric": "str",  # one of LAYER_METRICS
@@ -106,6 +108,9 @@ SUMMARY_KEYS: Final[dict[str, str]] = {
     "threads": "torch intra-op threads used",
     "versions": "python, torch, numpy, initbench versions",
     "config": "the resolved config (same as config.json)",
+    "lsuv": "per watched layer LSUV rescaled (model.init lsuv): layer, name, iterations, its "
+    "preact variance after them on the run's batch 0, reached, note (null without LSUV)",
+    "lsuv_note": "the layers LSUV left off unit variance, with why ('' if none; null without)",
 }
 
 

@@ -33,6 +33,7 @@ from initbench.config.spec import RunConfig
 from initbench.measure.probes import Probe
 from initbench.measure.recorder import Recorder, first_non_finite
 from initbench.measure.tape import Tape
+from initbench.nets.lsuv import apply_lsuv, fits_record
 from initbench.nets.models import InstrumentedModel, build_model
 from initbench.results import schema
 from initbench.results.summary import make_summary
@@ -113,17 +114,24 @@ class Trainer:
         self.model: InstrumentedModel = build_model(cfg.model, init_generator).to(self.device)
         self.model.train()
         self.layers = self.model.watched_layers()
-        self.probe = Probe(self.layers, list(self.model.parameters()), extras=1)
+        measured = [*self.layers, self.model.readout_layer()]  # the readout: its weight only
+        self.probe = Probe(measured, list(self.model.parameters()), extras=1)
         self.optimizer = build_optimizer(self.model, cfg)
         self.train_x = self.data.train_x.to(self.device)
         self.train_y = self.data.train_y.to(self.device)
-        self.batches = batch_indices(
-            len(self.train_y), cfg.train.batch_size, derive_seed(cfg.seed, "order"), self.device
-        )
+        self.batches = self._batches_again()
+        # LSUV calibrates on the run's own batch 0: a fresh iterator of the same seed
+        calibration = next(self._batches_again())
+        self.lsuv_fits = apply_lsuv(self.model, self.train_x[calibration])
         self.recorder = Recorder()
         self.curves: list[tuple[int, str, float]] = []
         self.window: list[float] = []  # the losses since the last probed step
         self.steps_done = 0
+
+    def _batches_again(self) -> Iterator[torch.Tensor]:
+        """The run's batches from the start (the same seed as ``self.batches``)."""
+        seed, size = derive_seed(self.config.seed, "order"), self.config.train.batch_size
+        return batch_indices(len(self.train_y), size, seed, self.device)
 
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, tape: Tape | None):
         self.optimizer.zero_grad(set_to_none=True)
@@ -250,6 +258,7 @@ def _base_summary(config: RunConfig, experiment: str, device: torch.device) -> d
 
 def _train_and_summarise(trainer: Trainer, summary: dict[str, Any]) -> None:
     trainer.setup()
+    summary["lsuv"], summary["lsuv_note"] = fits_record(trainer.lsuv_fits)
     started = time.perf_counter()
     try:
         trainer.train()
