@@ -448,8 +448,9 @@ def theory(
     sigma_b2 (bias variance, 0), batchnorm (False), recurrent_init (rnn; default init),
     padding_correction (cnn zero padding, True).
 
-    ``frame.attrs`` holds the ``summary`` (fixed point q*, chi*, depth scale, regime,
-    forward and backward decay per layer), the ``notes`` on what was assumed, ``q1``,
+    ``frame.attrs`` holds the ``summary`` (fixed point q_star, chi_star = chi_1, c_star,
+    chi_c, the depth scales xi_q and depth_scale = xi_c, regime, note; forward and backward
+    decay per layer), the ``notes`` on what was assumed, ``q1``,
     ``sigma_b2`` and the ``model``. Raises TheoryError for a bad argument, and when the
     theory makes no prediction (non-zero-mean or constant weights), with the reason.
     """

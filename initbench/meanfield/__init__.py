@@ -3,9 +3,10 @@
 The signal-propagation map of wide random networks (Poole et al. 2016, "Exponential
 expressivity in deep neural networks through transient chaos"; Schoenholz et al. 2017,
 "Deep information propagation"), with sigma_w^2 = fan_in * Var(W) of the layer's
-initializer and sigma_b^2 = Var(b): the fixed point q*, chi* and the depth scale are in
-:mod:`~initbench.meanfield.fixedpoint`, the per-layer propagation (feed-forward, CNN, RNN,
-batchnorm) in :mod:`~initbench.meanfield.propagation`.
+initializer and sigma_b^2 = Var(b): the fixed point q*, chi_1 and the phase are in
+:mod:`~initbench.meanfield.fixedpoint`, the correlation map, its fixed point c* and the
+depth scales xi_q and xi_c in :mod:`~initbench.meanfield.depthscale`, the per-layer
+propagation (feed-forward, CNN, RNN, batchnorm) in :mod:`~initbench.meanfield.propagation`.
 
 Predictions are made to compare with what initbench measures (the metrics as
 ``initbench.results.schema.LAYER_METRICS`` defines them):
@@ -22,8 +23,8 @@ Predictions are made to compare with what initbench measures (the metrics as
 
 Modules, in the order they build on each other: ``model`` (reading a config's model
 section), ``activations`` (numpy phi and phi'), ``gaussian`` (Gaussian expectations),
-``meanfield``, ``geometry`` (sigma_w^2, fans, CNN tap matrices), ``propagation``,
-``decay``, ``prediction`` and ``rendering`` (the text of `initbench theory`).
+``depthscale``, ``fixedpoint``, ``geometry`` (sigma_w^2, fans, CNN tap matrices),
+``propagation``, ``decay``, ``prediction`` and ``rendering`` (the text of `initbench theory`).
 
 Only numpy and initbench.config (pydantic, yaml) at import; pandas when a table is asked.
 """
@@ -39,6 +40,12 @@ from initbench.meanfield.activations import (
     numpy_activation,
 )
 from initbench.meanfield.decay import end_ratio, fit_factor, profile_rows, summed_over_positions
+from initbench.meanfield.depthscale import (
+    correlation_fixed_point,
+    correlation_map,
+    correlation_moments,
+    variance_slope,
+)
 from initbench.meanfield.fixedpoint import (
     CRITICAL_TOL,
     FixedPoint,
@@ -47,6 +54,7 @@ from initbench.meanfield.fixedpoint import (
     depth_scale,
     fixed_point,
     iterate_limit,
+    variance_fixed_point,
 )
 from initbench.meanfield.gaussian import (
     Q_CEIL,
@@ -90,6 +98,9 @@ __all__ = [
     "Regime",
     "TheoryError",
     "cnn_tap_matrices",
+    "correlation_fixed_point",
+    "correlation_map",
+    "correlation_moments",
     "critical_sigma_w2",
     "depth_scale",
     "end_ratio",
@@ -113,4 +124,6 @@ __all__ = [
     "summed_over_positions",
     "tap_matrix",
     "theory_text",
+    "variance_fixed_point",
+    "variance_slope",
 ]

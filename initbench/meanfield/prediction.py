@@ -14,7 +14,12 @@ import numpy as np
 from initbench.config.geometry import RNN_STEPS, map_positions
 from initbench.meanfield.activations import Array, NumpyActivation, numpy_activation
 from initbench.meanfield.decay import end_ratio, fit_factor, profile_rows, summed_over_positions
-from initbench.meanfield.fixedpoint import FixedPoint, fixed_point, fixed_point_at
+from initbench.meanfield.fixedpoint import (
+    FixedPoint,
+    fixed_point,
+    fixed_point_at,
+    variance_fixed_point,
+)
 from initbench.meanfield.gaussian import gaussian_moments
 from initbench.meanfield.geometry import Geometry, bias_sigma2, geometry_of
 from initbench.meanfield.model import TheoryError, model_section, split_ref
@@ -22,6 +27,10 @@ from initbench.meanfield.propagation import COLUMNS, propagate_feedforward, prop
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+RNN_NOTE = "rnn: the two inputs' drives need not be correlated, so no correlation map"
+BN_NOTE = "batchnorm couples the batch's inputs: its correlation map is not modelled"
 
 
 @dataclass(frozen=True)
@@ -65,10 +74,7 @@ class Prediction:
             "backward_decay": fit_factor(positions, g, backward=True),
             "forward_last_first": end_ratio(q),
             "backward_first_last": end_ratio(g, backward=True),
-            "q_star": self.fixed.q_star,
-            "chi_star": self.fixed.chi_star,
-            "depth_scale": self.fixed.depth_scale,
-            "regime": self.fixed.regime,
+            **self.fixed.summary(),
         }
 
 
@@ -99,11 +105,12 @@ def _fixed_point_of(
     sees q = 1, and chi* is the per-layer backward factor E[phi'(z)^2] / Var phi(z));
     rnn: q* = sigma_rec^2 E[phi^2] + mean drive, chi* the stationary per-step BPTT factor."""
     if model["arch"] == "rnn":
-        return fixed_point(act, geo.sigma_rec2, float(first.mean()), q0=float(first[0]))
+        drive, q0 = float(first.mean()), float(first[0])
+        return fixed_point_at(*variance_fixed_point(act, geo.sigma_rec2, drive, q0), RNN_NOTE)
     if not model["batchnorm"]:
         return fixed_point(act, geo.hidden_sigma2, sigma_b2, q0=float(first[0]))
     mean, sq, dsq = gaussian_moments(act, 1.0)
-    return fixed_point_at(geo.hidden_sigma2 * sq + sigma_b2, dsq / (sq - mean**2))
+    return fixed_point_at(geo.hidden_sigma2 * sq + sigma_b2, dsq / (sq - mean**2), BN_NOTE)
 
 
 def _notes(model: Mapping[str, Any], geo: Geometry, given_q1: bool, padding: bool) -> list[str]:

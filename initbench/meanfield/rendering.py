@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from initbench.meanfield.fixedpoint import FixedPoint
 from initbench.meanfield.model import TheoryError, split_ref
 from initbench.meanfield.prediction import Prediction, predict_for
 from initbench.meanfield.propagation import COLUMN_HELP
@@ -37,12 +38,25 @@ def _headline(pred: Prediction) -> list[str]:
     s, unit = pred.summary(), "steps" if m["arch"] == "rnn" else "layers"
     return [
         f"{line}, sigma_b^2 = {pred.sigma_b2:.4g}, q1 = {pred.q1:.4g}",
-        f"fixed point: q* = {s['q_star']:.4g}, chi* = {s['chi_star']:.4g}, "
-        f"depth scale {s['depth_scale']:.4g} {unit} ({s['regime']})",
+        fixed_point_line(pred.fixed, unit),
         f"forward decay {s['forward_decay']:.4g} per {unit[:-1]} (last/first "
         f"{s['forward_last_first']:.4g}); backward decay {s['backward_decay']:.4g} "
         f"(first/last {s['backward_first_last']:.4g})",
     ]
+
+
+def fixed_point_line(fixed: FixedPoint | None, unit: str = "layers") -> str:
+    """One line: q*, chi_1, the phase and, where the correlation map is modelled, c*,
+    chi_c and the depth scales xi_q and xi_c (else why not)."""
+    if fixed is None:
+        return "fixed point: none"
+    head = f"fixed point: q* = {fixed.q_star:.4g}, chi_1 = {fixed.chi_star:.4g} ({fixed.regime})"
+    if fixed.note is not None:
+        return f"{head}; no xi_c or xi_q: {fixed.note}"
+    return (
+        f"{head}, c* = {fixed.c_star:.4g}, chi_c = {fixed.chi_c:.4g}; depth scales "
+        f"xi_q = {fixed.xi_q:.4g}, xi_c = {fixed.depth_scale:.4g} {unit}"
+    )
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:
