@@ -33,7 +33,10 @@ if TYPE_CHECKING:
 
 # Exception name -> the module that defines it; each is imported on first use.
 # A name exported here -> the module that defines it (and the name there, where another).
-_ALIASES: dict[str, tuple[str, str]] = {"prediction": ("initbench.meanfield", "predict_for")}
+_ALIASES: dict[str, tuple[str, str]] = {
+    "prediction": ("initbench.meanfield", "predict_for"),
+    "depth_scales": ("initbench.meanfield", "depth_scales"),
+}
 _LAZY: dict[str, str] = {
     "Results": "initbench.analysis.tidy",
     "SpecError": "initbench.config.spec",

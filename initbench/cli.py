@@ -404,11 +404,39 @@ def report(
         click.echo(f"wrote {path}", err=True)
 
 
+_INIT_HELP = (
+    "Initializer, as a spec writes it: a name or '{name: normal, std: 0.1}'; "
+    "sigma_w^2 = fan_in Var(W) of a hidden layer."
+)
+_SIGMA_W2_HELP = (
+    "sigma_w^2 = fan_in Var(W) directly (with --init: must agree with it; with --depth: "
+    "variance_scaling of this scale)."
+)
+_WIDTH_HELP = (
+    "Hidden width: needed with --depth, and for an init whose sigma_w^2 depends on it "
+    "(a fixed-std normal: width std^2)."
+)
+
+
 @main.command("theory")
 @click.option("--activation", required=True, help="Activation name (see initbench list).")
-@click.option("--init", "init", required=True, help="Initializer name.")
-@click.option("--depth", type=click.IntRange(min=1), required=True)
-@click.option("--width", type=click.IntRange(min=1), required=True)
+@click.option("--init", "init", default=None, help=_INIT_HELP)
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A parameter of --init (repeatable).",
+)
+@click.option("--sigma-w2", type=float, default=None, help=_SIGMA_W2_HELP)
+@click.option("--sigma-b2", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option(
+    "--depth",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Predict every layer of a net this deep [default: only the fixed point and depth scales].",
+)
+@click.option("--width", type=click.IntRange(min=1), default=None, help=_WIDTH_HELP)
 @click.option("--arch", type=click.Choice(["mlp", "cnn", "rnn"]), default="mlp", show_default=True)
 @click.option(
     "--q1",
@@ -416,7 +444,6 @@ def report(
     default=None,
     help="Layer-1 preact second moment [default: from standardised inputs].",
 )
-@click.option("--sigma-b2", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @click.option("--batchnorm/--no-batchnorm", default=False, show_default=True)
 @click.option("--recurrent-init", default=None, help="rnn only [default: --init].")
 @click.option("--padding-correction/--no-padding-correction", default=True, show_default=True)
@@ -427,16 +454,17 @@ def report(
     default="terminal",
     show_default=True,
 )
-def theory_cmd(fmt: str, **options: Any) -> None:
-    """Mean-field prediction of per-layer variance at initialisation, without training."""
-    from initbench import api
-    from initbench.meanfield import TheoryError, render
+def theory_cmd(**options: Any) -> None:
+    """Mean-field theory without training: the fixed point, phase and depth scales (q*,
+    c*, chi_1, chi_c, xi_q, xi_c) of an activation and init; with --depth, every layer."""
+    from initbench.config.problems import SpecError
+    from initbench.meanfield import TheoryError, command_text
 
     try:
-        prediction = api.prediction(**options)
-    except TheoryError as exc:
+        text = command_text(**options)
+    except (TheoryError, SpecError) as exc:
         _fail(str(exc))
-    click.echo(render(prediction, fmt), nl=False)
+    click.echo(text, nl=False)
 
 
 @main.group()

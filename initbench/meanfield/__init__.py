@@ -76,7 +76,8 @@ from initbench.meanfield.propagation import (
     propagate_feedforward,
     propagate_rnn,
 )
-from initbench.meanfield.rendering import FORMATS, render, theory_text
+from initbench.meanfield.rendering import FORMATS, command_text, render, render_scales, theory_text
+from initbench.meanfield.scales import DepthScales, depth_scales, parse_reference
 
 __all__ = [
     "COLUMNS",
@@ -90,6 +91,7 @@ __all__ = [
     "SOFTPLUS_THRESHOLD",
     "Z_MAX",
     "Array",
+    "DepthScales",
     "FixedPoint",
     "Geometry",
     "Moments",
@@ -98,11 +100,13 @@ __all__ = [
     "Regime",
     "TheoryError",
     "cnn_tap_matrices",
+    "command_text",
     "correlation_fixed_point",
     "correlation_map",
     "correlation_moments",
     "critical_sigma_w2",
     "depth_scale",
+    "depth_scales",
     "end_ratio",
     "field_moments",
     "first_field",
@@ -113,6 +117,7 @@ __all__ = [
     "iterate_limit",
     "model_section",
     "numpy_activation",
+    "parse_reference",
     "predict",
     "predict_for",
     "profile_rows",
@@ -120,6 +125,7 @@ __all__ = [
     "propagate_rnn",
     "quadrature_moments",
     "render",
+    "render_scales",
     "rnn_input_drive",
     "summed_over_positions",
     "tap_matrix",
