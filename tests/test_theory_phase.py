@@ -46,7 +46,10 @@ def test_answer_says_yes_when_nothing_beyond_six_xi_c_trained() -> None:
     # sigma_w^2 = 1: 6 xi_c = 21.8; 4: 41.9
     text = answer(_measured([(1.0, 10, "yes"), (1.0, 40, "no"), (4.0, 80, "partly")]))
     assert text.startswith("Yes: depth ~6 xi_c bounds trainability here")
-    assert "None of the 2 configurations deeper" in text and "1 of 1 within it trained" in text
+    assert (
+        "None of the 2 configurations deeper than 6 xi_c trained (1 partly: sigma_w^2 = 4" in text
+    )
+    assert "1 of 1 within it trained" in text
 
 
 def test_answer_says_no_and_where_when_a_deep_net_trained() -> None:

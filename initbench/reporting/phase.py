@@ -36,7 +36,7 @@ FILES: Final = ("phase_diagram.csv", "critical_line.csv", "phase_diagram.png")
 MEASURED_FILE: Final = "measured.csv"
 LINE_POINTS: Final = 41  # the critical line's sigma_b^2 values, at least
 XI_CONTOURS: Final = (2, 5, 10, 20, 50, 100)
-_MARKS: Final = {"yes": ("o", "trained"), "partly": ("s", "partly"), "no": ("x", "did not")}
+_MARKS: Final = {"yes": ("o", "trained: yes"), "partly": ("s", "partly"), "no": ("x", "no")}
 
 
 def _nested(flat: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -119,9 +119,11 @@ def answer(measured: pd.DataFrame) -> str:
     if len(beyond) == 0:
         return f"No configuration is deeper than 6 xi_c, so the bound is untested; {n_within}."
     if len(trained_beyond) == 0:
+        partly = beyond[beyond["trainable"] != "no"]
+        some = f" ({len(partly)} partly: {_where(partly)})" if len(partly) else ""
         head = (
             f"Yes: depth ~6 xi_c bounds trainability here. None of the {len(beyond)} "
-            f"configurations deeper than 6 xi_c trained, and {n_within}"
+            f"configurations deeper than 6 xi_c trained{some}, and {n_within}"
         )
     else:
         head = (
@@ -142,7 +144,9 @@ def _plane(ax: Any, grid: pd.DataFrame, line: pd.DataFrame) -> Any:
     mesh = ax.pcolormesh(w2, b2, log_xi, shading="gouraud", cmap="viridis", vmin=0, vmax=3)
     levels = np.log10(XI_CONTOURS)
     contours = ax.contour(w2, b2, log_xi, levels=levels, colors="white", linewidths=0.7)
-    ax.clabel(contours, fmt={lv: f"{v:g}" for lv, v in zip(levels, XI_CONTOURS, strict=True)})
+    ax.clabel(
+        contours, fontsize=8, fmt={lv: f"{v:g}" for lv, v in zip(levels, XI_CONTOURS, strict=True)}
+    )
     ax.plot(
         line["sigma_w2"], line["sigma_b2"], color="red", linewidth=1.5, label="critical: chi_1 = 1"
     )
@@ -172,8 +176,8 @@ def _overlay(ax: Any, measured: pd.DataFrame, activation: str) -> None:
     ax.set(
         xlabel="sigma_w^2", ylabel="depth", yscale="log", ylim=(depths.min() / 2, depths.max() * 2)
     )
-    ax.set_title(f"{activation}, sigma_b^2 = {b2:.3g}: measured against depth 6 xi_c", fontsize=10)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title(f"trained? {activation}, sigma_b^2 = {b2:.3g}, beside 6 xi_c", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
 def phase_figure(
