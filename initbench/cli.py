@@ -405,6 +405,7 @@ def report(
 
 
 _THEORY_HELP = {  # the theory options beyond the per-layer prediction's
+    "activation": "Activation as a spec writes it: tanh, or '{name: elu, alpha: 0.5}'.",
     "init": "Initializer as a spec writes it: normal, or '{name: normal, std: 0.1}'.",
     "param": "A parameter of --init, e.g. std=0.1 (repeatable).",
     "sigma_w2": "sigma_w^2 = fan_in Var(W) directly (with --init, they must agree).",
@@ -412,12 +413,12 @@ _THEORY_HELP = {  # the theory options beyond the per-layer prediction's
     "width": "Hidden width: with --depth, and for a fixed-std init (sigma_w^2 = width std^2).",
     "phase_diagram": "Write the (sigma_w^2, sigma_b^2) phase diagram into --out.",
     "results": "--phase-diagram: runs to draw beside depth = 6 xi_c.",
-    "resolution": "--phase-diagram: points per axis [default: 25].",
+    "resolution": "--phase-diagram: points per axis [default: meanfield.phase.RESOLUTION].",
 }
 
 
 @main.command("theory")
-@click.option("--activation", required=True, help="Activation name (see initbench list).")
+@click.option("--activation", required=True, help=_THEORY_HELP["activation"])
 @click.option("--init", "init", default=None, help=_THEORY_HELP["init"])
 @click.option("--param", "params", multiple=True, metavar="K=V", help=_THEORY_HELP["param"])
 @click.option("--sigma-w2", type=float, default=None, help=_THEORY_HELP["sigma_w2"])

@@ -147,3 +147,10 @@ def test_unbounded_variance_says_why_there_is_no_depth_scale() -> None:
     code, out = _theory("--activation", "relu", "--sigma-w2", "4")
     assert code == 0 and "no xi_c or xi_q" in out
     assert not math.isnan(doc["chi_star"])
+
+
+def test_activation_takes_the_reference_syntax_too() -> None:
+    doc = _json("--activation", "{name: elu, alpha: 0.5}", "--sigma-w2", "1.5")
+    elu = numpy_activation("elu", {"alpha": 0.5})
+    assert doc["chi_star"] == pytest.approx(fixed_point(elu, 1.5).chi_star)
+    assert doc["chi_star"] != pytest.approx(fixed_point(numpy_activation("elu"), 1.5).chi_star)

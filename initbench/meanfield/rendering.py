@@ -202,10 +202,12 @@ def command_text(
     scales (:func:`~initbench.meanfield.scales.depth_scales`). With it: the per-layer
     prediction (:func:`predict_for`, ``options`` its own), the init as given or, from
     sigma_w2 alone, variance_scaling with that scale. ``init`` is a reference as a spec
-    writes it (YAML text or a mapping), ``params`` its extra key=value parameters."""
+    writes it (YAML text or a mapping), ``params`` its extra key=value parameters; so is
+    ``activation``."""
     if params and init is None:
         raise TheoryError("--param sets a parameter of --init: give --init")
     ref = parse_reference(init, params) if init is not None else None
+    activation = parse_reference(activation, (), "--activation")
     if depth is None:
         defaults = inspect.signature(predict_for).parameters
         asked = [k for k, v in options.items() if v != defaults[k].default]

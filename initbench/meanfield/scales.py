@@ -39,17 +39,19 @@ class DepthScales:
         return {**head, **self.fixed.summary()}
 
 
-def parse_reference(text: str | Mapping[str, Any], params: Sequence[str] = ()) -> Ref:
+def parse_reference(
+    text: str | Mapping[str, Any], params: Sequence[str] = (), option: str = "--init"
+) -> Ref:
     """A named reference as a spec writes it, ``normal`` or ``{name: normal, std: 0.1}``
-    (YAML), with ``key=value`` parameters (values YAML) added; SpecError where malformed."""
+    (YAML), with ``key=value`` parameters (values YAML) added; SpecError at ``option``
+    where malformed."""
     from initbench.config.problems import Problem, SpecError
     from initbench.config.yamlfile import load_checked
 
-    ref = load_checked(text, "--init")[0] if isinstance(text, str) else dict(text)
+    ref = load_checked(text, option)[0] if isinstance(text, str) else dict(text)
     if not isinstance(ref, str | Mapping) or (isinstance(ref, Mapping) and "name" not in ref):
-        raise SpecError(
-            "--init", [Problem("init", f"expected a name or {{name: ...}}, got {ref!r}")]
-        )
+        message = f"expected a name or {{name: ...}}, got {ref!r}"
+        raise SpecError(option, [Problem(option.lstrip("-"), message)])
     for item in params:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():

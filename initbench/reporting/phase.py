@@ -28,6 +28,7 @@ from initbench.meanfield.phase import (
     critical_line,
     phase_grid,
 )
+from initbench.meanfield.scales import parse_reference
 from initbench.reporting.figure_look import FIG_DPI, FIG_SIZE
 from initbench.results import store
 
@@ -232,6 +233,10 @@ def write_phase_diagram(
 PHASE_OPTIONS: Final = ("out", "results", "resolution")
 
 
+def _flags(names: set[str]) -> str:
+    return ", ".join(f"--{n.replace('_', '-')}" for n in sorted(names))
+
+
 def theory_command(
     given: set[str],
     phase_diagram: bool = False,
@@ -245,15 +250,15 @@ def theory_command(
     on the command line, for the ones that do not apply."""
     from initbench.meanfield import command_text
 
-    flags = lambda names: ", ".join(f"--{n.replace('_', '-')}" for n in sorted(names))  # noqa: E731
     if not phase_diagram:
         if given & set(PHASE_OPTIONS):
-            raise TheoryError(f"{flags(given & set(PHASE_OPTIONS))}: only with --phase-diagram")
+            raise TheoryError(f"{_flags(given & set(PHASE_OPTIONS))}: only with --phase-diagram")
         return command_text(**options), []
     unused = given - {"activation", "phase_diagram", *PHASE_OPTIONS}
     if unused:
-        raise TheoryError(f"{flags(unused)}: not used by --phase-diagram (it spans the plane)")
+        raise TheoryError(f"{_flags(unused)}: not used by --phase-diagram (it spans the plane)")
     if out is None:
         raise TheoryError("--phase-diagram needs --out DIR")
-    paths, text = write_phase_diagram(options["activation"], out, results, resolution or RESOLUTION)
+    activation = parse_reference(options["activation"], (), "--activation")
+    paths, text = write_phase_diagram(activation, out, results, resolution or RESOLUTION)
     return (f"{text}\n" if text else ""), paths
