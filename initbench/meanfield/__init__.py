@@ -24,7 +24,9 @@ Predictions are made to compare with what initbench measures (the metrics as
 Modules, in the order they build on each other: ``model`` (reading a config's model
 section), ``activations`` (numpy phi and phi'), ``gaussian`` (Gaussian expectations),
 ``depthscale``, ``fixedpoint``, ``geometry`` (sigma_w^2, fans, CNN tap matrices),
-``propagation``, ``decay``, ``prediction`` and ``rendering`` (the text of `initbench theory`).
+``propagation``, ``decay``, ``prediction``, ``scales`` (sigma_w^2 from an init reference,
+the depth-scale view), ``phase`` (the (sigma_w^2, sigma_b^2) plane) and ``rendering`` (the
+text of `initbench theory`).
 
 Only numpy and initbench.config (pydantic, yaml) at import; pandas when a table is asked.
 """
