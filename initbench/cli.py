@@ -412,6 +412,7 @@ _THEORY_HELP = {  # the theory options beyond the per-layer prediction's
     "depth": "Predict each layer of a net this deep [default: the fixed point only].",
     "width": "Hidden width: with --depth, and for a fixed-std init (sigma_w^2 = width std^2).",
     "phase_diagram": "Write the (sigma_w^2, sigma_b^2) phase diagram into --out.",
+    "out": "--phase-diagram: the folder for its tables (CSV) and figure (PNG).",
     "results": "--phase-diagram: runs to draw beside depth = 6 xi_c.",
     "resolution": "--phase-diagram: points per axis [default: meanfield.phase.RESOLUTION].",
 }
@@ -433,7 +434,7 @@ _THEORY_HELP = {  # the theory options beyond the per-layer prediction's
     help="Layer-1 preact second moment [default: from standardised inputs].",
 )
 @click.option("--batchnorm/--no-batchnorm", default=False, show_default=True)
-@click.option("--recurrent-init", default=None, help="rnn only [default: --init].")
+@click.option("--recurrent-init", default=None, help="rnn only, as --init [default: --init].")
 @click.option("--padding-correction/--no-padding-correction", default=True, show_default=True)
 @click.option(
     "--format",
@@ -443,7 +444,7 @@ _THEORY_HELP = {  # the theory options beyond the per-layer prediction's
     show_default=True,
 )
 @click.option("--phase-diagram", is_flag=True, help=_THEORY_HELP["phase_diagram"])
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="--phase-diagram")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help=_THEORY_HELP["out"])
 @click.option("--results", type=click.Path(path_type=Path), help=_THEORY_HELP["results"])
 @click.option("--resolution", type=click.IntRange(min=2), help=_THEORY_HELP["resolution"])
 def theory_cmd(**options: Any) -> None:

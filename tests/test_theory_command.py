@@ -154,3 +154,9 @@ def test_activation_takes_the_reference_syntax_too() -> None:
     elu = numpy_activation("elu", {"alpha": 0.5})
     assert doc["chi_star"] == pytest.approx(fixed_point(elu, 1.5).chi_star)
     assert doc["chi_star"] != pytest.approx(fixed_point(numpy_activation("elu"), 1.5).chi_star)
+
+
+def test_recurrent_init_takes_the_reference_syntax() -> None:
+    args = ["--activation", "tanh", "--init", "xavier_normal", "--arch", "rnn", "--depth", "1"]
+    doc = _json(*args, "--width", "16", "--recurrent-init", "{name: orthogonal, gain: 0.5}")
+    assert doc["rows"][0]["sigma_rec2"] == pytest.approx(0.25)

@@ -208,6 +208,10 @@ def command_text(
         raise TheoryError("--param sets a parameter of --init: give --init")
     ref = parse_reference(init, params) if init is not None else None
     activation = parse_reference(activation, (), "--activation")
+    if options.get("recurrent_init") is not None:
+        options["recurrent_init"] = parse_reference(
+            options["recurrent_init"], (), "--recurrent-init"
+        )
     if depth is None:
         defaults = inspect.signature(predict_for).parameters
         asked = [k for k, v in options.items() if v != defaults[k].default]
