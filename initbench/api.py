@@ -33,7 +33,10 @@ if TYPE_CHECKING:
 
 # Exception name -> the module that defines it; each is imported on first use.
 # A name exported here -> the module that defines it (and the name there, where another).
-_ALIASES: dict[str, tuple[str, str]] = {"prediction": ("initbench.meanfield", "predict_for")}
+_ALIASES: dict[str, tuple[str, str]] = {
+    "prediction": ("initbench.meanfield", "predict_for"),
+    "depth_scales": ("initbench.meanfield", "depth_scales"),
+}
 _LAZY: dict[str, str] = {
     "Results": "initbench.analysis.tidy",
     "SpecError": "initbench.config.spec",
@@ -44,7 +47,7 @@ _LAZY: dict[str, str] = {
     "TheoryError": "initbench.meanfield",
 }
 
-__all__ = ["Hooks", "Outcome", "load", "report", "run", "theory"]
+__all__ = ["Hooks", "Outcome", "load", "phase_diagram", "report", "run", "theory"]
 __all__ += ["validate", *_LAZY, *_ALIASES]
 
 
@@ -448,8 +451,9 @@ def theory(
     sigma_b2 (bias variance, 0), batchnorm (False), recurrent_init (rnn; default init),
     padding_correction (cnn zero padding, True).
 
-    ``frame.attrs`` holds the ``summary`` (fixed point q*, chi*, depth scale, regime,
-    forward and backward decay per layer), the ``notes`` on what was assumed, ``q1``,
+    ``frame.attrs`` holds the ``summary`` (fixed point q_star, chi_star = chi_1, c_star,
+    chi_c, the depth scales xi_q and depth_scale = xi_c, regime, note; forward and backward
+    decay per layer), the ``notes`` on what was assumed, ``q1``,
     ``sigma_b2`` and the ``model``. Raises TheoryError for a bad argument, and when the
     theory makes no prediction (non-zero-mean or constant weights), with the reason.
     """
@@ -462,3 +466,28 @@ def theory(
     frame.attrs.update(summary=pred.summary(), notes=list(pred.notes), model=pred.model)
     frame.attrs.update(q1=pred.q1, sigma_b2=pred.sigma_b2)
     return frame
+
+
+def phase_diagram(
+    activation: str | Mapping[str, Any],
+    out: str | Path,
+    results: str | Path | None = None,
+    resolution: int | None = None,
+) -> tuple[list[Path], str | None]:
+    """The order-to-chaos phase diagram of ``activation`` over the (sigma_w^2, sigma_b^2)
+    plane, as ``initbench theory --phase-diagram`` writes it into ``out``: the plane's
+    table (q*, chi_1, c*, chi_c, xi_q, xi_c and the phase at every point), the critical
+    line and a figure of xi_c with its contours.
+
+    results: a results folder (or one experiment's) of mlp runs: their trainability
+    (``initbench report``'s verdict) is drawn beside depth = 6 xi_c (Schoenholz et al.
+    2017) and written to measured.csv. resolution: points per axis (default
+    ``meanfield.phase.RESOLUTION``). Returns the paths written and, with results, the
+    answer: whether depth ~6 xi_c bounds what trained. Raises TheoryError for a bad
+    activation or results without mlp runs, ResultsError for an unreadable folder.
+    """
+    from initbench.meanfield.phase import RESOLUTION
+    from initbench.reporting.phase import write_phase_diagram
+
+    where = Path(results) if results is not None else None
+    return write_phase_diagram(activation, Path(out), where, resolution or RESOLUTION)

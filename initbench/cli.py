@@ -404,11 +404,28 @@ def report(
         click.echo(f"wrote {path}", err=True)
 
 
+_THEORY_HELP = {  # the theory options beyond the per-layer prediction's
+    "activation": "Activation as a spec writes it: tanh, or '{name: elu, alpha: 0.5}'.",
+    "init": "Initializer as a spec writes it: normal, or '{name: normal, std: 0.1}'.",
+    "param": "A parameter of --init, e.g. std=0.1 (repeatable).",
+    "sigma_w2": "sigma_w^2 = fan_in Var(W) directly (with --init, they must agree).",
+    "depth": "Predict each layer of a net this deep [default: the fixed point only].",
+    "width": "Hidden width: with --depth, and for a fixed-std init (sigma_w^2 = width std^2).",
+    "phase_diagram": "Write the (sigma_w^2, sigma_b^2) phase diagram into --out.",
+    "out": "--phase-diagram: the folder for its tables (CSV) and figure (PNG).",
+    "results": "--phase-diagram: runs to draw beside depth = 6 xi_c.",
+    "resolution": "--phase-diagram: points per axis [default: meanfield.phase.RESOLUTION].",
+}
+
+
 @main.command("theory")
-@click.option("--activation", required=True, help="Activation name (see initbench list).")
-@click.option("--init", "init", required=True, help="Initializer name.")
-@click.option("--depth", type=click.IntRange(min=1), required=True)
-@click.option("--width", type=click.IntRange(min=1), required=True)
+@click.option("--activation", required=True, help=_THEORY_HELP["activation"])
+@click.option("--init", "init", default=None, help=_THEORY_HELP["init"])
+@click.option("--param", "params", multiple=True, metavar="K=V", help=_THEORY_HELP["param"])
+@click.option("--sigma-w2", type=float, default=None, help=_THEORY_HELP["sigma_w2"])
+@click.option("--sigma-b2", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--depth", type=click.IntRange(min=1), default=None, help=_THEORY_HELP["depth"])
+@click.option("--width", type=click.IntRange(min=1), default=None, help=_THEORY_HELP["width"])
 @click.option("--arch", type=click.Choice(["mlp", "cnn", "rnn"]), default="mlp", show_default=True)
 @click.option(
     "--q1",
@@ -416,9 +433,8 @@ def report(
     default=None,
     help="Layer-1 preact second moment [default: from standardised inputs].",
 )
-@click.option("--sigma-b2", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @click.option("--batchnorm/--no-batchnorm", default=False, show_default=True)
-@click.option("--recurrent-init", default=None, help="rnn only [default: --init].")
+@click.option("--recurrent-init", default=None, help="rnn only, as --init [default: --init].")
 @click.option("--padding-correction/--no-padding-correction", default=True, show_default=True)
 @click.option(
     "--format",
@@ -427,16 +443,28 @@ def report(
     default="terminal",
     show_default=True,
 )
-def theory_cmd(fmt: str, **options: Any) -> None:
-    """Mean-field prediction of per-layer variance at initialisation, without training."""
-    from initbench import api
-    from initbench.meanfield import TheoryError, render
+@click.option("--phase-diagram", is_flag=True, help=_THEORY_HELP["phase_diagram"])
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help=_THEORY_HELP["out"])
+@click.option("--results", type=click.Path(path_type=Path), help=_THEORY_HELP["results"])
+@click.option("--resolution", type=click.IntRange(min=2), help=_THEORY_HELP["resolution"])
+def theory_cmd(**options: Any) -> None:
+    """Mean-field theory without training: the fixed point, phase and depth scales (q*,
+    c*, chi_1, chi_c, xi_q, xi_c) of an activation and init; with --depth, every layer;
+    with --phase-diagram, the order-to-chaos plane."""
+    from initbench.config.problems import SpecError
+    from initbench.meanfield import TheoryError
+    from initbench.reporting.phase import theory_command
+    from initbench.results.store import ResultsError
 
+    ctx = click.get_current_context()
+    given = {n for n in options if ctx.get_parameter_source(n) != ParameterSource.DEFAULT}
     try:
-        prediction = api.prediction(**options)
-    except TheoryError as exc:
+        text, written = theory_command(given, **options)
+    except (TheoryError, SpecError, ResultsError) as exc:
         _fail(str(exc))
-    click.echo(render(prediction, fmt), nl=False)
+    for path in written:
+        click.echo(f"wrote {path}", err=True)
+    click.echo(text, nl=False)
 
 
 @main.group()

@@ -308,6 +308,7 @@ class ModelConfig(BaseModel):
     @classmethod
     def _fill_depth(cls, values: Any) -> Any:
         return _depth_from_widths(values)
+
     # per-role inits (#20), added after run ids were pinned: at None the run id is unchanged
     first_init: Annotated[
         InitRef | None,

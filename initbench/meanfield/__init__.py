@@ -3,9 +3,10 @@
 The signal-propagation map of wide random networks (Poole et al. 2016, "Exponential
 expressivity in deep neural networks through transient chaos"; Schoenholz et al. 2017,
 "Deep information propagation"), with sigma_w^2 = fan_in * Var(W) of the layer's
-initializer and sigma_b^2 = Var(b): the fixed point q*, chi* and the depth scale are in
-:mod:`~initbench.meanfield.fixedpoint`, the per-layer propagation (feed-forward, CNN, RNN,
-batchnorm) in :mod:`~initbench.meanfield.propagation`.
+initializer and sigma_b^2 = Var(b): the fixed point q*, chi_1 and the phase are in
+:mod:`~initbench.meanfield.fixedpoint`, the correlation map, its fixed point c* and the
+depth scales xi_q and xi_c in :mod:`~initbench.meanfield.depthscale`, the per-layer
+propagation (feed-forward, CNN, RNN, batchnorm) in :mod:`~initbench.meanfield.propagation`.
 
 Predictions are made to compare with what initbench measures (the metrics as
 ``initbench.results.schema.LAYER_METRICS`` defines them):
@@ -22,8 +23,10 @@ Predictions are made to compare with what initbench measures (the metrics as
 
 Modules, in the order they build on each other: ``model`` (reading a config's model
 section), ``activations`` (numpy phi and phi'), ``gaussian`` (Gaussian expectations),
-``meanfield``, ``geometry`` (sigma_w^2, fans, CNN tap matrices), ``propagation``,
-``decay``, ``prediction`` and ``rendering`` (the text of `initbench theory`).
+``depthscale``, ``fixedpoint``, ``geometry`` (sigma_w^2, fans, CNN tap matrices),
+``propagation``, ``decay``, ``prediction``, ``scales`` (sigma_w^2 from an init reference,
+the depth-scale view), ``phase`` (the (sigma_w^2, sigma_b^2) plane) and ``rendering`` (the
+text of `initbench theory`).
 
 Only numpy and initbench.config (pydantic, yaml) at import; pandas when a table is asked.
 """
@@ -39,6 +42,12 @@ from initbench.meanfield.activations import (
     numpy_activation,
 )
 from initbench.meanfield.decay import end_ratio, fit_factor, profile_rows, summed_over_positions
+from initbench.meanfield.depthscale import (
+    correlation_fixed_point,
+    correlation_map,
+    correlation_moments,
+    variance_slope,
+)
 from initbench.meanfield.fixedpoint import (
     CRITICAL_TOL,
     FixedPoint,
@@ -47,6 +56,7 @@ from initbench.meanfield.fixedpoint import (
     depth_scale,
     fixed_point,
     iterate_limit,
+    variance_fixed_point,
 )
 from initbench.meanfield.gaussian import (
     Q_CEIL,
@@ -68,7 +78,8 @@ from initbench.meanfield.propagation import (
     propagate_feedforward,
     propagate_rnn,
 )
-from initbench.meanfield.rendering import FORMATS, render, theory_text
+from initbench.meanfield.rendering import FORMATS, command_text, render, render_scales, theory_text
+from initbench.meanfield.scales import DepthScales, depth_scales, parse_reference
 
 __all__ = [
     "COLUMNS",
@@ -82,6 +93,7 @@ __all__ = [
     "SOFTPLUS_THRESHOLD",
     "Z_MAX",
     "Array",
+    "DepthScales",
     "FixedPoint",
     "Geometry",
     "Moments",
@@ -90,8 +102,13 @@ __all__ = [
     "Regime",
     "TheoryError",
     "cnn_tap_matrices",
+    "command_text",
+    "correlation_fixed_point",
+    "correlation_map",
+    "correlation_moments",
     "critical_sigma_w2",
     "depth_scale",
+    "depth_scales",
     "end_ratio",
     "field_moments",
     "first_field",
@@ -102,6 +119,7 @@ __all__ = [
     "iterate_limit",
     "model_section",
     "numpy_activation",
+    "parse_reference",
     "predict",
     "predict_for",
     "profile_rows",
@@ -109,8 +127,11 @@ __all__ = [
     "propagate_rnn",
     "quadrature_moments",
     "render",
+    "render_scales",
     "rnn_input_drive",
     "summed_over_positions",
     "tap_matrix",
     "theory_text",
+    "variance_fixed_point",
+    "variance_slope",
 ]

@@ -1,37 +1,57 @@
-"""The mean-field map's fixed point, the gradient factor chi there, the depth scale and
-the order-to-chaos edge (Poole et al. 2016; Schoenholz et al. 2017), with z ~ N(0, 1)::
+"""The mean-field map's fixed point, the gradient factor chi_1 there, the correlation
+depth scales and the order-to-chaos edge (Poole et al. 2016; Schoenholz et al. 2017),
+with z ~ N(0, 1)::
 
     q^{l+1} = sigma_w^2 * E_z[phi(sqrt(q^l) z)^2] + sigma_b^2    forward: preact second moment
-    chi^l   = sigma_w^2 * E_z[phi'(sqrt(q^l) z)^2]               backward: gradient factor
+    chi_1   = sigma_w^2 * E_z[phi'(sqrt(q*) z)^2]                backward: gradient factor
 
-chi* = chi(q*) < 1 ordered (gradients vanish e-fold every xi = -1/ln chi* layers), = 1
-critical (xi = inf), > 1 chaotic (they grow e-fold every 1/ln chi* layers).
+chi_1 < 1 ordered (gradients vanish e-fold every -1/ln chi_1 layers), = 1 critical, > 1
+chaotic (they grow). The correlation map, its fixed point c* and the depth scales xi_c
+(how fast two inputs' correlation forgets where it started) and xi_q are in
+:mod:`~initbench.meanfield.depthscale`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from initbench.meanfield.activations import NumpyActivation
+from initbench.meanfield.depthscale import correlation_fixed_point, variance_slope
 from initbench.meanfield.gaussian import Q_CEIL, Q_FLOOR, gaussian_moments
 
 Regime = Literal["ordered", "critical", "chaotic"]
-CRITICAL_TOL = 1e-9  # |chi* - 1| up to this counts as critical
+CRITICAL_TOL = 1e-9  # |chi_1 - 1| up to this counts as critical
+INFINITE_Q = (
+    "q* = inf (the variance grows without bound): there is no fixed point to linearise "
+    "the correlation map about, so no xi_c or xi_q"
+)
 
 
 @dataclass(frozen=True)
 class FixedPoint:
-    """q* reached from q0 by iterating the forward map, chi* = chi(q*) and the depth scale
-    xi = 1/|ln chi*| (Schoenholz et al. 2017; inf at chi* = 1). q* may be 0 or inf, the
-    limit the variance runs to; chi* is then its limiting value."""
+    """The fixed point of the mean-field maps (Schoenholz et al. 2017): q* reached from q0
+    by iterating the variance map (0 or inf where the variance runs there), chi_star =
+    chi_1 at q* (its limit at q* = 0 or inf), the correlation map's stable fixed point
+    ``c_star`` and slope there ``chi_c``, the correlation depth scale ``depth_scale`` =
+    xi_c = -1/ln chi_c (inf when critical) and the variance one ``xi_q``. ``note`` says why
+    the correlation quantities are NaN, where they are."""
 
     q_star: float
     chi_star: float
     depth_scale: float
     regime: Regime
+    c_star: float = math.nan
+    chi_c: float = math.nan
+    xi_q: float = math.nan
+    note: str | None = None
+
+    def summary(self) -> dict[str, float | str | None]:
+        """The fields by name, as ``initbench theory`` and its JSON print them."""
+        return dataclasses.asdict(self)
 
 
 def _bisect_log(
@@ -78,27 +98,49 @@ def _regime(chi: float) -> Regime:
     return "ordered" if chi < 1 else "chaotic"
 
 
-def depth_scale(chi: float) -> float:
-    """xi = 1/|ln chi| layers: gradients change e-fold over xi layers; inf at chi = 1."""
-    if _regime(chi) == "critical":
+def depth_scale(slope: float) -> float:
+    """-1/ln slope layers: a map whose slope at its stable fixed point is ``slope`` (< 1)
+    approaches it as exp(-l / xi); inf at slope 1 (within CRITICAL_TOL), 0 at slope 0,
+    NaN above 1 (no stable fixed point: nothing to approach)."""
+    if abs(slope - 1) <= CRITICAL_TOL:
         return math.inf
-    return 0.0 if chi == 0 else 1.0 / abs(math.log(chi))
+    if not 0 <= slope < 1:
+        return math.nan
+    return 0.0 if slope == 0 else -1.0 / math.log(slope)
 
 
-def fixed_point_at(q_star: float, chi: float) -> FixedPoint:
-    """The FixedPoint of a known q* and chi*, with its depth scale and regime."""
-    return FixedPoint(q_star, chi, depth_scale(chi), _regime(chi))
+def fixed_point_at(q_star: float, chi: float, note: str | None = None) -> FixedPoint:
+    """The FixedPoint of a known q* and chi_1 whose correlation map is not modelled
+    (batchnorm, rnn): ``note`` says why; xi_c and xi_q are NaN."""
+    return FixedPoint(q_star, chi, math.nan, _regime(chi), note=note)
+
+
+def variance_fixed_point(
+    act: NumpyActivation, sigma_w2: float, sigma_b2: float = 0.0, q0: float = 1.0
+) -> tuple[float, float]:
+    """(q*, chi_1): where the variance map goes from q0 (:func:`iterate_limit`) and
+    sigma_w^2 E[phi'(sqrt(q*) z)^2] there (its limit at q* = 0 or inf)."""
+    q_star = iterate_limit(lambda q: sigma_w2 * gaussian_moments(act, q)[1] + sigma_b2, q0)
+    return q_star, sigma_w2 * gaussian_moments(act, min(max(q_star, Q_FLOOR), Q_CEIL))[2]
 
 
 def fixed_point(
     act: NumpyActivation, sigma_w2: float, sigma_b2: float = 0.0, q0: float = 1.0
 ) -> FixedPoint:
-    """q* = sigma_w^2 E[phi(sqrt(q*) z)^2] + sigma_b^2 reached from q0, and
-    chi* = sigma_w^2 E[phi'(sqrt(q*) z)^2] (Poole et al. 2016; Schoenholz et al. 2017)."""
-    q_star = iterate_limit(lambda q: sigma_w2 * gaussian_moments(act, q)[1] + sigma_b2, q0)
-    return fixed_point_at(
-        q_star, sigma_w2 * gaussian_moments(act, min(max(q_star, Q_FLOOR), Q_CEIL))[2]
-    )
+    """q* = sigma_w^2 E[phi(sqrt(q*) z)^2] + sigma_b^2 reached from q0,
+    chi_1 = sigma_w^2 E[phi'(sqrt(q*) z)^2], the correlation map's c* and chi_c, and the
+    depth scales xi_c and xi_q (Poole et al. 2016; Schoenholz et al. 2017). At q* = 0
+    (sigma_b^2 = 0 and phi(0) = 0, ordered or critical) they are the limits as q* -> 0."""
+    q_star, chi = variance_fixed_point(act, sigma_w2, sigma_b2, q0)
+    regime = _regime(chi)
+    if math.isinf(q_star):
+        return FixedPoint(q_star, chi, math.nan, regime, note=INFINITE_Q)
+    if regime == "chaotic":
+        c_star, chi_c = correlation_fixed_point(act, sigma_w2, sigma_b2, q_star, chi)
+    else:
+        c_star, chi_c = 1.0, chi  # f'(1) = chi_1 <= 1 and f is convex: c* = 1
+    xi_q = depth_scale(variance_slope(act, sigma_w2, q_star))
+    return FixedPoint(q_star, chi, depth_scale(chi_c), regime, c_star, chi_c, xi_q)
 
 
 def critical_sigma_w2(
@@ -107,12 +149,12 @@ def critical_sigma_w2(
     q0: float = 1.0,
     bounds: tuple[float, float] = (1e-2, 1e2),
 ) -> float:
-    """The sigma_w^2 at which chi* = 1 (the order-to-chaos edge), by bisection; NaN when
-    chi* - 1 keeps its sign over ``bounds``. relu: 2 (He et al. 2015); tanh: 1 at
+    """The sigma_w^2 at which chi_1 = 1 (the order-to-chaos edge), by bisection; NaN when
+    chi_1 - 1 keeps its sign over ``bounds``. relu: 2 (He et al. 2015); tanh: 1 at
     sigma_b^2 = 0 and 1.76 at sigma_b^2 = 0.05 (Schoenholz et al. 2017)."""
 
     def excess(sigma_w2: float) -> float:
-        return fixed_point(act, sigma_w2, sigma_b2, q0).chi_star - 1.0
+        return variance_fixed_point(act, sigma_w2, sigma_b2, q0)[1] - 1.0
 
     lo, hi = bounds
     if (excess(lo) > 0) == (excess(hi) > 0):

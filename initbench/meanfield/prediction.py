@@ -15,7 +15,12 @@ from initbench.config.geometry import RNN_STEPS, map_positions
 from initbench.config.runconfig import norm_of
 from initbench.meanfield.activations import Array, NumpyActivation, numpy_activation
 from initbench.meanfield.decay import end_ratio, fit_factor, profile_rows, summed_over_positions
-from initbench.meanfield.fixedpoint import FixedPoint, fixed_point, fixed_point_at
+from initbench.meanfield.fixedpoint import (
+    FixedPoint,
+    fixed_point,
+    fixed_point_at,
+    variance_fixed_point,
+)
 from initbench.meanfield.gaussian import gaussian_moments
 from initbench.meanfield.geometry import Geometry, bias_sigma2, geometry_of
 from initbench.meanfield.model import TheoryError, model_section, split_ref
@@ -32,6 +37,9 @@ RESIDUAL_CNN_REASON = (
     "stream through its own weights, so the mlp's q_{b+1} = q_b + alpha^2 q_F does not apply "
     "as it stands"
 )
+RNN_NOTE = "rnn: the two inputs' drives need not be correlated, so no correlation map"
+BN_NOTE = "batchnorm couples the batch's inputs: its correlation map is not modelled"
+LN_NOTE = "layernorm rescales each input by its own q: its correlation map is not modelled"
 
 
 @dataclass(frozen=True)
@@ -82,13 +90,8 @@ class Prediction:
 def _fixed_summary(fixed: FixedPoint | None) -> dict[str, Any]:
     """The fixed point's part of :meth:`Prediction.summary`; a residual stream has none."""
     if fixed is None:
-        return {"q_star": math.nan, "chi_star": math.nan, "depth_scale": math.nan, "regime": ""}
-    return {
-        "q_star": fixed.q_star,
-        "chi_star": fixed.chi_star,
-        "depth_scale": fixed.depth_scale,
-        "regime": fixed.regime,
-    }
+        return {**FixedPoint(math.nan, math.nan, math.nan, "ordered").summary(), "regime": ""}
+    return fixed.summary()
 
 
 def _first_q(
@@ -122,16 +125,17 @@ def _fixed_point_of(
     if model["arch"] == "rnn" and norm == "layer":
         _, sq, dsq = gaussian_moments(act, 1.0)
         q_star = geo.sigma_rec2 * sq + float(first.mean())
-        return fixed_point_at(q_star, geo.sigma_rec2 * dsq / q_star)
+        return fixed_point_at(q_star, geo.sigma_rec2 * dsq / q_star, RNN_NOTE)
     if model["arch"] == "rnn":
-        return fixed_point(act, geo.sigma_rec2, float(first.mean()), q0=float(first[0]))
+        drive, q0 = float(first.mean()), float(first[0])
+        return fixed_point_at(*variance_fixed_point(act, geo.sigma_rec2, drive, q0), RNN_NOTE)
     if norm == "none":
         return fixed_point(act, geo.hidden_sigma2, sigma_b2, q0=float(first[0]))
     mean, sq, dsq = gaussian_moments(act, 1.0)
     q_star = geo.hidden_sigma2 * sq + sigma_b2
     if norm == "layer":  # divided by each example's q*, all of sigma_w^2 E[phi^2] + sigma_b^2
-        return fixed_point_at(q_star, geo.hidden_sigma2 * dsq / q_star)
-    return fixed_point_at(q_star, dsq / (sq - mean**2))
+        return fixed_point_at(q_star, geo.hidden_sigma2 * dsq / q_star, LN_NOTE)
+    return fixed_point_at(q_star, dsq / (sq - mean**2), BN_NOTE)
 
 
 def _input_scale(config: Mapping[str, Any]) -> float:
