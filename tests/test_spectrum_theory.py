@@ -1,0 +1,101 @@
+"""The Jacobian spectrum's theory (initbench.meanfield.spectrum) against closed forms, Monte
+Carlo, and measured spectra of networks at initialisation (analysis.spectra)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from initbench.analysis import student_t_quantile
+from initbench.analysis.spectra import run_spectrum_theory, spectrum_summary
+from initbench.meanfield import numpy_activation
+from initbench.meanfield.spectrum import derivative_moments, predict_spectrum
+from initbench.results.store import flatten
+from initbench.sweep.train import execute_run
+from tests.conftest import make_config
+
+
+def _mlp(activation: str, init, depth: int, width: int) -> dict:
+    return {"arch": "mlp", "activation": activation, "init": init, "depth": depth, "width": width}
+
+
+def test_linear_orthogonal_network_is_predicted_an_isometry() -> None:
+    pred = predict_spectrum(_mlp("linear", "orthogonal", 20, 256))
+    assert pred.mean == pytest.approx(1.0, rel=1e-12)
+    assert pred.variance == 0.0
+
+
+@pytest.mark.parametrize("depth", [1, 4, 30])
+def test_linear_gaussian_square_network_has_the_fuss_catalan_variance(depth: int) -> None:
+    # L square Gaussian matrices of variance 1/N: m1 = 1, m2 = L + 1 (Fuss-Catalan), Var = L
+    init = {"name": "normal", "std": 1 / 28}
+    pred = predict_spectrum(_mlp("linear", init, depth, 784), q1=1.0)
+    assert pred.mean == pytest.approx(1.0, rel=1e-9)
+    assert pred.variance == pytest.approx(depth, rel=1e-9)
+
+
+def test_relu_he_spread_grows_twice_as_fast_as_orthogonals() -> None:
+    # relu: mu1 = mu2 = 1/2, so mu2/mu1^2 - 1 = 1 per layer; Gaussian weights add 1 per
+    # square layer and N/784 for the first, orthogonal ones nothing
+    depth, width = 16, 256
+    he = predict_spectrum(_mlp("relu", "he_normal", depth, width), q1=2.0)
+    orth = predict_spectrum(
+        _mlp("relu", {"name": "orthogonal", "gain": math.sqrt(2)}, depth, width)
+    )
+    assert he.mean == pytest.approx(1.0, rel=1e-9)
+    assert orth.mean == pytest.approx(1.0, rel=1e-9)
+    assert he.variance == pytest.approx(depth + depth - 1 + width / 784, rel=1e-9)
+    assert orth.variance == pytest.approx(depth, rel=1e-9)
+
+
+@pytest.mark.parametrize("q", [0.1, 1.0, 5.0])
+def test_derivative_moments_match_monte_carlo(q: float) -> None:
+    z = np.random.default_rng(0).standard_normal(2_000_000)
+    d2 = (1 - np.tanh(math.sqrt(q) * z) ** 2) ** 2
+    mu1, mu2 = derivative_moments(numpy_activation("tanh", {}), q)
+    assert mu1 == pytest.approx(d2.mean(), rel=2e-3)
+    assert mu2 == pytest.approx((d2 * d2).mean(), rel=4e-3)
+
+
+@pytest.mark.parametrize(
+    ("model", "says"),
+    [
+        ({"arch": "cnn", "depth": 3, "width": 4}, "arch cnn"),
+        ({"arch": "mlp", "batchnorm": True}, "batchnorm"),
+        ({"arch": "mlp", "init": "identity"}, "identity"),
+        ({"arch": "mlp", "init": "uniform"}, "mean"),
+    ],
+)
+def test_no_prediction_says_why(model: dict, says: str) -> None:
+    pred = predict_spectrum(model)
+    assert pred.reason and says in pred.reason
+    assert math.isnan(pred.mean) and math.isnan(pred.spread)
+
+
+def _measured_and_predicted(activation: str, init: str, seeds: int) -> tuple[list[float], float]:
+    means, predicted = [], []
+    for seed in range(seeds):
+        config = make_config(
+            seed=seed,
+            **{"model.activation": activation, "model.init": init, "model.depth": 6},
+            **{"model.width": 128, "train.steps": 1, "train.jacobian": True},
+        )
+        result = execute_run(config.as_dict())
+        spectra = pd.DataFrame(result.spectra).assign(run_id="r")
+        means.append(float(spectrum_summary(spectra)["mean_sq"].iloc[0]))
+        record = {"run_id": "r", **flatten(result.config, "config.")}
+        theory = run_spectrum_theory(record, pd.DataFrame(result.layers).assign(run_id="r"))
+        predicted.append(theory["theory_mean_sq"])
+    return means, float(np.mean(predicted))
+
+
+@pytest.mark.parametrize(("activation", "init"), [("tanh", "xavier_normal"), ("relu", "he_normal")])
+def test_mean_squared_singular_value_is_the_product_of_chis(activation: str, init: str) -> None:
+    means, predicted = _measured_and_predicted(activation, init, seeds=5)
+    n, sd = len(means), float(np.std(means, ddof=1))
+    interval = student_t_quantile(0.975, n - 1) * sd * math.sqrt(1 + 1 / n)
+    assert abs(np.mean(means) - predicted) <= interval, (means, predicted)
+    assert interval < 0.5 * predicted  # the seeds pin it: a wrong chi (784/128 off) fails
