@@ -82,6 +82,14 @@ SPECTRA_COLUMNS: Final[dict[str, str]] = {
     "value": "float64",  # the singular value (computed in float64)
 }
 
+# What spectra.parquet's values are, for `initbench list metrics` and docs/definitions.md.
+SPECTRA_METRICS: Final[dict[str, str]] = {
+    "singular_value": "a singular value sigma of one example's input-output Jacobian "
+    "J = d act_L / d x (act_L: the last watched layer's act, an rnn's at its last step; x: "
+    "the 784 input pixels), in float64, largest first; the N_L - 784 zeros of J J^T's null "
+    "space included where N_L > 784 (train.jacobian; a row of SPECTRA_COLUMNS)",
+}
+
 # Metric name -> definition, generated from the catalogue that defines each statistic
 # once (initbench.measure.catalog: its tensor, reduction and definition). "Elements" are
 # batch x units (x spatial positions for a CNN); for an rnn each time step t is measured
