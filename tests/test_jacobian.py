@@ -5,6 +5,7 @@ as no spectra)."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 
 from initbench.config.runconfig import jacobian_outputs
 from initbench.config.spec import SpecError, build_spec
-from initbench.measure.jacobian import JacobianProbe
+from initbench.measure.jacobian import JacobianProbe, singular_values
 from initbench.results import schema, store
 from initbench.sweep.train import Trainer, execute_run
 from tests.conftest import make_config
@@ -150,3 +151,11 @@ def test_a_format_2_run_without_its_spectra_table_is_unreadable(tmp_path: Path) 
     (path / schema.SPECTRA_FILE).unlink()
     with pytest.raises(store.ResultsError, match=r"spectra\.parquet"):
         store.load_experiment(exp)
+
+
+def test_a_non_finite_jacobian_is_stored_as_nan() -> None:
+    jacobian = torch.ones(2, 3, 784)
+    jacobian[1, 0, 0] = float("inf")
+    assert np.isnan(singular_values(jacobian)).all()
+    finite = singular_values(torch.ones(1, 3, 784))  # rank 1: sqrt(3 * 784), then zeros
+    np.testing.assert_allclose(finite[0], [math.sqrt(3 * 784), 0, 0], atol=1e-9)

@@ -28,7 +28,7 @@ import torch
 from initbench.config.geometry import IMAGE_SHAPE
 from initbench.nets.models import InstrumentedModel
 
-# Column -> numpy dtype of one run's spectra (initbench.results.schema.SPECTRA_COLUMNS).
+# Column -> values of one run's spectra table (initbench.results.schema.SPECTRA_COLUMNS).
 SpectraColumns = dict[str, np.ndarray]
 
 
@@ -39,7 +39,15 @@ class _LastAct:
         self.key: tuple[int, int] = (-1, -1)
         self.act: torch.Tensor | None = None
 
-    def watch(self, layer: int, t: int, preact, normed, act: torch.Tensor) -> None:
+    def watch(
+        self,
+        layer: int,
+        t: int,
+        preact: torch.Tensor,
+        normed: torch.Tensor | None,
+        act: torch.Tensor,
+    ) -> None:
+        """Keep ``act`` if this (layer, t) is the last so far."""
         if (layer, t) >= self.key:
             self.key, self.act = (layer, t), act
 
@@ -69,7 +77,10 @@ def singular_values(jacobian: torch.Tensor) -> np.ndarray:
     """Singular values (k, N_out) of each example's J, descending, in float64; where
     N_out > 784, padded with the zeros of J J^T's null space."""
     k, n_out, _ = jacobian.shape
-    values = torch.linalg.svdvals(jacobian.detach().to("cpu", torch.float64)).numpy()
+    jacobian = jacobian.detach().to("cpu", torch.float64)
+    if not torch.isfinite(jacobian).all():  # a diverging network: no spectrum, stored as NaN
+        return np.full((k, n_out), np.nan)
+    values = torch.linalg.svdvals(jacobian).numpy()
     if values.shape[1] < n_out:
         values = np.concatenate([values, np.zeros((k, n_out - values.shape[1]))], axis=1)
     return values
