@@ -19,7 +19,15 @@ from initbench.analysis import format_value
 from initbench.analysis.spectra import spectrum_table
 from initbench.meanfield.spectrum import NOTE as THEORY_NOTE
 from initbench.reporting.experiment import ExperimentReport
-from initbench.reporting.figure_look import HEADLINE, Drawn, new_figure, profile_look
+from initbench.reporting.figure_look import (
+    HEADLINE,
+    Drawn,
+    Look,
+    new_figure,
+    profile_look,
+    roles,
+    values_of,
+)
 from initbench.reporting.model import Cell, Column, Table, fmt_num, fmt_pm, make_table
 
 TITLE: Final = "Jacobian spectrum at initialisation (d act_L / d x, singular values sigma)"
@@ -169,32 +177,58 @@ def spectrum_tables(rep: ExperimentReport) -> list[Table]:
     return [make_table(TITLE, _columns(rep), rows, notes, keys)]
 
 
+MAX_PANELS: Final = 4  # panels per value of the grid's main axis, up to this many
+
+
+def _panels(rep: ExperimentReport) -> tuple[str | None, list[Any], Look]:
+    """The key with a panel per value (the grid's main axis, when it has at most
+    MAX_PANELS values), its values, and the colour/style of the other keys."""
+    main, others = roles(rep)
+    if main is None or len(values_of(rep, main)) > MAX_PANELS:
+        return None, [None], profile_look(rep)
+    return main, values_of(rep, main), Look(rep, others[0] if others else None, others[1:])
+
+
+def _resolved(spectra: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+    """Step 0's singular values at or above RESOLUTION of their example's largest, and
+    the share left out."""
+    step0 = spectra[spectra["step"] == 0]
+    largest = step0.groupby(["run_id", "example"])["value"].transform("max")
+    kept = step0["value"] >= RESOLUTION * largest
+    return step0[kept], 1 - float(kept.mean())
+
+
 def spectrum_figure(rep: ExperimentReport) -> Drawn | None:
     """Density of log10 sigma at step 0, one line per configuration (its seeds and examples
-    pooled), a panel per depth where the grid varies model.depth."""
+    pooled), a panel per value of the grid's main axis (e.g. model.depth)."""
     spectra = rep.experiment.spectra
     if not rep.has_rows or spectra.empty:
         return None
-    step0 = spectra[spectra["step"] == 0]
-    largest = step0.groupby(["run_id", "example"])["value"].transform("max")
-    resolved = step0["value"] >= RESOLUTION * largest
-    step0, dropped = step0[resolved], 1 - float(resolved.mean())
-    depth_key = "model.depth" if rep.keys and "model.depth" in rep.keys.varying else None
-    depths = sorted({row[depth_key] for row in rep.config_rows}) if depth_key else [None]
-    fig, axes = new_figure(1, len(depths))
-    look = profile_look(rep)
-    logs = np.log10(step0["value"].to_numpy(float))
-    bins = np.linspace(logs.min(), max(logs.max(), logs.min() + 1e-3), 60)
-    for ax, depth in zip(axes[0], depths, strict=True):
-        for row, (_, run_ids) in zip(rep.config_rows, rep.config_runs(), strict=True):
-            if depth_key and row[depth_key] != depth:
-                continue
-            values = step0.loc[step0["run_id"].isin(run_ids), "value"].to_numpy(float)
-            if len(values):
-                density, edges = np.histogram(np.log10(values), bins, density=True)
+    step0, dropped = _resolved(spectra)
+    key, panels, look = _panels(rep)
+    fig, axes = new_figure(1, len(panels))
+    for ax, value in zip(axes[0], panels, strict=True):
+        chosen = [
+            (row, ids)
+            for row, (_, ids) in zip(rep.config_rows, rep.config_runs(), strict=True)
+            if key is None or row[key] == value
+        ]
+        logs = [
+            np.log10(step0.loc[step0["run_id"].isin(ids), "value"].to_numpy(float))
+            for _, ids in chosen
+        ]
+        every = np.concatenate(logs) if logs else np.zeros(0)
+        if not len(every):
+            continue
+        bins = np.linspace(every.min(), max(every.max(), every.min() + 1e-3), 50)
+        for (row, _), logged in zip(chosen, logs, strict=True):
+            if len(logged):
+                density, edges = np.histogram(logged, bins, density=True)
                 style = {k: v for k, v in look.of(row).items() if k != "marker"}
                 ax.step(edges[:-1], density, where="post", lw=1.2, **style)
-        ax.set_title(f"depth {depth}" if depth_key else rep.name, fontsize=9)
+        ax.set_title(
+            f"{key.rsplit('.', 1)[-1]} {format_value(value)}" if key else rep.name, fontsize=9
+        )
         ax.set_xlabel("log10 singular value of J")
         ax.grid(True, alpha=0.3)
     axes[0][0].set_ylabel("density (examples and seeds pooled)")
@@ -203,8 +237,8 @@ def spectrum_figure(rep: ExperimentReport) -> Drawn | None:
     look.legends(fig)
     caption = (
         "Histogram density of log10 of the input-output Jacobian's singular values at step 0 "
-        f"per configuration ({look.says()}); isometry is a spike at 0. Left out: the "
-        f"{dropped:.1%} below {RESOLUTION:g} of their example's largest (float32's "
+        f"per configuration ({look.says()}); a narrow spike is an isometry up to scale. Left "
+        f"out: the {dropped:.1%} below {RESOLUTION:g} of their example's largest (float32's "
         "resolution: rank lost to dead units, or the zeros where N_L > 784)."
     )
     return Drawn(fig, title, caption)
