@@ -16,7 +16,7 @@ from initbench.config.runconfig import jacobian_outputs
 from initbench.config.spec import SpecError, build_spec
 from initbench.measure.jacobian import JacobianProbe, singular_values
 from initbench.results import schema, store
-from initbench.sweep.train import Trainer, execute_run
+from initbench.sweep.train import Trainer, batch_indices, derive_seed, execute_run
 from tests.conftest import make_config
 
 JACOBIAN = {"train.jacobian": True}
@@ -159,3 +159,24 @@ def test_a_non_finite_jacobian_is_stored_as_nan() -> None:
     assert np.isnan(singular_values(jacobian)).all()
     finite = singular_values(torch.ones(1, 3, 784))  # rank 1: sqrt(3 * 784), then zeros
     np.testing.assert_allclose(finite[0], [math.sqrt(3 * 784), 0, 0], atol=1e-9)
+
+
+def test_a_later_spectrum_is_of_the_network_after_that_many_updates_on_that_batch() -> None:
+    # step s: parameters after s updates, batch s, before update s (sweep.train's convention)
+    config = make_config(**JACOBIAN, **{"train.steps": 3, "train.jacobian_every": 2})
+    trainer = Trainer(config, torch.device("cpu"))
+    trainer.setup()
+    order = derive_seed(config.seed, "order")
+    batches = batch_indices(
+        len(trainer.train_y), config.train.batch_size, order, torch.device("cpu")
+    )
+    third = [next(batches) for _ in range(3)][2]
+    trainer.train_step(0)
+    trainer.train_step(1)
+    expected = _autograd_spectrum(trainer.model, trainer.train_x[third][:4])
+    trainer.train_step(2)  # measures, then applies update 2
+    got = trainer.jacobian.columns()
+    at_two = got["step"] == 2
+    np.testing.assert_allclose(got["value"][at_two].reshape(4, -1), expected, rtol=1e-4, atol=1e-7)
+    after = _autograd_spectrum(trainer.model, trainer.train_x[third][:4])
+    assert not np.allclose(after, expected, rtol=1e-4, atol=1e-7)  # the update moved it
