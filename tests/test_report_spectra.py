@@ -3,6 +3,7 @@ beside it, the spread-or-mean sentence, the figure, and nothing where no run too
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from initbench.reporting import build_reports
 from initbench.reporting.experiment import ExperimentReport
 from initbench.reporting.figures import figures
 from initbench.reporting.output import sections
+from initbench.reporting.render.data import render_json
 from initbench.reporting.spectra import TITLE, spearman, spectrum_tables, spread_or_mean
 from initbench.results import store
 from initbench.sweep.train import execute_run
@@ -104,3 +106,12 @@ def test_spread_or_mean_names_the_one_that_ranks_the_loss() -> None:
     text = spread_or_mean(rows)
     assert text and "the mean goes with slower training" in text
     assert spread_or_mean(rows[:3]) is None  # too few configurations to say
+
+
+def test_json_report_carries_each_runs_spectrum_with_theory(reports) -> None:
+    document = json.loads(render_json(list(reports.values()), Thresholds(), per_layer=False))
+    by_name = {e["name"]: e for e in document["experiments"]}
+    assert "spectrum" not in by_name["plain"]
+    rows = by_name["spectra"]["spectrum"]
+    assert len(rows) == len(reports["spectra"].runs)  # step 0 only: jacobian_every is 0
+    assert all(r["theory_mean_sq"] > 0 and r["mean_sq"] > 0 for r in rows)
