@@ -59,7 +59,7 @@ def test_spectrum_table_is_recomputed_from_the_stored_singular_values(reports, r
         for run_id in row["run_ids"].split():
             sv = pd.read_parquet(results / "spectra" / "runs" / run_id / "spectra.parquet")
             per_run.append(float((sv.query("step == 0")["value"] ** 2).mean()))
-        exact = spectrum_table(rep.experiment.runs, rep.experiment.layers, rep.experiment.spectra)
+        exact = spectrum_table(rep.experiment.runs, rep.experiment.spectra)
         exact = exact.set_index("run_id").query("step == 0")["mean_sq"]
         ids = row["run_ids"].split()
         np.testing.assert_allclose(exact.loc[ids].to_numpy(), per_run, rtol=1e-12)

@@ -12,7 +12,12 @@ import pytest
 from initbench.analysis import student_t_quantile
 from initbench.analysis.spectra import run_spectrum_theory, spectrum_summary
 from initbench.meanfield import numpy_activation
-from initbench.meanfield.spectrum import derivative_moments, predict_spectrum
+from initbench.meanfield.spectrum import (
+    SpectrumPrediction,
+    derivative_moments,
+    pooled,
+    predict_spectrum,
+)
 from initbench.results.store import flatten
 from initbench.sweep.train import execute_run
 from tests.conftest import make_config
@@ -87,7 +92,7 @@ def _measured_and_predicted(activation: str, init: str, seeds: int) -> tuple[lis
         spectra = pd.DataFrame(result.spectra).assign(run_id="r")
         means.append(float(spectrum_summary(spectra)["mean_sq"].iloc[0]))
         record = {"run_id": "r", **flatten(result.config, "config.")}
-        theory = run_spectrum_theory(record, pd.DataFrame(result.layers).assign(run_id="r"))
+        theory = run_spectrum_theory(record, spectra)
         predicted.append(theory["theory_mean_sq"])
     return means, float(np.mean(predicted))
 
@@ -99,3 +104,23 @@ def test_mean_squared_singular_value_is_the_product_of_chis(activation: str, ini
     interval = student_t_quantile(0.975, n - 1) * sd * math.sqrt(1 + 1 / n)
     assert abs(np.mean(means) - predicted) <= interval, (means, predicted)
     assert interval < 0.5 * predicted  # the seeds pin it: a wrong chi (784/128 off) fails
+
+
+def test_pooled_inputs_are_a_mixture_of_their_spectra() -> None:
+    # two inputs: eigenvalue distributions with (mean, var) (1, 0) and (3, 1), equal parts:
+    # pooled mean 2, pooled E[lambda^2] = (1 + 10) / 2 = 5.5, variance 5.5 - 4 = 1.5
+    got = pooled([SpectrumPrediction(1.0, 0.0), SpectrumPrediction(3.0, 1.0)])
+    assert (got.mean, got.variance) == (2.0, 1.5)
+    refused = SpectrumPrediction(math.nan, math.nan, "why")
+    assert pooled([SpectrumPrediction(1.0, 0.0), refused]).reason == "why"
+
+
+def test_the_input_scale_enters_through_layer_one() -> None:
+    # relu/he is scale-free (prod chi = 1 at any q); tanh's chi falls as q1 grows
+    relu = _mlp("relu", "he_normal", 6, 64)
+    assert predict_spectrum(relu, input_sq=0.2).mean == pytest.approx(1.0, rel=1e-12)
+    tanh = _mlp("tanh", "orthogonal", 6, 64)
+    assert predict_spectrum(tanh, input_sq=0.5).mean > predict_spectrum(tanh, input_sq=2.0).mean
+    assert predict_spectrum(tanh, input_sq=2.0).mean == pytest.approx(
+        predict_spectrum(tanh, q1=2.0).mean, rel=1e-12
+    )  # orthogonal layer 1 has sigma_w^2 = 1: q1 = E[x^2]

@@ -7,7 +7,8 @@ J J^T, N_L per example): ``mean_sq`` (tr J J^T / N_L, mean field's prod chi_l),
 ``var_sq`` (their variance, Pennington et al. 2017's sigma^2_{JJ^T}), ``spread`` =
 var_sq / mean_sq^2 (scale-free: 0 for an isometry up to scale), and ``sv_max``,
 ``sv_min`` (of sigma itself). The theory (:func:`initbench.meanfield.spectrum.predict_spectrum`)
-takes the run's own measured layer-1 preact_sq at step 0 as q1, as the per-layer theory does.
+is given each example's own E[x^2] (the spectra table's input_sq) and pooled over the
+examples as the measurement is.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pandas as pd
 
 from initbench.analysis.configs import run_config
 from initbench.meanfield import TheoryError
-from initbench.meanfield.spectrum import predict_spectrum
+from initbench.meanfield.spectrum import pooled, predict_spectrum
 
 SPECTRUM_COLUMNS: Final = {
     "examples": "examples pooled",
@@ -64,34 +65,29 @@ def spectrum_summary(spectra: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def _layer1_sq(layers: pd.DataFrame, run_id: str) -> float | None:
-    """The run's measured layer-1 preact_sq at step 0, or None where it is not usable."""
-    rows = layers[
-        (layers["run_id"] == run_id)
-        & (layers["step"] == 0)
-        & (layers["layer"] == 1)
-        & (layers["metric"] == "preact_sq")
-    ]
-    value = float(rows["value"].iloc[0]) if len(rows) else math.nan
-    return value if math.isfinite(value) and value > 0 else None
+def _example_inputs(spectra: pd.DataFrame, run_id: str) -> list[float]:
+    """E[x^2] of each example whose spectrum the run took at step 0."""
+    rows = spectra[(spectra["run_id"] == run_id) & (spectra["step"] == 0)]
+    return rows.groupby("example")["input_sq"].first().tolist()
 
 
-def run_spectrum_theory(record: dict[str, Any], layers: pd.DataFrame) -> dict[str, Any]:
-    """theory_mean_sq, theory_var_sq, theory_spread and theory_note of one runs row."""
-    model = run_config(record).get("model", {})
+def run_spectrum_theory(record: dict[str, Any], spectra: pd.DataFrame) -> dict[str, Any]:
+    """theory_mean_sq, theory_var_sq, theory_spread and theory_note of one runs row: the
+    prediction for each example at step 0, from its own E[x^2], pooled over the examples
+    as the measurement pools them."""
+    model = json.loads(json.dumps(run_config(record).get("model", {})))
+    inputs = _example_inputs(spectra, record["run_id"])
+    note = "" if inputs else "no spectrum at step 0"
+    pred = None
     try:
-        pred = predict_spectrum(json.loads(json.dumps(model)), _layer1_sq(layers, record["run_id"]))
+        if inputs:
+            pred = pooled([predict_spectrum(model, input_sq=q0) for q0 in inputs])
     except (TheoryError, KeyError, ValueError, TypeError) as exc:
-        pred = None
         note = f"theory cannot use this config: {getattr(exc, 'message', None) or exc}"
     if pred is None or pred.reason:
         note = note if pred is None else str(pred.reason)
-        return dict(
-            theory_mean_sq=math.nan,
-            theory_var_sq=math.nan,
-            theory_spread=math.nan,
-            theory_note=note,
-        )
+        nan = math.nan
+        return dict(theory_mean_sq=nan, theory_var_sq=nan, theory_spread=nan, theory_note=note)
     return dict(
         theory_mean_sq=pred.mean,
         theory_var_sq=pred.variance,
@@ -100,7 +96,7 @@ def run_spectrum_theory(record: dict[str, Any], layers: pd.DataFrame) -> dict[st
     )
 
 
-def spectrum_table(runs: pd.DataFrame, layers: pd.DataFrame, spectra: pd.DataFrame) -> pd.DataFrame:
+def spectrum_table(runs: pd.DataFrame, spectra: pd.DataFrame) -> pd.DataFrame:
     """Every run with spectra: its measured summary at each step, and at step 0 the theory
     beside it (SPECTRUM_COLUMNS); empty when no run took spectra."""
     summary = spectrum_summary(spectra)
@@ -109,7 +105,7 @@ def spectrum_table(runs: pd.DataFrame, layers: pd.DataFrame, spectra: pd.DataFra
     records = {r["run_id"]: r for r in runs.to_dict("records")}
     theory = pd.DataFrame(
         [
-            {"run_id": rid, **run_spectrum_theory(records[rid], layers)}
+            {"run_id": rid, **run_spectrum_theory(records[rid], spectra)}
             for rid in summary["run_id"].unique()
             if rid in records
         ]

@@ -118,6 +118,6 @@ def _tidy(experiment: Experiment) -> tuple[Any, ...]:
     def joined(table: pd.DataFrame) -> pd.DataFrame:
         return keys.merge(table, on="run_id", how="right", validate="one_to_many")
 
-    spectrum = spectrum_table(experiment.runs, experiment.layers, experiment.spectra)
+    spectrum = spectrum_table(experiment.runs, experiment.spectra)
     tables = (experiment.layers, experiment.curves, experiment.spectra, spectrum)
     return runs, *(joined(t) for t in tables), list(keys.columns[2:])

@@ -22,7 +22,7 @@ says anything about batchnorm, convolutions or recurrence here: those get no pre
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -110,15 +110,18 @@ def _refusal(model: Mapping[str, Any]) -> str | None:
     return None
 
 
-def predict_spectrum(config: Mapping[str, Any], q1: float | None = None) -> SpectrumPrediction:
+def predict_spectrum(
+    config: Mapping[str, Any], q1: float | None = None, input_sq: float = 1.0
+) -> SpectrumPrediction:
     """The predicted mean and variance of J J^T's eigenvalues for a run config (or model
-    section) at initialisation; q1 as :func:`initbench.meanfield.predict` takes it (the
-    measured layer-1 preact_sq, or None for standardised inputs)."""
+    section) at initialisation, for one input: q1 and input_sq as
+    :func:`initbench.meanfield.predict` takes them (layer 1's preact second moment, or None
+    to derive it from the input's E[x^2] = input_sq)."""
     model = model_section(config)
     reason = _refusal(model)
     if reason:
         return _no_prediction(reason)
-    prediction = predict(model, q1)
+    prediction = predict(model, q1, input_sq=input_sq)
     if not prediction.ok:
         return _no_prediction(str(prediction.reason))
     act = numpy_activation(*split_ref(model["activation"]))
@@ -134,3 +137,16 @@ def predict_spectrum(config: Mapping[str, Any], q1: float | None = None) -> Spec
         spread += mu2 / mu1**2 - 1 + float(weight_spread(init, width, fan_in))
     mean = math.exp(log_mean)
     return SpectrumPrediction(mean, mean**2 * spread)
+
+
+def pooled(predictions: Sequence[SpectrumPrediction]) -> SpectrumPrediction:
+    """The moments of several inputs' spectra pooled into one distribution (a mixture in
+    equal parts): mean = mean_i m_i, variance = mean_i (v_i + m_i^2) - mean^2; no
+    prediction if one input has none."""
+    for prediction in predictions:
+        if prediction.reason:
+            return prediction
+    means = np.array([p.mean for p in predictions])
+    second = np.array([p.variance for p in predictions]) + means**2
+    mean = float(means.mean())
+    return SpectrumPrediction(mean, float(second.mean()) - mean**2)

@@ -86,24 +86,29 @@ def singular_values(jacobian: torch.Tensor) -> np.ndarray:
     return values
 
 
-def spectra_columns(rows: list[tuple[int, np.ndarray]]) -> SpectraColumns:
-    """(step, singular values (k, N_out)) per measured step -> the long table's columns
-    step, example (0-based, the batch's order), index (0-based, descending), value."""
-    steps, examples, indices, values = [], [], [], []
-    for step, sv in rows:
-        k, n = sv.shape
-        steps.append(np.full(k * n, step, dtype=np.int32))
-        examples.append(np.repeat(np.arange(k, dtype=np.int16), n))
-        indices.append(np.tile(np.arange(n, dtype=np.int32), k))
-        values.append(sv.reshape(-1))
+Measured = tuple[int, np.ndarray, np.ndarray]  # (step, singular values (k, N_out), input_sq (k,))
+
+
+def input_second_moments(x: torch.Tensor) -> np.ndarray:
+    """E[x^2] over each example's input elements (k,): the mean-field q0 of the example."""
+    return x.detach().reshape(x.shape[0], -1).to("cpu", torch.float64).square().mean(1).numpy()
+
+
+def spectra_columns(rows: list[Measured]) -> SpectraColumns:
+    """The measured steps as the long table's columns: step, example (0-based, the batch's
+    order), index (0-based, descending), value, and the example's input_sq on each row."""
     if not rows:
         return {}
-    return {
-        "step": np.concatenate(steps),
-        "example": np.concatenate(examples),
-        "index": np.concatenate(indices),
-        "value": np.concatenate(values).astype(np.float64),
-    }
+    parts: dict[str, list[np.ndarray]] = {c: [] for c in ("step", "example", "index", "value")}
+    parts["input_sq"] = []
+    for step, sv, input_sq in rows:
+        k, n = sv.shape
+        parts["step"].append(np.full(k * n, step, dtype=np.int32))
+        parts["example"].append(np.repeat(np.arange(k, dtype=np.int16), n))
+        parts["index"].append(np.tile(np.arange(n, dtype=np.int32), k))
+        parts["value"].append(sv.reshape(-1).astype(np.float64))
+        parts["input_sq"].append(np.repeat(input_sq.astype(np.float64), n))
+    return {column: np.concatenate(arrays) for column, arrays in parts.items()}
 
 
 class JacobianProbe:
@@ -113,7 +118,7 @@ class JacobianProbe:
 
     def __init__(self, examples: int, every: int, steps: int) -> None:
         self.examples, self.every, self.steps = examples, every, steps
-        self.rows: list[tuple[int, np.ndarray]] = []
+        self.rows: list[Measured] = []
 
     def due(self, step: int) -> bool:
         """Whether step ``step`` is measured."""
@@ -121,7 +126,9 @@ class JacobianProbe:
 
     def measure(self, step: int, model: InstrumentedModel, x: torch.Tensor) -> None:
         """Take the spectra of the first examples of batch ``x`` at ``step``."""
-        self.rows.append((step, singular_values(jacobians(model, x[: self.examples]))))
+        chosen = x[: self.examples]
+        sv = singular_values(jacobians(model, chosen))
+        self.rows.append((step, sv, input_second_moments(chosen)))
 
     def columns(self) -> SpectraColumns:
         """Every measured step as the spectra table's columns."""

@@ -166,7 +166,7 @@ def spectrum_tables(rep: ExperimentReport) -> list[Table]:
     spectra = rep.experiment.spectra
     if not rep.has_rows or spectra.empty:
         return []
-    table = spectrum_table(rep.experiment.runs, rep.experiment.layers, spectra)
+    table = spectrum_table(rep.experiment.runs, spectra)
     rows = _per_config(rep, table)
     if not rows:
         return []

@@ -80,6 +80,7 @@ SPECTRA_COLUMNS: Final[dict[str, str]] = {
     "example": "int16",  # 0-based position of the example in the step's batch
     "index": "int32",  # 0-based rank of the singular value, largest first
     "value": "float64",  # the singular value (computed in float64)
+    "input_sq": "float64",  # E[x^2] over the example's input pixels (its mean-field q0)
 }
 
 # What spectra.parquet's values are, for `initbench list metrics` and docs/definitions.md.

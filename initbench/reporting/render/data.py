@@ -83,7 +83,7 @@ def _json_experiment(rep: ExperimentReport, per_layer: bool) -> dict[str, Any]:
     if per_layer and rep.keys is not None:
         out["per_layer"] = _records(per_layer_frame(rep))
     if not experiment.spectra.empty:  # per run and step, theory at step 0 (analysis.spectra)
-        spectrum = spectrum_table(experiment.runs, experiment.layers, experiment.spectra)
+        spectrum = spectrum_table(experiment.runs, experiment.spectra)
         out["spectrum"] = _records(spectrum[spectrum["run_id"].isin(rep.runs["run_id"])])
     return out
 
