@@ -60,7 +60,7 @@ def definitions() -> str:
         "",
         *_table(("metric", "definition"), schema.CURVE_METRICS),
         "",
-        "## Jacobian spectra (`spectra.parquet`: step, example, index, value)",
+        "## Jacobian spectra (`spectra.parquet`: step, example, index, value, input_sq)",
         "",
         *_table(("metric", "definition"), schema.SPECTRA_METRICS),
         "",

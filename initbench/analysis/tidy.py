@@ -26,7 +26,7 @@ class Results:
         the summary's fields (``status``, ``test_accuracy``, ``final_loss`` ...).
     layers, curves: the long tables (step, layer, t, name, metric, value; step, metric,
         value), each row led by its run's ``experiment``, ``run_id``, config keys, seed.
-    spectra: the Jacobian singular values (step, example, index, value; runs with
+    spectra: the Jacobian singular values (step, example, index, value, input_sq; runs with
         ``train.jacobian`` only), led likewise.
     spectrum: per run and step, the spectra's summary beside the theory at step 0
         (:data:`initbench.analysis.spectra.SPECTRUM_COLUMNS`), led likewise.

@@ -35,7 +35,7 @@ MEASURED: Final = ("mean_sq", "spread", "sv_max", "sv_min")
 NOTES: Final = [
     "mean sigma^2: tr(J J^T) / N_L, the mean squared singular value of the Jacobian of the "
     "last watched layer's act against the input, pooled over the examples of step 0; "
-    "theory: prod_l chi_l (mean field)",
+    "theory: prod_l chi_l (mean field) for each example from its own E[x^2], pooled",
     "spread: variance of sigma^2 over mean(sigma^2)^2 (0: an isometry up to scale); theory: "
     "sum_l (mu2/mu1^2 - 1 + v_W), v_W = 1 for i.i.d. and 0 for orthogonal square weights "
     "(free probability)",
