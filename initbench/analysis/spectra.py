@@ -13,7 +13,6 @@ examples as the measurement is.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any, Final
 
@@ -61,7 +60,7 @@ def spectrum_summary(spectra: pd.DataFrame) -> pd.DataFrame:
         {"run_id": run_id, "step": int(step), **_summary(group)}
         for (run_id, step), group in spectra.groupby(["run_id", "step"], sort=True)
     ]
-    columns = ["run_id", "step", *list(SPECTRUM_COLUMNS)[:7]]
+    columns = ["run_id", "step", *(c for c in SPECTRUM_COLUMNS if not c.startswith("theory"))]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -75,7 +74,7 @@ def run_spectrum_theory(record: dict[str, Any], spectra: pd.DataFrame) -> dict[s
     """theory_mean_sq, theory_var_sq, theory_spread and theory_note of one runs row: the
     prediction for each example at step 0, from its own E[x^2], pooled over the examples
     as the measurement pools them."""
-    model = json.loads(json.dumps(run_config(record).get("model", {})))
+    model = run_config(record).get("model", {})
     inputs = _example_inputs(spectra, record["run_id"])
     note = "" if inputs else "no spectrum at step 0"
     pred = None
