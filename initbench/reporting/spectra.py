@@ -124,7 +124,8 @@ def spread_or_mean(rows: Sequence[Mapping[str, Any]]) -> str | None:
     usable = [
         r
         for r in rows
-        if math.isfinite(float(r.get("final_loss_mean") or math.nan))
+        if r.get("final_loss_mean") is not None
+        and math.isfinite(float(r["final_loss_mean"]))
         and r["mean_sq_mean"] > 0
         and math.isfinite(r["spread_mean"])
     ]
