@@ -150,14 +150,17 @@ def _monte_carlo(orthogonal: bool, depth: int, width: int, sigma_w2: float) -> n
             h = w @ h_in
             jac = (1 - np.tanh(h) ** 2)[:, None] * (w @ jac)
             h_in = np.tanh(h)
-        eigenvalues.append(np.linalg.svd(jac, compute_uv=False) ** 2)
+        values = np.linalg.svd(jac, compute_uv=False) ** 2
+        eigenvalues.append(np.concatenate([values, np.zeros(width - len(values))]))
     return np.concatenate(eigenvalues)
 
 
+@pytest.mark.parametrize("width", [400, 1000])  # 1000 > 784: J J^T has 216 zeros
 @pytest.mark.parametrize("orthogonal", [False, True], ids=["gaussian", "orthogonal"])
-def test_spread_matches_monte_carlo_of_tanh_networks(orthogonal: bool) -> None:
-    # the mu2/mu1^2 term of a nonlinear activation, which the closed forms above never test
-    depth, width, sigma_w2 = 6, 400, 1.5
+def test_spread_matches_monte_carlo_of_tanh_networks(orthogonal: bool, width: int) -> None:
+    # the mu2/mu1^2 term of a nonlinear activation, which the closed forms above never test,
+    # and layer 1's v_W on either side of 784 units
+    depth, sigma_w2 = 6, 1.5
     init = (
         {"name": "orthogonal", "gain": math.sqrt(sigma_w2)}
         if orthogonal
