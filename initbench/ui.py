@@ -255,6 +255,7 @@ def print_catalog(console: Console, topic: str) -> None:
         header = ["metric", "table", "definition"]
         rows = [[s.name, "layers", s.definition] for s in CATALOG]
         rows += [[m, "curves", d] for m, d in schema.CURVE_METRICS.items()]
+        rows += [[m, "spectra", d] for m, d in schema.SPECTRA_METRICS.items()]
     else:
         header, rows = _registry_rows(topic)
     table = Table(title=topic, show_lines=False, title_justify="left")

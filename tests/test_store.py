@@ -82,7 +82,13 @@ def test_write_run_layout(exp: Path) -> None:
     path = write_run(exp, make_result())
     assert path == exp / "runs" / "abc123def456"
     assert sorted(p.name for p in path.iterdir()) == sorted(
-        [schema.CONFIG_FILE, schema.LAYERS_FILE, schema.CURVES_FILE, schema.SUMMARY_FILE]
+        [
+            schema.CONFIG_FILE,
+            schema.LAYERS_FILE,
+            schema.CURVES_FILE,
+            schema.SPECTRA_FILE,
+            schema.SUMMARY_FILE,
+        ]
     )
     assert json.loads((path / "config.json").read_text()) == CONFIG
     assert store.is_complete(exp, "abc123def456")

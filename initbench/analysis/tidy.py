@@ -6,10 +6,12 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from initbench.analysis.configs import config_labels
+from initbench.analysis.spectra import spectrum_table
 from initbench.results import store
 from initbench.results.store import Experiment
 
@@ -24,6 +26,10 @@ class Results:
         the summary's fields (``status``, ``test_accuracy``, ``final_loss`` ...).
     layers, curves: the long tables (step, layer, t, name, metric, value; step, metric,
         value), each row led by its run's ``experiment``, ``run_id``, config keys, seed.
+    spectra: the Jacobian singular values (step, example, index, value, input_sq; runs with
+        ``train.jacobian`` only), led likewise.
+    spectrum: per run and step, the spectra's summary beside the theory at step 0
+        (:data:`initbench.analysis.spectra.SPECTRUM_COLUMNS`), led likewise.
     config_keys: the config columns (``seed`` last). incomplete: experiment -> run
     folders without a summary. unreadable: "experiment/run_id" -> why it was left out.
     """
@@ -33,6 +39,8 @@ class Results:
     runs: pd.DataFrame
     layers: pd.DataFrame
     curves: pd.DataFrame
+    spectra: pd.DataFrame
+    spectrum: pd.DataFrame
     config_keys: tuple[str, ...]
     incomplete: dict[str, list[str]]
     unreadable: dict[str, str]
@@ -77,22 +85,27 @@ def load_results(path: str | Path) -> Results:
             f"{', '.join(unreadable)} (see Results.unreadable)",
             stacklevel=2,
         )
-    runs, layers, curves = (pd.concat([t[i] for t in tables], ignore_index=True) for i in range(3))
-    keys = dict.fromkeys(k for t in tables for k in t[3])
+    runs, layers, curves, spectra, spectrum = (
+        pd.concat([t[i] for t in tables], ignore_index=True) for i in range(5)
+    )
+    keys = dict.fromkeys(k for t in tables for k in t[5])
     return Results(
         root,
         tuple(e.name for e in loaded),
         runs,
         layers,
         curves,
+        spectra,
+        spectrum,
         tuple(keys),
         {e.name: list(e.incomplete) for e in loaded if e.incomplete},
         unreadable,
     )
 
 
-def _tidy(experiment: Experiment) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
-    """One experiment's runs, layers and curves with plain config columns, and their names."""
+def _tidy(experiment: Experiment) -> tuple[Any, ...]:
+    """One experiment's runs, layers, curves, spectra and spectrum summary with plain
+    config columns, and their names."""
     raw = experiment.runs
     labels = config_labels(raw)
     keys = labels[sorted(labels.columns)].reset_index()
@@ -105,4 +118,6 @@ def _tidy(experiment: Experiment) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFr
     def joined(table: pd.DataFrame) -> pd.DataFrame:
         return keys.merge(table, on="run_id", how="right", validate="one_to_many")
 
-    return runs, joined(experiment.layers), joined(experiment.curves), list(keys.columns[2:])
+    spectrum = spectrum_table(experiment.runs, experiment.spectra)
+    tables = (experiment.layers, experiment.curves, experiment.spectra, spectrum)
+    return runs, *(joined(t) for t in tables), list(keys.columns[2:])

@@ -31,6 +31,7 @@ from pydantic_core import PydanticCustomError
 from initbench.config.activations import ACTIVATIONS
 from initbench.config.architectures import ARCHITECTURES
 from initbench.config.datasets import DATASETS
+from initbench.config.geometry import MLP_INPUTS, cnn_positions
 from initbench.config.initializers import INITIALIZERS
 from initbench.config.optimizers import OPTIMIZERS
 from initbench.config.problems import shown
@@ -367,6 +368,26 @@ class TrainConfig(BaseModel):
     eval_every: Annotated[
         int, Field(ge=0), _doc("test-set evaluation interval; 0: only at the end")
     ] = 0
+    # --- input-output Jacobian spectra (initbench.measure.jacobian) ---
+    jacobian: Annotated[
+        bool,
+        Field(json_schema_extra=ADDED),
+        _doc(
+            "record the singular values of the input-output Jacobian d act_L / d x at step 0 "
+            "(see jacobian_every) for jacobian_examples examples of the batch; mlp, cnn, rnn "
+            "without batchnorm"
+        ),
+    ] = False
+    jacobian_examples: Annotated[
+        int,
+        Field(ge=1, le=64, json_schema_extra=ADDED),
+        _doc("examples of the step's batch (its first ones) whose Jacobian is taken"),
+    ] = 4
+    jacobian_every: Annotated[
+        int,
+        Field(ge=0, json_schema_extra=ADDED),
+        _doc("also take the Jacobian every this many steps and at the last; 0: step 0 only"),
+    ] = 0
 
 
 class RunConfig(BaseModel):
@@ -378,6 +399,11 @@ class RunConfig(BaseModel):
     data: DatasetRef
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _check_jacobian(self) -> RunConfig:
+        check_jacobian(self.model, self.train)
+        return self
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-compatible dict of the resolved config, less every key added after
@@ -395,6 +421,58 @@ class RunConfig(BaseModel):
     def run_id(self) -> str:
         """Stable hash of the resolved config: same config, same id."""
         return run_id_of(self.identity())
+
+
+# --- input-output Jacobian spectra: what the exact computation can take -------------------
+
+# Elements of one example's Jacobian (outputs x 784 inputs) the exact computation may hold:
+# 2^23 float32 (32 MiB), e.g. a cnn's last layer of 8 channels at full 28 x 28 resolution.
+JACOBIAN_MAX_ELEMENTS = 2**23
+
+
+def jacobian_outputs(arch: str, depth: int, width: int) -> int:
+    """Units of the last watched layer's act that the Jacobian differentiates: width (mlp;
+    rnn: its last time step), width x positions of the last conv's map (cnn)."""
+    return width * cnn_positions(depth)[-1] if arch == "cnn" else width
+
+
+def check_jacobian(model: ModelConfig, train: TrainConfig) -> None:
+    """Refuse a Jacobian the exact computation cannot give: with batchnorm the batch's
+    statistics couple the examples, so one example's Jacobian is not defined apart from
+    the batch; over JACOBIAN_MAX_ELEMENTS per example it would not fit."""
+    if not train.jacobian:
+        if train.jacobian_every:
+            raise PydanticCustomError(
+                "jacobian_off",
+                "train.jacobian_every is set but train.jacobian is false",
+                {"subloc": "train.jacobian_every"},
+            )
+        return
+    if model.batchnorm:
+        raise PydanticCustomError(
+            "jacobian_batchnorm",
+            "train.jacobian needs model.batchnorm false: batch statistics couple the "
+            "examples, so one example's input-output Jacobian is not defined apart from its batch",
+            {"subloc": "train.jacobian"},
+        )
+    elements = jacobian_outputs(model.arch, model.depth, model.width) * MLP_INPUTS
+    if elements > JACOBIAN_MAX_ELEMENTS:
+        raise PydanticCustomError(
+            "jacobian_size",
+            "train.jacobian: the Jacobian of one example would have {n} elements (outputs x "
+            "784 inputs), over the {limit} the exact computation takes; use a narrower layer",
+            {"n": elements, "limit": JACOBIAN_MAX_ELEMENTS, "subloc": "train.jacobian"},
+        )
+    if train.jacobian_examples > train.batch_size:
+        raise PydanticCustomError(
+            "jacobian_examples",
+            "train.jacobian_examples ({k}) exceeds train.batch_size ({b})",
+            {
+                "k": train.jacobian_examples,
+                "b": train.batch_size,
+                "subloc": "train.jacobian_examples",
+            },
+        )
 
 
 def _without_added_defaults(model: type[BaseModel], values: dict[str, Any]) -> dict[str, Any]:

@@ -409,6 +409,8 @@ def loss_figure(rep: ExperimentReport) -> Drawn | None:
 def figures(rep: ExperimentReport) -> dict[str, Drawn]:
     """Every figure of one experiment, by file stem (without the experiment's name),
     the outcome first."""
+    from initbench.reporting.spectra import spectrum_figure
+
     if not rep.has_rows:
         return {}
     from initbench.reporting.signal_plot import signal_propagation_figure  # it imports this
@@ -421,6 +423,7 @@ def figures(rep: ExperimentReport) -> dict[str, Drawn]:
         "signal_propagation": signal_propagation_figure(rep),
         "heatmaps": heatmaps_figure(rep),
         "loss": loss_figure(rep),
+        "spectrum": spectrum_figure(rep),
     }
     return {name: drawn for name, drawn in found.items() if drawn is not None}
 

@@ -10,6 +10,8 @@ Layout::
     <out>/<experiment>/runs/<run_id>/config.json  the fully resolved run config
     <out>/<experiment>/runs/<run_id>/layers.parquet  long table (LAYER_COLUMNS)
     <out>/<experiment>/runs/<run_id>/curves.parquet  long table (CURVE_COLUMNS)
+    <out>/<experiment>/runs/<run_id>/spectra.parquet long table (SPECTRA_COLUMNS; from
+                                                     format 2, empty unless train.jacobian)
     <out>/<experiment>/runs/<run_id>/summary.json    written last (SUMMARY_KEYS)
     <out>/<experiment>/quarantine/<run_id>/          a run found unreadable on resume, moved
                                                      aside with reason.txt, and redone
@@ -27,7 +29,10 @@ import numpy as np
 
 from initbench.measure import catalog
 
-FORMAT_VERSION: Final = 1
+# 1: config, layers, curves, summary. 2: adds spectra.parquet (Jacobian singular values);
+# a version-1 run reads as one without spectra.
+FORMAT_VERSION: Final = 2
+SPECTRA_SINCE: Final = 2  # the first format version that writes SPECTRA_FILE
 
 SPEC_FILE: Final = "spec.yaml"
 # The --set overrides that went with spec.yaml: a YAML list of "KEY=VALUE" texts, in order;
@@ -37,6 +42,7 @@ RUNS_DIR: Final = "runs"
 CONFIG_FILE: Final = "config.json"
 LAYERS_FILE: Final = "layers.parquet"
 CURVES_FILE: Final = "curves.parquet"
+SPECTRA_FILE: Final = "spectra.parquet"
 SUMMARY_FILE: Final = "summary.json"
 TMP_PREFIX: Final = ".tmp-"
 # Complete-looking runs found broken on resume are moved here (with a REASON_FILE) and redone.
@@ -64,6 +70,27 @@ CURVE_COLUMNS: Final[dict[str, str]] = {
     "step": "int32",
     "metric": "str",  # one of CURVE_METRICS
     "value": "float64",
+}
+
+# Column -> numpy dtype of the Jacobian spectra (initbench.measure.jacobian): the singular
+# values of J = d act_L / d x (the last watched layer's act against the 784 input pixels)
+# of each example, at step 0 and at the steps train.jacobian_every asks for. An example has
+# N_out values (the last layer's units), the zeros of J J^T's null space included where
+# N_out > 784, so the mean of their squares is tr(J J^T) / N_out.
+SPECTRA_COLUMNS: Final[dict[str, str]] = {
+    "step": "int32",  # as LAYER_COLUMNS' step
+    "example": "int16",  # 0-based position of the example in the step's batch
+    "index": "int32",  # 0-based rank of the singular value, largest first
+    "value": "float64",  # the singular value (computed in float64)
+    "input_sq": "float64",  # E[x^2] over the example's input pixels (its mean-field q0)
+}
+
+# What spectra.parquet's values are, for `initbench list metrics` and docs/definitions.md.
+SPECTRA_METRICS: Final[dict[str, str]] = {
+    "singular_value": "a singular value sigma of one example's input-output Jacobian "
+    "J = d act_L / d x (act_L: the last watched layer's act, an rnn's at its last step; x: "
+    "the 784 input pixels), in float64, largest first; the N_L - 784 zeros of J J^T's null "
+    "space included where N_L > 784 (train.jacobian; a row of SPECTRA_COLUMNS)",
 }
 
 # Metric name -> definition, generated from the catalogue that defines each statistic
@@ -123,6 +150,7 @@ class RunResult:
     summary: dict[str, Any]
     layers: dict[str, np.ndarray] = field(default_factory=dict)  # LAYER_COLUMNS
     curves: dict[str, np.ndarray] = field(default_factory=dict)  # CURVE_COLUMNS
+    spectra: dict[str, np.ndarray] = field(default_factory=dict)  # SPECTRA_COLUMNS
 
     @property
     def status(self) -> str:

@@ -233,6 +233,7 @@ def write_run(exp_dir: Path, result: schema.RunResult) -> Path:
         (tmp / schema.CONFIG_FILE).write_text(to_json(result.config), encoding="utf-8")
         _write_table(tmp / schema.LAYERS_FILE, result.layers, schema.LAYER_COLUMNS)
         _write_table(tmp / schema.CURVES_FILE, result.curves, schema.CURVE_COLUMNS)
+        _write_table(tmp / schema.SPECTRA_FILE, result.spectra, schema.SPECTRA_COLUMNS)
         (tmp / schema.SUMMARY_FILE).write_text(to_json(result.summary), encoding="utf-8")
         final = runs / result.run_id
         if final.exists():
@@ -289,11 +290,12 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 @dataclass
 class Experiment:
-    """One experiment folder loaded as three pandas tables.
+    """One experiment folder loaded as four pandas tables.
 
     ``runs``: one row per complete run: run_id, the summary's scalar fields and the
     config flattened to dotted columns (``config.model.depth`` ...).
-    ``layers`` and ``curves``: the long tables of all runs with a ``run_id`` column.
+    ``layers``, ``curves`` and ``spectra``: the long tables of all runs with a ``run_id``
+    column (``spectra``: the Jacobian singular values, none for a run of format 1).
     ``incomplete``: run folders without summary.json and leftover temporary folders.
     ``unreadable``: run id -> why it could not be read (``skip_unreadable`` only).
     ``overrides``: the ``--set`` texts stored with spec.yaml (:func:`read_overrides`).
@@ -304,6 +306,7 @@ class Experiment:
     runs: Any  # pandas.DataFrame
     layers: Any  # pandas.DataFrame
     curves: Any  # pandas.DataFrame
+    spectra: Any  # pandas.DataFrame
     incomplete: list[str]
     unreadable: dict[str, str] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)
@@ -360,9 +363,18 @@ def _concat(frames: list[Any], columns: Mapping[str, str]) -> Any:
     return pd.DataFrame({c: pd.Series(dtype="object") for c in ("run_id", *columns)})
 
 
-def read_run(run_dir: Path) -> tuple[dict[str, Any], Any, Any]:
-    """One complete run as (runs-table row, layers frame, curves frame), each frame with a
-    ``run_id`` column; raises ResultsError naming the file that cannot be read."""
+def _read_spectra(run_dir: Path, version: int) -> Any:
+    """The run's spectra table; a run of a format before SPECTRA_SINCE has none (empty)."""
+    import pandas as pd
+
+    if version < schema.SPECTRA_SINCE:
+        return pd.DataFrame({c: pd.Series(dtype=d) for c, d in schema.SPECTRA_COLUMNS.items()})
+    return _read_table(run_dir / schema.SPECTRA_FILE)
+
+
+def read_run(run_dir: Path) -> tuple[dict[str, Any], Any, Any, Any]:
+    """One complete run as (runs-table row, layers, curves and spectra frames), each frame
+    with a ``run_id`` column; raises ResultsError naming the file that cannot be read."""
     summary = read_summary(run_dir)
     config = summary.get("config")
     if not isinstance(config, Mapping):
@@ -373,10 +385,11 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], Any, Any]:
     row["run_id"] = run_dir.name
     frames = []
     for name in (schema.LAYERS_FILE, schema.CURVES_FILE):
-        frame = _read_table(run_dir / name)
+        frames.append(_read_table(run_dir / name))
+    frames.append(_read_spectra(run_dir, summary["format_version"]))
+    for frame in frames:
         frame.insert(0, "run_id", run_dir.name)
-        frames.append(frame)
-    return row, frames[0], frames[1]
+    return row, frames[0], frames[1], frames[2]
 
 
 def load_experiment(exp_dir: Path | str, skip_unreadable: bool = False) -> Experiment:
@@ -386,10 +399,10 @@ def load_experiment(exp_dir: Path | str, skip_unreadable: bool = False) -> Exper
     import pandas as pd
 
     complete, incomplete = _run_dirs(exp_dir)
-    rows, layers, curves, unreadable = [], [], [], {}
+    rows, layers, curves, spectra, unreadable = [], [], [], [], {}
     for run_dir in complete:
         try:
-            row, run_layers, run_curves = read_run(run_dir)
+            row, run_layers, run_curves, run_spectra = read_run(run_dir)
         except ResultsError as exc:
             if not skip_unreadable:
                 raise
@@ -398,12 +411,15 @@ def load_experiment(exp_dir: Path | str, skip_unreadable: bool = False) -> Exper
         rows.append(row)
         layers.append(run_layers)
         curves.append(run_curves)
+        if not run_spectra.empty:  # most runs take none; concat warns on empty frames
+            spectra.append(run_spectra)
     return Experiment(
         path=exp_dir,
         name=exp_dir.name,
         runs=pd.DataFrame(rows),
         layers=_concat(layers, schema.LAYER_COLUMNS),
         curves=_concat(curves, schema.CURVE_COLUMNS),
+        spectra=_concat(spectra, schema.SPECTRA_COLUMNS),
         incomplete=incomplete,
         unreadable=unreadable,
         overrides=read_overrides(exp_dir),

@@ -33,10 +33,13 @@ def check_run(run_dir: Path) -> tuple[str, str | None]:
         return "", f"{summary_path}: no 'config' mapping"
     if status not in schema.STATUSES:
         return "", f"{summary_path}: status {status!r} is none of {schema.STATUSES}"
-    for name, columns in (
+    tables = [
         (schema.LAYERS_FILE, schema.LAYER_COLUMNS),
         (schema.CURVES_FILE, schema.CURVE_COLUMNS),
-    ):
+    ]
+    if summary["format_version"] >= schema.SPECTRA_SINCE:
+        tables.append((schema.SPECTRA_FILE, schema.SPECTRA_COLUMNS))
+    for name, columns in tables:
         problem = _table_problem(run_dir / name, columns)
         if problem:
             return "", problem

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 import initbench
 from initbench.config.optimizers import build_optimizer
 from initbench.config.spec import RunConfig
+from initbench.measure.jacobian import JacobianProbe
 from initbench.measure.probes import Probe
 from initbench.measure.recorder import Recorder, first_non_finite
 from initbench.measure.tape import Tape
@@ -127,6 +128,12 @@ class Trainer:
         self.curves: list[tuple[int, str, float]] = []
         self.window: list[float] = []  # the losses since the last probed step
         self.steps_done = 0
+        train = cfg.train
+        self.jacobian = (
+            JacobianProbe(train.jacobian_examples, train.jacobian_every, train.steps)
+            if train.jacobian
+            else None
+        )
 
     def _batches_again(self) -> Iterator[torch.Tensor]:
         """The run's batches from the start (the same seed as ``self.batches``)."""
@@ -188,6 +195,8 @@ class Trainer:
         if probe:
             self._probe(step, tape, logits, y, self.window)
             self.window = []
+        if self.jacobian is not None and self.jacobian.due(step):
+            self.jacobian.measure(step, self.model, x)
         if eval_every and step % eval_every == 0 and 0 < step < steps:
             self._evaluate(step)
         if step < steps:
@@ -295,6 +304,8 @@ def execute_run(
     summary["total_seconds"] = time.perf_counter() - started
     recorder = getattr(trainer, "recorder", Recorder())
     curves = trainer.curve_columns() if hasattr(trainer, "curves") else {}
+    jacobian = getattr(trainer, "jacobian", None)
+    spectra = jacobian.columns() if jacobian is not None else {}
     return schema.RunResult(
-        run_config.run_id, run_config.as_dict(), summary, recorder.columns(), curves
+        run_config.run_id, run_config.as_dict(), summary, recorder.columns(), curves, spectra
     )

@@ -12,6 +12,7 @@ import pandas as pd
 
 import initbench
 from initbench.analysis import Thresholds, format_value
+from initbench.analysis.spectra import spectrum_table
 from initbench.reporting import notes
 from initbench.reporting.experiment import ExperimentReport
 from initbench.results import store
@@ -81,6 +82,9 @@ def _json_experiment(rep: ExperimentReport, per_layer: bool) -> dict[str, Any]:
     }
     if per_layer and rep.keys is not None:
         out["per_layer"] = _records(per_layer_frame(rep))
+    if not experiment.spectra.empty:  # per run and step, theory at step 0 (analysis.spectra)
+        spectrum = spectrum_table(experiment.runs, experiment.spectra)
+        out["spectrum"] = _records(spectrum[spectrum["run_id"].isin(rep.runs["run_id"])])
     return out
 
 
