@@ -105,7 +105,9 @@ class SweepProgress:
         summary = result.summary
         status = summary["status"]
         detail = ""
-        if status == "ok":
+        if status == "ok" and summary["test_accuracy"] is None:  # init-only (train.steps 0)
+            detail = f"at init: loss {summary['final_loss']:.3f}"
+        elif status == "ok":
             detail = f"test acc {summary['test_accuracy']:.3f}  loss {summary['final_loss']:.3f}"
         elif status == "diverged":
             where = summary.get("diverged_at") or {}

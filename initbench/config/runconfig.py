@@ -199,7 +199,11 @@ class TrainConfig(BaseModel):
         Field(ge=1, le=1_000_000),
         _doc("examples per step; a fresh seeded permutation per epoch, last partial dropped"),
     ] = 128
-    steps: Annotated[int, Field(ge=1, le=10_000_000), _doc("optimizer updates")] = 200
+    steps: Annotated[
+        int,
+        Field(ge=0, le=10_000_000),
+        _doc("optimizer updates; 0: an init-only run (step 0 measured, no update, no test pass)"),
+    ] = 200
     log_every: Annotated[PositiveInt, _doc("probe interval, plus step 0 and the last step")] = 10
     eval_every: Annotated[
         int, Field(ge=0), _doc("test-set evaluation interval; 0: only at the end")

@@ -408,16 +408,17 @@ def loss_figure(rep: ExperimentReport) -> Drawn | None:
 
 def figures(rep: ExperimentReport) -> dict[str, Drawn]:
     """Every figure of one experiment, by file stem (without the experiment's name),
-    the outcome first."""
+    the outcome first; those over training steps only where something was trained."""
     if not rep.has_rows:
         return {}
+    trained = not all(r.get("init_only") for r in rep.config_rows)  # else: over training, 1 point
     found: dict[str, Drawn | None] = {
         "outcome": outcome_figure(rep),
         "forward_variance": variance_figure(rep, "forward"),
         "backward_variance": variance_figure(rep, "backward"),
         "time_variance": time_figure(rep),
-        "heatmaps": heatmaps_figure(rep),
-        "loss": loss_figure(rep),
+        "heatmaps": heatmaps_figure(rep) if trained else None,
+        "loss": loss_figure(rep) if trained else None,
     }
     return {name: drawn for name, drawn in found.items() if drawn is not None}
 

@@ -80,7 +80,8 @@ ANSWER_NOTES: Final = [
     "Answer: rows = the numeric varying key with the most values, columns = the "
     "categorical varying key with the most values (initbench report --rows KEY --cols KEY "
     "chooses them); one matrix per value of any other varying key. A cell: trainable "
-    "(see below) and test accuracy (mean over seeds), then the step-0 fwd and bwd factor "
+    "(see below) and test accuracy (mean over seeds; init only, train.steps 0: never "
+    "trained, so the loss of batch 0 at init, loss@0), then the step-0 fwd and bwd factor "
     "(mean over seeds) with its verdict; the sentences under it are read off the same numbers",
 ]
 GLOSSARY_TITLE: Final = "Glossary"
@@ -297,6 +298,18 @@ TRAINED_NOTES: Final = [
     f"final loss: {schema.SUMMARY_KEYS['final_loss']}; test acc: accuracy "
     "on the test split (ok runs only); status and flags: per seed when they differ",
 ]
+
+
+def init_only_note(rep: ExperimentReport) -> str:
+    """Why the after-training table leaves out the init-only configurations (all or some)."""
+    untrained = [rep.short_label(r) for r in rep.config_rows if r.get("init_only")]
+    why = (
+        "measured at step 0 alone (train.steps 0: one batch forward and backward, the "
+        "loss's gradient, no update, no test pass): no trained network, trainability undefined"
+    )
+    if len(untrained) == len(rep.config_rows):
+        return f"no after-training table: every configuration is init-only, {why}"
+    return f"left out after training, init-only: {'; '.join(untrained)}; {why}"
 
 
 def per_layer_notes(row: Mapping[str, Any]) -> list[str]:
