@@ -111,3 +111,24 @@ def test_memory_of_an_init_only_run_has_no_optimizer_state_or_test_pass() -> Non
     assert parts["optimizer"] == 0 and parts["evaluation"] == 0
     trained = estimate(make_config(**{"train.optimizer": "adam"}).as_dict()).parts
     assert trained["optimizer"] > 0 and trained["evaluation"] > 0
+
+
+def test_a_large_sweep_of_short_runs_stays_in_this_process() -> None:
+    # a process per run costs more than an init-only run: 1000 of them are long in all,
+    # yet each is short
+    from initbench import api
+    from initbench.config.spec import build_spec
+    from initbench.sweep.executors import ExecutorOptions
+    from initbench.sweep.runner import PARALLEL_WORTH, SHORT_RUN, estimated_seconds
+
+    raw = {
+        "name": "many",
+        "data": {"name": "synthetic", "n_train": 256, "n_test": 64},
+        "model": {"depth": 50, "width": 256},
+        "train": {"steps": 0},
+        "seeds": 1000,
+    }
+    spec = build_spec(raw, "many.yaml", "")
+    seconds = [estimated_seconds(run) for run in spec.runs]
+    assert sum(seconds) > PARALLEL_WORTH and max(seconds) < SHORT_RUN
+    assert api._with_default_workers(ExecutorOptions(), spec).workers == 1
