@@ -243,12 +243,11 @@ def _registry_rows(topic: str) -> tuple[list[str], list[list[str]]]:
 def print_catalog(console: Console, topic: str) -> None:
     """One table of a registry (or of the recorded metrics: the layer statistics'
     catalogue, then the curves)."""
-    from initbench.measure.catalog import CATALOG
     from initbench.results import schema
 
     if topic == "metrics":
         header = ["metric", "table", "definition"]
-        rows = [[s.name, "layers", s.definition] for s in CATALOG]
+        rows = [[m, "layers", d] for m, d in schema.LAYER_METRICS.items()]
         rows += [[m, "curves", d] for m, d in schema.CURVE_METRICS.items()]
     else:
         header, rows = _registry_rows(topic)

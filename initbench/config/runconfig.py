@@ -31,7 +31,7 @@ from initbench.config.datasets import DATASETS
 from initbench.config.initializers import INITIALIZERS
 from initbench.config.optimizers import OPTIMIZERS
 from initbench.config.problems import shown
-from initbench.config.registry import Registry, UnknownNameError, is_added
+from initbench.config.registry import ADDED, Registry, UnknownNameError, is_added
 
 RUN_ID_LENGTH = 12
 
@@ -208,6 +208,14 @@ class TrainConfig(BaseModel):
     eval_every: Annotated[
         int, Field(ge=0), _doc("test-set evaluation interval; 0: only at the end")
     ] = 0
+    per_example: Annotated[
+        bool,
+        Field(json_schema_extra=ADDED),
+        _doc(
+            "also record, at probed steps, the mean and variance over the batch's examples "
+            "of ln(q / q_in) of each watched preact and act (initbench list metrics: *_lnq_*)"
+        ),
+    ] = False
 
 
 class RunConfig(BaseModel):

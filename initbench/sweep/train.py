@@ -33,6 +33,7 @@ import torch.nn.functional as F
 import initbench
 from initbench.config.optimizers import build_optimizer
 from initbench.config.spec import RunConfig
+from initbench.measure.examples import per_example
 from initbench.measure.probes import Probe
 from initbench.measure.recorder import Recorder, first_non_finite
 from initbench.measure.tape import Tape
@@ -184,6 +185,8 @@ class Trainer:
         if probe:
             self._probe(step, tape, logits, y, self.window)
             self.window = []
+            if self.config.train.per_example:  # the spread over the batch's examples
+                self.recorder.add(step, *per_example(tape, x, self.layers))  # type: ignore[arg-type]
         if eval_every and step % eval_every == 0 and 0 < step < steps:
             self._evaluate(step)
         if step < steps:
