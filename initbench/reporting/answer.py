@@ -21,6 +21,7 @@ from initbench import analysis
 from initbench.analysis import format_value
 from initbench.reporting.experiment import ALL_RUNS, ExperimentReport
 from initbench.reporting.model import MISSING, Cell, Section, Table, fmt_num
+from initbench.reporting.spread import law_sentence
 
 ANSWER_TITLE: Final = "Answer"
 TRAINABLE_STYLE: Final = {"yes": "stable", "partly": "mixed", "no": "exploding"}
@@ -150,6 +151,9 @@ def answer_tables(
     tables = [_matrix(rep, rows, cols, fixed) for fixed in _groups(rep, rows, cols)]
     if tables and notes:
         tables[0].notes[:0] = notes
+    law = law_sentence(rep)
+    if tables and law:
+        tables[-1].notes.append(law)
     return tables
 
 

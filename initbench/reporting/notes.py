@@ -86,6 +86,22 @@ ANSWER_NOTES: Final = [
 ]
 GLOSSARY_TITLE: Final = "Glossary"
 
+SPREAD_LEVEL_TEXT: Final = f"{analysis.SPREAD_LEVEL:.0%}"
+SPREAD_NOTES: Final = [
+    "finite-width spread: per configuration with 2 seeds or more (ok runs), the variance "
+    f"over seeds (n-1) and its {SPREAD_LEVEL_TEXT} chi-square interval (n-1 degrees of "
+    "freedom, n = seeds, as for a normal population's variance)",
+    f"Var ln q_L: of {analysis.SPREADS['lnq']}; Var ln g_1: of {analysis.SPREADS['lngrad']}",
+    f"Var y per input (train.per_example only): of {analysis.SPREADS['per_input']}; its "
+    "interval counts the seeds alone, a seed's examples sharing its weights",
+    "5Σ1/n (H&N): Hanin & Nica 2019, the variance of ln of the squared norm of layer L's "
+    "act over the input's, for one input "
+    "of a relu mlp with he_normal weights and zero biases, 5 Σ over hidden layers l = 1..L "
+    "of 1/n_l (n_l: units of layer l); it predicts the per-input column, not the batch's "
+    "Var ln q_L (the batch mean averages partly independent inputs); law: yes where it lies "
+    "inside the per-input interval",
+]
+
 
 def definitions(th: Thresholds) -> list[str]:
     """Every definition the tables rely on (the json report's glossary)."""
@@ -97,6 +113,8 @@ def glossary(reports: Sequence[ExperimentReport], th: Thresholds, per_layer: boo
     seeds = [n for rep in reports if rep.has_rows for n in rep.configs["seeds"].tolist()]
     lines = [*ANSWER_NOTES, *FINDINGS_NOTES, *INIT_NOTES, CELL_NOTE, *th.describe()]
     lines += [*THEORY_TABLE_NOTES, *theory_notes(th, seeds), *TRAINED_NOTES]
+    if any(rep.has_rows and rep.spreads for rep in reports):
+        lines += SPREAD_NOTES
     if per_layer:
         lines += [*PER_LAYER_NOTES, PER_LAYER_THEORY_NOTE, WEIGHT_NOTE]
     return list(dict.fromkeys(lines))
