@@ -140,3 +140,19 @@ def test_one_seed_gets_no_spread_table(tmp_path: Path) -> None:
     assert CliRunner().invoke(main, ["run", str(spec), "--out", str(out)]).exit_code == 0
     text = CliRunner().invoke(main, ["report", str(out), "--format", "markdown"]).output
     assert "Finite-width spread" not in text and "Hanin" not in text
+
+
+def test_the_spread_figure_is_drawn_where_the_law_applies(tmp_path: Path) -> None:
+    from initbench.reporting.figures import figures
+
+    spec = tmp_path / "spread.yaml"
+    spec.write_text(SPEC)
+    out = tmp_path / "results"
+    assert CliRunner().invoke(main, ["run", str(spec), "--out", str(out)]).exit_code == 0
+    (rep,) = build_reports(out, analysis.Thresholds())
+    drawn = figures(rep)
+    assert "spread" in drawn and "outcome" not in drawn and "loss" not in drawn  # init only
+    (axes,) = drawn["spread"].fig.axes
+    assert len(axes.containers) == 2  # the per-input and the batch variances, with bars
+    (rep,) = build_reports(out, analysis.Thresholds(), ["model.init=he_uniform"])
+    assert "spread" not in figures(rep)  # no prediction for he_uniform

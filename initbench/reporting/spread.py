@@ -9,8 +9,11 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final
 
+import numpy as np
+
 from initbench import analysis
 from initbench.reporting.experiment import ExperimentReport
+from initbench.reporting.figure_look import HEADLINE, THEORY_STYLE, Drawn, new_figure
 from initbench.reporting.model import MISSING, Cell, Column, Table, fmt_num, make_table
 from initbench.reporting.notes import SPREAD_LEVEL_TEXT as LEVEL
 from initbench.reporting.tables import short_keys
@@ -85,3 +88,47 @@ def law_sentence(rep: ExperimentReport) -> str:
         ]
         said += f"; not at {'; '.join(shown)}"
     return said + "."
+
+
+def _errorbars(ax: Any, rows: list[dict[str, Any]], key: str, style: dict[str, Any]) -> None:
+    """Each configuration's variance of ``key`` against 5Σ1/n, its interval as a bar."""
+    found = [(r["hn"], r[key]) for r in rows if not math.isnan(r[key].variance)]
+    if not found:
+        return
+    x = [hn for hn, _ in found]
+    y = [s.variance for _, s in found]
+    below = [s.variance - s.low for _, s in found]
+    above = [s.high - s.variance for _, s in found]
+    ax.errorbar(x, y, yerr=[below, above], linestyle="none", capsize=3, **style)
+
+
+def spread_figure(rep: ExperimentReport) -> Drawn | None:
+    """The measured spreads against Hanin & Nica's 5Σ1/n (log-log, intervals as bars, the
+    prediction as the diagonal); None where the law applies to no configuration."""
+    rows = [r for r in (rep.spreads if rep.has_rows else []) if not math.isnan(r["hn"])]
+    if not rows:
+        return None
+    fig, axes = new_figure()
+    ax = axes[0][0]
+    _errorbars(ax, rows, "per_input", {"marker": "o", "color": "C0", "label": HEADERS["per_input"]})
+    _errorbars(
+        ax, rows, "lnq", {"marker": "s", "color": "C1", "mfc": "none", "label": HEADERS["lnq"]}
+    )
+    predicted = [r["hn"] for r in rows]
+    line = np.geomspace(min(predicted) / 1.5, max(predicted) * 1.5, 2)
+    ax.plot(line, line, color="0.3", **THEORY_STYLE, label="Hanin & Nica: 5Σ1/n")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("5 Σ_l 1/n_l (= 5 depth / width)")
+    ax.set_ylabel("variance over seeds")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    title = "Finite-width spread against Hanin & Nica"
+    fig.suptitle(f"{rep.name}: {title}", **HEADLINE)
+    caption = (
+        f"Per configuration (one point each), the variance over seeds of y = ln(q_L/q_in) per "
+        f"input (circles; all examples of all seeds pooled) and of the batch's ln q_L "
+        f"(squares), with {LEVEL} chi-square intervals (n-1 = seeds - 1 degrees of freedom), "
+        "against Hanin & Nica's prediction 5Σ1/n for one input (dashed: equality)."
+    )
+    return Drawn(fig, title, caption)
