@@ -156,3 +156,20 @@ def test_the_spread_figure_is_drawn_where_the_law_applies(tmp_path: Path) -> Non
     assert len(axes.containers) == 2  # the per-input and the batch variances, with bars
     (rep,) = build_reports(out, analysis.Thresholds(), ["model.init=he_uniform"])
     assert "spread" not in figures(rep)  # no prediction for he_uniform
+
+
+def test_the_json_report_holds_the_spread(tmp_path: Path) -> None:
+    import json
+
+    spec = tmp_path / "spread.yaml"
+    spec.write_text(SPEC)
+    out = tmp_path / "results"
+    assert CliRunner().invoke(main, ["run", str(spec), "--out", str(out)]).exit_code == 0
+    text = CliRunner().invoke(main, ["report", str(out), "--format", "json"]).output
+    (experiment,) = json.loads(text)["experiments"]
+    rows = {r["model.init"]: r for r in experiment["finite_width"]}
+    (rep,) = build_reports(out, analysis.Thresholds())
+    he = next(r for r in rep.spreads if r["model.init"] == "he_normal")
+    assert rows["he_normal"]["lnq_var"] == pytest.approx(he["lnq"].variance)
+    assert rows["he_normal"]["per_input_high"] == pytest.approx(he["per_input"].high)
+    assert rows["he_uniform"]["hn"] == "nan" and rows["he_uniform"]["hn_note"]

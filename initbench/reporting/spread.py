@@ -70,6 +70,22 @@ def spread_tables(rep: ExperimentReport) -> list[Table]:
     return [make_table(SPREAD_TITLE, _columns(rep, rows), rows, notes, keys)]
 
 
+def spread_records(rep: ExperimentReport) -> list[dict[str, Any]]:
+    """The finite-width table as plain records (the json report): the varying keys,
+    ``seeds``, ``<spread>_var`` / ``_low`` / ``_high`` per :data:`analysis.SPREADS` key,
+    ``hn``, ``hn_note`` and ``holds``."""
+    keys = list(rep.keys.varying) if rep.keys else []
+    out = []
+    for row in rep.spreads if rep.has_rows else []:
+        record = {k: row[k] for k in keys} | {"seeds": row["seeds"]}
+        for name in analysis.SPREADS:
+            found: analysis.Spread = row[name]
+            record |= {f"{name}_var": found.variance, f"{name}_low": found.low}
+            record[f"{name}_high"] = found.high
+        out.append(record | {k: row[k] for k in ("hn", "hn_note", "holds")})
+    return out
+
+
 def law_sentence(rep: ExperimentReport) -> str:
     """Whether Hanin & Nica's law holds, over the configurations it applies to: how many
     agree within the interval, and each that does not with its numbers; '' if none."""
