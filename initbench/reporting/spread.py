@@ -62,7 +62,7 @@ def spread_tables(rep: ExperimentReport) -> list[Table]:
     rows = rep.spreads if rep.has_rows else []
     if not rows:
         return []
-    reasons = sorted({r["hn_note"] for r in rows if r["hn_note"]})
+    reasons = list(dict.fromkeys(p for r in rows for p in r["hn_note"].split("; ") if p))
     notes = [f"H&N gives no number here: {'; '.join(reasons)}"] if reasons else []
     if all(math.isnan(r["per_input"].variance) for r in rows):
         notes.append("no per-input column: set train.per_example: true to record it")
