@@ -186,11 +186,11 @@ class Trainer:
             self._probe(step, tape, logits, y, self.window)
             self.window = []
             if self.config.train.per_example:  # the spread over the batch's examples
-                self.recorder.add(step, *per_example(tape, x, self.layers))  # type: ignore[arg-type]
+                self.recorder.add(step, *per_example(tape, x, self.layers))
         if eval_every and step % eval_every == 0 and 0 < step < steps:
             self._evaluate(step)
         if step < steps:
-            self.optimizer.step()  # type: ignore[union-attr]  # built whenever steps > 0
+            self.optimizer.step()
             self.steps_done = step + 1
 
     def _evaluate(self, step: int) -> tuple[float, float]:
