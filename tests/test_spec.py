@@ -241,7 +241,9 @@ def test_run_id_is_sha256_of_canonical_json() -> None:
 def test_run_id_is_hash_of_resolved_config() -> None:
     (run,) = build(base_raw()).runs
     assert run.run_id == run_id_of(run.identity())
-    assert run.identity() == run.as_dict()  # no added key is set here
+    pinned = run.as_dict()
+    assert pinned["train"].pop("per_example") is False  # added after run ids were pinned
+    assert run.identity() == pinned  # no added key is set here: each is left out
     assert len(run.run_id) == RUN_ID_LENGTH
     assert json.loads(json.dumps(run.as_dict())) == run.as_dict()  # plain JSON
 
@@ -259,7 +261,7 @@ def test_run_id_same_in_another_process() -> None:
     def reverse(data: Any) -> Any:
         return {k: reverse(data[k]) for k in reversed(data)} if isinstance(data, dict) else data
 
-    configs = json.dumps([reverse(r.as_dict()) for r in spec.runs])
+    configs = json.dumps([reverse(r.identity()) for r in spec.runs])  # what the id hashes
     code = (
         "import json, sys; from initbench.config.spec import run_id_of; "
         "print(*(run_id_of(c) for c in json.load(sys.stdin)))"
