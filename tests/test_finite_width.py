@@ -173,3 +173,10 @@ def test_the_json_report_holds_the_spread(tmp_path: Path) -> None:
     assert rows["he_normal"]["lnq_var"] == pytest.approx(he["lnq"].variance)
     assert rows["he_normal"]["per_input_high"] == pytest.approx(he["per_input"].high)
     assert rows["he_uniform"]["hn"] == "nan" and rows["he_uniform"]["hn_note"]
+
+
+def test_at_batch_size_1_the_per_input_spread_is_over_the_seeds_values() -> None:
+    means = [0.1, -0.3, 0.4, 0.0]
+    pooled = analysis.pooled_spread(means, [math.nan] * 4, 1)
+    assert pooled == analysis.spread(means)
+    assert pooled.variance == pytest.approx(np.var(means, ddof=1))

@@ -94,8 +94,11 @@ def pooled_spread(
     means: Sequence[float], variances: Sequence[float], size: int, level: float = SPREAD_LEVEL
 ) -> Spread:
     """The sample variance (n - 1) of every seed's ``size`` values pooled, from each seed's
-    mean and sample variance; its interval has (seeds - 1) dof (seeds are independent)."""
+    mean and sample variance; its interval has (seeds - 1) dof (seeds are independent).
+    At batch size 1 a seed's mean is its one value (and its variance undefined)."""
     m, v = np.asarray(means, dtype=float), np.asarray(variances, dtype=float)
+    if size == 1:
+        return spread(m, level)
     seeds = len(m)
     if seeds < 2 or size < 2 or not (np.isfinite(m).all() and np.isfinite(v).all()):
         return Spread(math.nan, math.nan, math.nan)
