@@ -211,13 +211,15 @@ def _load_spec(spec: str | Path | Spec, overrides: Iterable[str]) -> Spec:
 
 def _with_default_workers(executor: ExecutorOptions, spec: Spec) -> ExecutorOptions:
     """Local workers left to their default: one per core for a sweep long enough to repay
-    starting them (PARALLEL_WORTH), else this process alone."""
-    from initbench.sweep.runner import PARALLEL_WORTH, estimated_seconds
+    starting them (PARALLEL_WORTH) whose runs are not shorter than their processes'
+    start (SHORT_RUN), else this process alone."""
+    from initbench.sweep.runner import PARALLEL_WORTH, SHORT_RUN, estimated_seconds
 
     if executor.executor != "local" or executor.workers is not None:
         return executor
     serial = sum(estimated_seconds(run) for run in spec.runs)
-    workers = executor.local_workers() if serial >= PARALLEL_WORTH else 1
+    worth = serial >= PARALLEL_WORTH and serial >= SHORT_RUN * len(spec.runs)
+    workers = executor.local_workers() if worth else 1
     return dataclasses.replace(executor, workers=workers)
 
 

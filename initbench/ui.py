@@ -105,7 +105,9 @@ class SweepProgress:
         summary = result.summary
         status = summary["status"]
         detail = ""
-        if status == "ok":
+        if status == "ok" and summary["test_accuracy"] is None:  # init-only (train.steps 0)
+            detail = f"at init: loss {summary['final_loss']:.3f}"
+        elif status == "ok":
             detail = f"test acc {summary['test_accuracy']:.3f}  loss {summary['final_loss']:.3f}"
         elif status == "diverged":
             where = summary.get("diverged_at") or {}
@@ -248,12 +250,11 @@ def _registry_rows(topic: str) -> tuple[list[str], list[list[str]]]:
 def print_catalog(console: Console, topic: str) -> None:
     """One table of a registry (or of the recorded metrics: the layer statistics'
     catalogue, then the curves)."""
-    from initbench.measure.catalog import CATALOG
     from initbench.results import schema
 
     if topic == "metrics":
         header = ["metric", "table", "definition"]
-        rows = [[s.name, "layers", s.definition] for s in CATALOG]
+        rows = [[m, "layers", d] for m, d in schema.LAYER_METRICS.items()]
         rows += [[m, "curves", d] for m, d in schema.CURVE_METRICS.items()]
         rows += [[m, "spectra", d] for m, d in schema.SPECTRA_METRICS.items()]
     else:

@@ -257,10 +257,10 @@ def test_every_statistic_of_the_catalogue_has_its_tensor_and_reduction() -> None
 
 
 def test_the_results_schema_and_the_probe_take_the_catalogue_in_order() -> None:
-    from initbench.measure.catalog import CATALOG
+    from initbench.measure.catalog import CATALOG, PER_EXAMPLE
     from initbench.results import schema
 
-    assert list(schema.LAYER_METRICS) == [s.name for s in CATALOG]
+    assert list(schema.LAYER_METRICS) == [s.name for s in (*CATALOG, *PER_EXAMPLE)]
     config = make_config(**{"model.arch": "rnn", "model.depth": 2, "model.width": 8})
     model = build_model(config.model, torch.Generator().manual_seed(0))
     tape = Tape()

@@ -228,8 +228,9 @@ def test_findings_gather_the_configurations_of_each_verdict_and_flag(results: Pa
 def test_markdown_tables_are_well_formed(results: Path):
     out = text_of(results, "markdown")
     tables = re.findall(r"^### .*\n\n(\|.*\|\n)(\|[-:|]+\|\n)((?:\|.*\|\n)+)", out, re.M)
-    # the index, then per experiment: answer, findings, step 0, theory beside it, after training
-    assert len(tables) == 1 + 5 * len(SPECS)
+    # the index, then per experiment: answer, findings, step 0, theory beside it, after
+    # training; and the finite-width spread of the two experiments with 2 seeds
+    assert len(tables) == 1 + 5 * len(SPECS) + 2
     for header, rule, body in tables:
         columns = header.count(" | ") + 1
         assert rule.count("|") - 1 == columns
@@ -240,8 +241,8 @@ def test_markdown_tables_are_well_formed(results: Path):
 
 def test_latex_escapes_and_uses_booktabs(results: Path):
     out = text_of(results, "latex")
-    # the index; answer, findings, step 0, theory, after training
-    assert out.count(r"\begin{tabular}") == 1 + 5 * len(SPECS)
+    # the index; answer, findings, step 0, theory, after training; 2 finite-width spreads
+    assert out.count(r"\begin{tabular}") == 1 + 5 * len(SPECS) + 2
     assert r"xavier\_normal" in out and "xavier_normal" not in out
     assert r"$\pm$" in out and "±" not in out
     assert r"\toprule" in out and r"\bottomrule" in out

@@ -9,8 +9,9 @@ statistics (``initbench.results.schema.LAYER_METRICS`` defines them) by the defi
 
 Modules: ``configs`` (a run's config, labels, which keys vary), ``stats`` (over seeds),
 ``profiles``, ``verdicts`` (with the thresholds), ``initcheck``, ``theorycheck``, ``runs``
-(one run analysed, and every run of a table) and ``aggregation`` (seeds into
-configurations, layer by layer).
+(one run analysed, and every run of a table), ``aggregation`` (seeds into
+configurations, layer by layer) and ``finitewidth`` (the spread over seeds at step 0,
+beside Hanin & Nica).
 """
 
 from __future__ import annotations
@@ -32,6 +33,16 @@ from initbench.analysis.configs import (
     format_value,
     ref_label,
     run_config,
+)
+from initbench.analysis.finitewidth import (
+    HANIN_NICA_CONSTANT,
+    SPREAD_LEVEL,
+    SPREADS,
+    Spread,
+    finite_width,
+    hanin_nica,
+    pooled_spread,
+    spread,
 )
 from initbench.analysis.initcheck import ZERO_VARIANCE, check_weight, init_check, init_table
 from initbench.analysis.profiles import (
@@ -74,6 +85,7 @@ from initbench.analysis.verdicts import (
     classify,
     dead_units_pass_no_gradient,
     decay,
+    init_only,
     run_flags,
     trainability,
     with_saturation,
@@ -91,9 +103,12 @@ __all__ = [
     "CHANCE_ACCURACY",
     "DIRECTIONS",
     "FLAGS",
+    "HANIN_NICA_CONSTANT",
     "RNN_DRIVE_NOTE",
     "SAMPLING_SIGMAS",
     "SIGNAL_METRICS",
+    "SPREADS",
+    "SPREAD_LEVEL",
     "START_LOSS",
     "TAGS",
     "THEORY_LEVEL",
@@ -106,6 +121,7 @@ __all__ = [
     "Decay",
     "RunStats",
     "RunTheory",
+    "Spread",
     "Thresholds",
     "aggregate",
     "analyse_run",
@@ -122,20 +138,25 @@ __all__ = [
     "decay",
     "describe_configs",
     "diverged_where",
+    "finite_width",
     "fit_factor",
     "format_value",
     "gradient_positions",
+    "hanin_nica",
     "init_check",
+    "init_only",
     "init_table",
     "number",
     "numeric_columns",
     "per_layer",
+    "pooled_spread",
     "profile",
     "ref_label",
     "run_config",
     "run_flags",
     "run_theory",
     "signal_at",
+    "spread",
     "status_text",
     "step_matrix",
     "student_t_quantile",

@@ -67,6 +67,7 @@ def _config_row(group: pd.DataFrame, th: Thresholds) -> dict[str, Any]:
         row[f"n_{status}"] = int((group["status"] == status).sum())
     row["status"] = combine_status(group["status_text"])
     row["flags"] = combine_flags(group["flags"], len(group))
+    row["init_only"] = "init_only" in group and bool(group["init_only"].all())
     row["trainable"] = combine(group["trainable"])
     for column in verdict_columns():
         row[column] = combine(group[column])

@@ -1,6 +1,7 @@
 """One run analysed: its outcome, the verdicts of its profiles at step 0 (``init``) and
 at its last logged step (``last``: the trained network, or the step where a diverged run
-went non-finite), its init check, its theory and its flags; and every run of a table."""
+went non-finite; blank for an init-only run, which has no trained network), its init
+check, its theory and its flags; and every run of a table."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from initbench.analysis.verdicts import (
     Decay,
     dead_units_pass_no_gradient,
     decay,
+    init_only,
     run_flags,
     trainability,
     with_saturation,
@@ -160,10 +162,18 @@ def analyse_run(
     out["last_step"] = last
     map_positions = gradient_positions(record)
     out.update(signal_at(stats, 0, "init", th, map_positions))
-    out.update(signal_at(stats, last if last is not None else 0, "last", th, map_positions))
+    trained = signal_at(stats, last if last is not None else 0, "last", th, map_positions)
+    out["init_only"] = init_only(record)
+    if out["init_only"]:  # no trained network: nothing to say after training
+        trained = {k: "" if isinstance(v, str) else math.nan for k, v in trained.items()}
+    out.update(trained)
     out.update(init_summary(init_check(record, stats, th)))
     out.update(theory_summary(run_theory(record, stats)))
-    out["trainable"] = trainability(out["status"], out["test_accuracy"], out["final_loss"], th)
+    out["trainable"] = (
+        ""
+        if out["init_only"]
+        else trainability(out["status"], out["test_accuracy"], out["final_loss"], th)
+    )
     out["flags"] = ", ".join(run_flags(out, th, dead_units_pass_no_gradient(record)))
     return out
 

@@ -13,7 +13,8 @@ which pandas reads from csv as NaN).
 
 Trainability (:func:`trainability`) is defined once here: ``yes``, ``partly`` or ``no``
 from the test accuracy against chance and the final training loss against its starting
-value ln(C). A run's flags (FLAGS) each have one cause; see :class:`Thresholds` and
+value ln(C); undefined ('') for an init-only run (:func:`init_only`), which never
+trained. A run's flags (FLAGS) each have one cause; see :class:`Thresholds` and
 :func:`run_flags`.
 """
 
@@ -46,6 +47,14 @@ VERDICTS: Final = (
 )
 TRAINABLE: Final = ("yes", "partly", "no")  # trainability(); "" where it is not known
 FLAGS: Final = ("diverged", "no-learning", "dead", "saturated", "init-mismatch")
+
+
+def init_only(record: Mapping[str, Any]) -> bool:
+    """Whether a runs row is an init-only run (``train.steps: 0``): it measured step 0 and
+    never updated, so its trainability is undefined (never 'no'), it has no test pass and
+    no trained network; its final loss and accuracy are those of batch 0 at init."""
+    steps = record.get("config.train.steps", record.get("steps_planned"))
+    return not missing(steps) and int(steps) == 0
 
 
 def trainability(status: Any, accuracy: float, final_loss: float, th: Thresholds) -> str:

@@ -126,7 +126,7 @@ def _data_examples(data: Mapping[str, Any]) -> tuple[int, int]:
 
 def _table_rows(model: Mapping[str, Any], train: Mapping[str, Any]) -> int:
     """Rows of the probe's long table over the whole run (steps 0, every log_every, last)."""
-    logged = train["steps"] // train["log_every"] + 2
+    logged = train["steps"] // train["log_every"] + 2 if train["steps"] else 1  # 0: step 0
     steps = RNN_STEPS if model["arch"] == "rnn" else 1
     return logged * model["depth"] * steps * TENSORS_PER_STEP * STATISTICS_PER_TENSOR
 
@@ -140,7 +140,8 @@ def estimate(config: Mapping[str, Any]) -> MemoryEstimate:
     copies = entry.state_copies(entry.params.model_validate(optimizer))
     per_example = forward_values(model)
     n_train, n_test = _data_examples(config["data"])
-    chunk = min(EVAL_CHUNK, n_test)
+    # an init-only run (steps 0) builds no optimizer and makes no test pass
+    chunk, copies = (min(EVAL_CHUNK, n_test), copies) if train["steps"] else (0, 0)
     parts = {
         "weights": parameters * BYTES,
         "gradients": parameters * BYTES,

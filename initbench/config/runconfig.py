@@ -363,7 +363,11 @@ class TrainConfig(BaseModel):
         Field(ge=1, le=1_000_000),
         _doc("examples per step; a fresh seeded permutation per epoch, last partial dropped"),
     ] = 128
-    steps: Annotated[int, Field(ge=1, le=10_000_000), _doc("optimizer updates")] = 200
+    steps: Annotated[
+        int,
+        Field(ge=0, le=10_000_000),
+        _doc("optimizer updates; 0: an init-only run (step 0 measured, no update, no test pass)"),
+    ] = 200
     log_every: Annotated[PositiveInt, _doc("probe interval, plus step 0 and the last step")] = 10
     eval_every: Annotated[
         int, Field(ge=0), _doc("test-set evaluation interval; 0: only at the end")
@@ -388,6 +392,14 @@ class TrainConfig(BaseModel):
         Field(ge=0, json_schema_extra=ADDED),
         _doc("also take the Jacobian every this many steps and at the last; 0: step 0 only"),
     ] = 0
+    per_example: Annotated[
+        bool,
+        Field(json_schema_extra=ADDED),
+        _doc(
+            "also record, at probed steps, the mean and variance over the batch's examples "
+            "of ln(q / q_in) of each watched preact and act (initbench list metrics: *_lnq_*)"
+        ),
+    ] = False
 
 
 class RunConfig(BaseModel):

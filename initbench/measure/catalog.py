@@ -15,6 +15,7 @@ nor numpy: ``initbench list`` reads it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Final
 
@@ -75,7 +76,8 @@ class Statistic:
 
     ``of``: the tensors it may be taken of, the first that the layer has (dead_frac is of
     the activation's input: ``normed``, or ``preact`` without batchnorm). ``reduction``:
-    a key of :data:`MOMENTS` or :data:`FRACTIONS`. ``kinds``: the activation kinds it is
+    a key of :data:`MOMENTS` or :data:`FRACTIONS` (or of :data:`PER_EXAMPLE_REDUCTIONS`
+    for a ``per_example`` statistic). ``kinds``: the activation kinds it is
     recorded for (empty: all). ``definition``: what ``initbench list metrics`` shows.
     """
 
@@ -84,6 +86,7 @@ class Statistic:
     reduction: str
     definition: str
     kinds: tuple[str, ...] = ()
+    per_example: bool = False  # over the batch's examples (train.per_example), not the probe's
 
     def source(self, present: frozenset[str] | set[str]) -> str | None:
         """The tensor it is taken of, for a layer that has the tensors ``present``."""
@@ -118,6 +121,36 @@ def _brock() -> list[Statistic]:
             ("stream", "chan_var"),
             ("branch", "chan_var"),
         )
+    ]
+
+
+# Statistics over the batch's examples, recorded only with ``train.per_example: true``
+# (:mod:`initbench.measure.examples`): per example n, q_n = the
+# mean of squares over units (x positions) of its tensor at this layer (and time step),
+# over q_in,n = the mean of squares of its network input; then ln of that ratio, reduced
+# over the batch. For relu with zero-mean Gaussian weights the ratio's law does not depend
+# on the input (Hanin & Nica 2019), so the examples are draws of one law and the spread
+# over inputs is studied without batch size 1.
+PER_EXAMPLE_OF: Final = ("preact", "act")
+PER_EXAMPLE_REDUCTIONS: Final[dict[str, str]] = {
+    "lnq_mean": "mean over the batch's examples",
+    "lnq_var": "variance over the batch's examples (unbiased, n-1)",
+}
+
+
+def _per_example() -> list[Statistic]:
+    return [
+        Statistic(
+            f"{tensor}_{reduction}",
+            (tensor,),
+            reduction,
+            f"{TENSORS[tensor]}: per example, ln(q / q_in) with q its mean of squares over "
+            f"units (x positions) and q_in its input's mean of squares; {what} "
+            "(train.per_example only)",
+            per_example=True,
+        )
+        for tensor in PER_EXAMPLE_OF
+        for reduction, what in PER_EXAMPLE_REDUCTIONS.items()
     ]
 
 
@@ -165,15 +198,30 @@ CATALOG: Final[tuple[Statistic, ...]] = (
     ),
 )
 
-STATISTICS: Final[dict[str, Statistic]] = {s.name: s for s in CATALOG}
+# The per-example statistics: the long table's too, but taken by
+# :mod:`initbench.measure.examples`, not by the probe's plan (they are not in CATALOG).
+PER_EXAMPLE: Final[tuple[Statistic, ...]] = tuple(_per_example())
+STATISTICS: Final[dict[str, Statistic]] = {s.name: s for s in (*CATALOG, *PER_EXAMPLE)}
 
 
 def definitions() -> dict[str, str]:
-    """Metric name -> definition, in the catalogue's order (schema.LAYER_METRICS)."""
-    return {s.name: s.definition for s in CATALOG}
+    """Metric name -> definition, in the catalogue's order, then the per-example
+    statistics (schema.LAYER_METRICS)."""
+    return {s.name: s.definition for s in (*CATALOG, *PER_EXAMPLE)}
 
 
 def taken_of(tensor: str, present: frozenset[str] | set[str], kind: str) -> list[Statistic]:
     """The statistics taken of ``tensor`` for a layer that has the tensors ``present`` and
     an activation of ``kind``, in catalogue order."""
-    return [s for s in CATALOG if (not s.kinds or kind in s.kinds) and s.source(present) == tensor]
+    return list(_taken_of(tensor, frozenset(present), kind))
+
+
+@functools.cache
+def _taken_of(tensor: str, present: frozenset[str], kind: str) -> tuple[Statistic, ...]:
+    # cached: a probe's plan asks this for every watched tensor of every layer, and a
+    # depth-50 init-only run spent a third of its probe set-up here
+    return tuple(
+        s
+        for s in CATALOG
+        if (not s.kinds or kind in s.kinds) and not s.per_example and s.source(present) == tensor
+    )

@@ -21,6 +21,7 @@ from initbench import analysis
 from initbench.analysis import format_value
 from initbench.reporting.experiment import ALL_RUNS, ExperimentReport
 from initbench.reporting.model import MISSING, Cell, Section, Table, fmt_num
+from initbench.reporting.spread import law_sentence
 
 ANSWER_TITLE: Final = "Answer"
 TRAINABLE_STYLE: Final = {"yes": "stable", "partly": "mixed", "no": "exploding"}
@@ -34,6 +35,7 @@ VERBS: Final = {  # verdict -> what the network does to the signal
     "undefined": "does not measure",
 }
 TRAINS: Final = {"yes": "trains", "partly": "trains partly", "no": "does not train"}
+INIT_ONLY: Final = "init only"  # a configuration measured at step 0 alone (train.steps 0)
 DIRECTIONS: Final = (("fwd", "the forward signal"), ("bwd", "the gradient"))
 
 
@@ -72,11 +74,12 @@ def _short(key: str | None) -> str:
 
 
 def _trainable_text(row: Mapping[str, Any]) -> str:
-    """'yes', 'partly', 'no', 'mixed (yes 1, no 1)' or 'unknown', with diverged / failed
-    seed counts."""
+    """'yes', 'partly', 'no', 'mixed (yes 1, no 1)', 'unknown' or 'init only' (never
+    trained: trainability undefined), with diverged / failed seed counts."""
     text = str(row.get("trainable") or "")
     text = f"mixed ({text.removeprefix('mixed: ')})" if text.startswith("mixed") else text
     text = text.replace("none ", "unknown ") or "unknown"
+    text = INIT_ONLY if row.get("init_only") else text
     for status in ("diverged", "failed"):
         if row[f"n_{status}"]:
             text += f", {status} {row[f'n_{status}']}/{row['seeds']}"
@@ -92,7 +95,10 @@ def _cell(row: Mapping[str, Any] | None) -> Cell:
     if row is None:
         return Cell(MISSING)
     trainable = _trainable_text(row)
-    lines = [f"{trainable}, acc {_num(row['test_accuracy_mean'])}"]
+    if row.get("init_only"):  # no test pass: the loss of batch 0 at init instead
+        lines = [f"{trainable}, loss@0 {_num(row['final_loss_mean'])}"]
+    else:
+        lines = [f"{trainable}, acc {_num(row['test_accuracy_mean'])}"]
     lines += [_factor(row, prefix) for prefix, _ in DIRECTIONS]
     return Cell("\n".join(lines), TRAINABLE_STYLE.get(trainable, "mixed"))
 
@@ -145,6 +151,9 @@ def answer_tables(
     tables = [_matrix(rep, rows, cols, fixed) for fixed in _groups(rep, rows, cols)]
     if tables and notes:
         tables[0].notes[:0] = notes
+    law = law_sentence(rep)
+    if tables and law:
+        tables[-1].notes.append(law)
     return tables
 
 
@@ -214,12 +223,27 @@ def _training(rows: str | None, chosen: Sequence[Mapping[str, Any]]) -> str:
     for run in _runs_of(chosen, _trainable_text):
         word = str(run[0].get("trainable") or "")
         said = _trainable_text(run[0])
+        if said.startswith(INIT_ONLY):
+            where = _where(rows, [r[rows] for r in run] if rows else [], len(chosen))
+            parts.append(_untrained(where, said, [r["final_loss_mean"] for r in run]))
+            continue
         verb = TRAINS.get(said, "is mixed over seeds" if word else "is of unknown trainability")
         mixed = "" if said in TRAINS else f"{said.removeprefix('mixed (').rstrip(')')}; "
         acc = _accuracy([r["test_accuracy_mean"] for r in run], word)
         where = _where(rows, [r[rows] for r in run] if rows else [], len(chosen))
         parts.append(f"{verb}{' ' + where if where else ''} ({mixed}{acc})")
     return ", ".join(parts)
+
+
+def _untrained(where: str, said: str, losses: Sequence[float]) -> str:
+    """The training clause of init-only rows: never trained, so trainability undefined."""
+    counts = said.removeprefix(INIT_ONLY).lstrip(", ")
+    loss = _span(losses)
+    details = "; ".join(x for x in (counts, f"loss at init {loss}" if loss else "") if x)
+    return (
+        f"is not trained{' ' + where if where else ''} (train.steps 0: trainability "
+        f"undefined{'; ' + details if details else ''})"
+    )
 
 
 def _sentences(

@@ -126,6 +126,18 @@ class ExperimentReport:
             signal = signal.merge(theory, on=["layer", "t"], how="left")
         return signal
 
+    @cached_property
+    def spreads(self) -> list[dict[str, Any]]:
+        """:func:`analysis.finite_width` of every selected configuration with 2 seeds or
+        more, beside the configuration's row (its keys, ``seeds``), in table order."""
+        runs, layers = self.experiment.runs, self.experiment.layers
+        out = []
+        for row in self.config_rows:
+            if row["seeds"] >= 2:
+                found = analysis.finite_width(runs, layers, row["run_ids"].split())
+                out.append({**row, **found, "seeds": found["seeds"]})
+        return out
+
     def init_checks(self, run_ids: list[str], th: Thresholds) -> list[pd.DataFrame]:
         """:func:`analysis.init_check` of each of these runs' weights at step 0."""
         records = self.experiment.runs.set_index("run_id", drop=False)

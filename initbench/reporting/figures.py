@@ -40,6 +40,7 @@ from initbench.reporting.figure_look import (
     roles,
     values_of,
 )
+from initbench.reporting.spread import spread_figure
 
 
 def _map_positions(rep: ExperimentReport, run_ids: Sequence[str]) -> dict[int, int]:
@@ -408,22 +409,25 @@ def loss_figure(rep: ExperimentReport) -> Drawn | None:
 
 def figures(rep: ExperimentReport) -> dict[str, Drawn]:
     """Every figure of one experiment, by file stem (without the experiment's name),
-    the outcome first."""
+    the outcome first; those over training steps only where something was trained; the
+    finite-width spread where Hanin & Nica's law applies."""
     from initbench.reporting.spectra import spectrum_figure
 
     if not rep.has_rows:
         return {}
     from initbench.reporting.signal_plot import signal_propagation_figure  # it imports this
 
+    trained = not all(r.get("init_only") for r in rep.config_rows)  # else: over training, 1 point
     found: dict[str, Drawn | None] = {
-        "outcome": outcome_figure(rep),
+        "outcome": outcome_figure(rep) if trained else None,
         "forward_variance": variance_figure(rep, "forward"),
         "backward_variance": variance_figure(rep, "backward"),
         "time_variance": time_figure(rep),
         "signal_propagation": signal_propagation_figure(rep),
-        "heatmaps": heatmaps_figure(rep),
-        "loss": loss_figure(rep),
+        "heatmaps": heatmaps_figure(rep) if trained else None,
+        "loss": loss_figure(rep) if trained else None,
         "spectrum": spectrum_figure(rep),
+        "spread": spread_figure(rep),
     }
     return {name: drawn for name, drawn in found.items() if drawn is not None}
 

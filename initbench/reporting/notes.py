@@ -80,10 +80,27 @@ ANSWER_NOTES: Final = [
     "Answer: rows = the numeric varying key with the most values, columns = the "
     "categorical varying key with the most values (initbench report --rows KEY --cols KEY "
     "chooses them); one matrix per value of any other varying key. A cell: trainable "
-    "(see below) and test accuracy (mean over seeds), then the step-0 fwd and bwd factor "
+    "(see below) and test accuracy (mean over seeds; init only, train.steps 0: never "
+    "trained, so the loss of batch 0 at init, loss@0), then the step-0 fwd and bwd factor "
     "(mean over seeds) with its verdict; the sentences under it are read off the same numbers",
 ]
 GLOSSARY_TITLE: Final = "Glossary"
+
+SPREAD_LEVEL_TEXT: Final = f"{analysis.SPREAD_LEVEL:.0%}"
+SPREAD_NOTES: Final = [
+    "finite-width spread: per configuration with 2 seeds or more (ok runs), the variance "
+    f"over seeds (n-1) and its {SPREAD_LEVEL_TEXT} chi-square interval (n-1 degrees of "
+    "freedom, n = seeds, as for a normal population's variance)",
+    f"Var ln q_L: of {analysis.SPREADS['lnq']}; Var ln g_1: of {analysis.SPREADS['lngrad']}",
+    f"Var y per input (train.per_example only): of {analysis.SPREADS['per_input']}; its "
+    "interval counts the seeds alone, a seed's examples sharing its weights",
+    "5Σ1/n (H&N): Hanin & Nica 2019, the variance of ln of the squared norm of layer L's "
+    "act over the input's, for one input "
+    "of a relu mlp with he_normal weights and zero biases, 5 Σ over hidden layers l = 1..L "
+    "of 1/n_l (n_l: units of layer l); it predicts the per-input column, not the batch's "
+    "Var ln q_L (the batch mean averages partly independent inputs); law: yes where it lies "
+    "inside the per-input interval",
+]
 
 
 def definitions(th: Thresholds) -> list[str]:
@@ -96,6 +113,8 @@ def glossary(reports: Sequence[ExperimentReport], th: Thresholds, per_layer: boo
     seeds = [n for rep in reports if rep.has_rows for n in rep.configs["seeds"].tolist()]
     lines = [*ANSWER_NOTES, *FINDINGS_NOTES, *INIT_NOTES, CELL_NOTE, *th.describe()]
     lines += [*THEORY_TABLE_NOTES, *theory_notes(th, seeds), *TRAINED_NOTES]
+    if any(rep.has_rows and rep.spreads for rep in reports):
+        lines += SPREAD_NOTES
     if per_layer:
         lines += [*PER_LAYER_NOTES, PER_LAYER_THEORY_NOTE, WEIGHT_NOTE]
     return list(dict.fromkeys(lines))
@@ -297,6 +316,18 @@ TRAINED_NOTES: Final = [
     f"final loss: {schema.SUMMARY_KEYS['final_loss']}; test acc: accuracy "
     "on the test split (ok runs only); status and flags: per seed when they differ",
 ]
+
+
+def init_only_note(rep: ExperimentReport) -> str:
+    """Why the after-training table leaves out the init-only configurations (all or some)."""
+    untrained = [rep.short_label(r) for r in rep.config_rows if r.get("init_only")]
+    why = (
+        "measured at step 0 alone (train.steps 0: one batch forward and backward, the "
+        "loss's gradient, no update, no test pass): no trained network, trainability undefined"
+    )
+    if len(untrained) == len(rep.config_rows):
+        return f"no after-training table: every configuration is init-only, {why}"
+    return f"left out after training, init-only: {'; '.join(untrained)}; {why}"
 
 
 def per_layer_notes(row: Mapping[str, Any]) -> list[str]:

@@ -22,6 +22,7 @@ from initbench.reporting.render.latex import render_latex
 from initbench.reporting.render.markdown import render_markdown
 from initbench.reporting.render.terminal import print_to, render_terminal
 from initbench.reporting.spectra import spectrum_tables
+from initbench.reporting.spread import spread_tables
 from initbench.reporting.tables import per_layer_tables, summary_tables
 from initbench.results import store
 
@@ -39,7 +40,7 @@ def sections(
     for rep in reports:
         findings = findings_table(rep)
         tables = answer_tables(rep, rows, cols) + ([findings] if findings else [])
-        tables += summary_tables(rep, th) + spectrum_tables(rep)
+        tables += summary_tables(rep, th) + spectrum_tables(rep) + spread_tables(rep)
         if per_layer and rep.keys is not None:
             tables += per_layer_tables(rep, th)
         out.append(Section(rep.name, header_lines(rep), tables))

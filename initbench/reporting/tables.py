@@ -1,7 +1,8 @@
 """The tables of one experiment: at initialisation (step 0), theory beside it, after
-training, and with ``--per-layer`` the layer-by-layer statistics and initial weights
-behind each verdict. Each is a :class:`~initbench.reporting.model.Table` of analysis's
-numbers with the notes that define its columns."""
+training (left out for init-only configurations, ``train.steps: 0``), and with
+``--per-layer`` the layer-by-layer statistics and initial weights behind each verdict.
+Each is a :class:`~initbench.reporting.model.Table` of analysis's numbers with the notes
+that define its columns."""
 
 from __future__ import annotations
 
@@ -129,10 +130,16 @@ def summary_tables(rep: ExperimentReport, th: Thresholds) -> list[Table]:
         tables.append(theory)
     else:
         init_notes += notes.theory_reasons(rep)
+    trained = [r for r in rep.config_rows if not r.get("init_only")]
+    untrained = notes.init_only_note(rep)
+    if not trained:  # nothing was trained: the step-0 tables are all there is
+        tables[0].notes.append(untrained)
+        return tables
     last_notes = notes.direction_notes(rep, "last")
     last_notes += [*notes.diverged_notes(rep), *notes.failed_notes(rep)]
+    last_notes += [untrained] if len(trained) < len(rep.config_rows) else []
     title = f"After training ({notes.trained_at(rep)}) and outcome"
-    return [*tables, make_table(title, _last_columns(rep), rep.config_rows, last_notes, keys)]
+    return [*tables, make_table(title, _last_columns(rep), trained, last_notes, keys)]
 
 
 # --- per-layer tables -----------------------------------------------------------------------
@@ -142,9 +149,10 @@ def _where_cell(row: Mapping[str, Any]) -> Cell:
     return Cell(f"{row['name']} t={int(row['t'])}" if row["t"] else str(row["name"]))
 
 
-def _signal_columns(signal: pd.DataFrame) -> list[Column]:
+def _signal_columns(signal: pd.DataFrame, trained: bool = True) -> list[Column]:
+    """The layer-by-layer columns: at step 0 and, for a trained configuration, the last."""
     cols = [Column("layer", _where_cell, numeric=False), Column("n", lambda r: Cell(str(r["n"])))]
-    for tag, at in (("init", "@0"), ("last", "@last")):
+    for tag, at in (("init", "@0"), ("last", "@last"))[: 2 if trained else 1]:
         for metric in analysis.SIGNAL_METRICS:
             name = f"{metric}_{tag}"
             if f"{name}_mean" in signal.columns:
@@ -182,7 +190,8 @@ def per_layer_tables(rep: ExperimentReport, th: Thresholds) -> list[Table]:
         signal = rep.layer_signal(run_ids)
         layer_notes = notes.per_layer_notes(row)
         title = f"Layer by layer: {label}"
-        tables.append(make_table(title, _signal_columns(signal), signal, layer_notes, 2))
+        columns = _signal_columns(signal, trained=not row.get("init_only"))
+        tables.append(make_table(title, columns, signal, layer_notes, 2))
         weights = analysis.init_table(rep.init_checks(run_ids, th))
         columns = WEIGHT_COLUMNS if len(weights) else ()
         tables.append(make_table(f"Initial weights: {label}", columns, weights, [], 2))

@@ -263,6 +263,11 @@ SECONDS_PER_MULTIPLY_ADD: Final = 0.015 / (geometry.multiply_adds("mlp", 30, 128
 # worker processes start in about a second (the forkserver imports torch), which a short
 # sweep does not repay (measured: 4 short runs took 4.2 s in one process, 5.2 s in two).
 PARALLEL_WORTH: Final = 20.0
+# Estimated seconds of a sweep's mean run below which its local workers also default to
+# one: each run gets a process of its own, which costs more than such a run (measured on 2
+# busy cores: 100 init-only runs of a depth-50 width-256 mlp, about 0.1 s of work each,
+# took 18 s in this process and 79-96 s in 2 workers; benchmarks/init_only.py).
+SHORT_RUN: Final = 1.0
 
 
 def estimated_seconds(run: RunConfig) -> float:

@@ -7,7 +7,10 @@ resolved-config dict; it never raises for a problem inside the run (that becomes
 Step convention: the measurement at step s is taken on the forward/backward pass of
 batch s with the parameters after s updates, *before* update s is applied; step 0 is
 the network at initialisation and step ``train.steps`` is the trained network (its
-pass is measured but not followed by an update).
+pass is measured but not followed by an update). An init-only run (``train.steps: 0``)
+measures step 0 alone: one forward and backward pass of batch 0, the loss's gradient
+taken, no update and no test pass (its summary's test metrics are null, its final loss
+and accuracy those of batch 0).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import torch.nn.functional as F
 import initbench
 from initbench.config.optimizers import build_optimizer
 from initbench.config.spec import RunConfig
+from initbench.measure.examples import per_example
 from initbench.measure.jacobian import JacobianProbe
 from initbench.measure.probes import Probe
 from initbench.measure.recorder import Recorder, first_non_finite
@@ -117,7 +121,8 @@ class Trainer:
         self.layers = self.model.watched_layers()
         measured = [*self.layers, self.model.readout_layer()]  # the readout: its weight only
         self.probe = Probe(measured, list(self.model.parameters()), extras=1)
-        self.optimizer = build_optimizer(self.model, cfg)
+        # an init-only run (steps 0) updates nothing: no optimizer (nor torch.optim's imports)
+        self.optimizer = build_optimizer(self.model, cfg) if cfg.train.steps else None
         self.train_x = self.data.train_x.to(self.device)
         self.train_y = self.data.train_y.to(self.device)
         self.batches = self._batches_again()
@@ -141,7 +146,7 @@ class Trainer:
         return batch_indices(len(self.train_y), size, seed, self.device)
 
     def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, tape: Tape | None):
-        self.optimizer.zero_grad(set_to_none=True)
+        self.model.zero_grad(set_to_none=True)  # the optimizer's parameters are the model's
         logits = self.model(x, tape)  # (B, 10)
         loss = F.cross_entropy(logits, y)
         loss.backward()
@@ -195,6 +200,8 @@ class Trainer:
         if probe:
             self._probe(step, tape, logits, y, self.window)
             self.window = []
+            if self.config.train.per_example:  # the spread over the batch's examples
+                self.recorder.add(step, *per_example(tape, x, self.layers))
         if self.jacobian is not None and self.jacobian.due(step):
             self.jacobian.measure(step, self.model, x)
         if eval_every and step % eval_every == 0 and 0 < step < steps:
@@ -278,7 +285,7 @@ def _train_and_summarise(trainer: Trainer, summary: dict[str, Any]) -> None:
         summary["steps_done"] = trainer.steps_done
         summary["final_loss"] = trainer.last_curve("loss_avg")
         summary["final_train_accuracy"] = trainer.last_curve("train_accuracy")
-    if summary["status"] == "ok":
+    if summary["status"] == "ok" and trainer.config.train.steps > 0:  # init-only: no test pass
         summary["test_loss"], summary["test_accuracy"] = trainer.finish()
 
 

@@ -15,6 +15,7 @@ from initbench.analysis import Thresholds, format_value
 from initbench.analysis.spectra import spectrum_table
 from initbench.reporting import notes
 from initbench.reporting.experiment import ExperimentReport
+from initbench.reporting.spread import spread_records
 from initbench.results import store
 
 REPORT_VERSION: Final = 1  # of the json/csv report layout
@@ -79,6 +80,7 @@ def _json_experiment(rep: ExperimentReport, per_layer: bool) -> dict[str, Any]:
         "notes": notes.experiment_notes(rep),
         "configurations": _records(config_frame(rep)),
         "runs": _records(rep.runs),
+        "finite_width": spread_records(rep),
     }
     if per_layer and rep.keys is not None:
         out["per_layer"] = _records(per_layer_frame(rep))
