@@ -443,8 +443,9 @@ JACOBIAN_MAX_ELEMENTS = 2**23
 
 
 def jacobian_outputs(arch: str, depth: int, width: int) -> int:
-    """Units of the last watched layer's act that the Jacobian differentiates: width (mlp;
-    rnn: its last time step), width x positions of the last conv's map (cnn)."""
+    """Units of the last watched layer's act (a residual net's: the last block's stream)
+    that the Jacobian differentiates: its width (mlp; rnn: its last time step), width x
+    positions of the last conv's map (cnn)."""
     return width * cnn_positions(depth)[-1] if arch == "cnn" else width
 
 
@@ -460,14 +461,15 @@ def check_jacobian(model: ModelConfig, train: TrainConfig) -> None:
                 {"subloc": "train.jacobian_every"},
             )
         return
-    if model.batchnorm:
+    if norm_of(model.model_dump()) == "batch":
         raise PydanticCustomError(
             "jacobian_batchnorm",
             "train.jacobian needs model.batchnorm false: batch statistics couple the "
             "examples, so one example's input-output Jacobian is not defined apart from its batch",
             {"subloc": "train.jacobian"},
         )
-    elements = jacobian_outputs(model.arch, model.depth, model.width) * MLP_INPUTS
+    last_width = model.widths[-1] if model.widths else model.width
+    elements = jacobian_outputs(model.arch, model.depth, last_width) * MLP_INPUTS
     if elements > JACOBIAN_MAX_ELEMENTS:
         raise PydanticCustomError(
             "jacobian_size",

@@ -29,6 +29,7 @@ from typing import Any, Final
 import numpy as np
 
 from initbench.config.geometry import MLP_INPUTS
+from initbench.config.runconfig import layer_widths, norm_of
 from initbench.meanfield.activations import NumpyActivation, numpy_activation
 from initbench.meanfield.gaussian import gaussian_nodes
 from initbench.meanfield.model import model_section, split_ref
@@ -99,15 +100,27 @@ def _no_prediction(reason: str) -> SpectrumPrediction:
 def _refusal(model: Mapping[str, Any]) -> str | None:
     if model["arch"] != "mlp":
         return f"arch {model['arch']}: the spectrum's theory here is for the mlp's dense layers"
-    if model["batchnorm"]:
+    norm = norm_of(model)
+    if norm == "batch":
         return "batchnorm: no per-example Jacobian (the batch's statistics couple examples)"
-    init = split_ref(model["init"])[0]
-    if weight_spread(init, 1, 1) is None:
-        return (
-            f"init {init!r}: W W^T's spectrum is known here only for i.i.d. "
-            f"({', '.join(sorted(IID_INITS))}) and orthogonal weights"
-        )
+    if norm == "layer":
+        return "layernorm: its per-example projection's effect on the spectrum is not modelled"
+    if model.get("residual") is not None:
+        return "residual blocks: the spectrum of I + alpha J_F products is not modelled here"
+    for init in dict.fromkeys(_layer_inits(model, 2)):
+        if weight_spread(init, 1, 1) is None:
+            return (
+                f"init {init!r}: W W^T's spectrum is known here only for i.i.d. "
+                f"({', '.join(sorted(IID_INITS))}) and orthogonal weights"
+            )
     return None
+
+
+def _layer_inits(model: Mapping[str, Any], depth: int) -> list[str]:
+    """The initializer name of each layer's weight: model.first_init (where set) for layer
+    1, model.init for the others."""
+    first = split_ref(model.get("first_init") or model["init"])[0]
+    return [first, *[split_ref(model["init"])[0]] * (depth - 1)]
 
 
 def predict_spectrum(
@@ -125,16 +138,19 @@ def predict_spectrum(
     if not prediction.ok:
         return _no_prediction(str(prediction.reason))
     act = numpy_activation(*split_ref(model["activation"]))
-    init, width = split_ref(model["init"])[0], int(model["width"])
+    widths = layer_widths(model)
+    inits = _layer_inits(model, len(widths))
     sigma_w2, q = prediction.columns["sigma_w2"], prediction.columns["q_in"]
     log_mean, spread = 0.0, 0.0
     for layer, (s2, ql) in enumerate(zip(sigma_w2, q, strict=True), start=1):
         mu1, mu2 = derivative_moments(act, float(ql))
         if not mu1 > 0:
             return _no_prediction(f"layer {layer}: phi' is 0 almost surely (E[phi'^2] = 0)")
-        fan_in = MLP_INPUTS if layer == 1 else width
+        fan_in = MLP_INPUTS if layer == 1 else widths[layer - 2]
         log_mean += math.log(float(s2) * mu1)
-        spread += mu2 / mu1**2 - 1 + float(weight_spread(init, width, fan_in))
+        spread += (
+            mu2 / mu1**2 - 1 + float(weight_spread(inits[layer - 1], widths[layer - 1], fan_in))
+        )
     mean = math.exp(log_mean)
     return SpectrumPrediction(mean, mean**2 * spread)
 

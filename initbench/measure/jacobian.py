@@ -26,14 +26,16 @@ import numpy as np
 import torch
 
 from initbench.config.geometry import IMAGE_SHAPE
+from initbench.nets.instrument import Tape
 from initbench.nets.models import InstrumentedModel
 
 # Column -> values of one run's spectra table (initbench.results.schema.SPECTRA_COLUMNS).
 SpectraColumns = dict[str, np.ndarray]
 
 
-class _LastAct:
-    """A tape that keeps only the act of the last watched (layer, t) of a forward pass."""
+class _LastAct(Tape):
+    """A tape that keeps only the network's last watched output of a forward pass: the
+    act of the last watched (layer, t), or, in a residual net, the last block's stream."""
 
     def __init__(self) -> None:
         self.key: tuple[int, int] = (-1, -1)
@@ -50,6 +52,11 @@ class _LastAct:
         """Keep ``act`` if this (layer, t) is the last so far."""
         if (layer, t) >= self.key:
             self.key, self.act = (layer, t), act
+
+    def watch_block(self, layer: int, stream: torch.Tensor, branch: torch.Tensor) -> None:
+        """Keep the block's output ``stream``: it, not its branch's act, goes on."""
+        if (layer, 0) >= self.key:
+            self.key, self.act = (layer, 0), stream
 
 
 def last_act_function(model: InstrumentedModel) -> Callable[[torch.Tensor], torch.Tensor]:

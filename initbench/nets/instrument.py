@@ -30,7 +30,8 @@ class WatchedLayer:
 
 
 class Tape(Protocol):
-    """Receives one watched layer's tensors during a forward pass."""
+    """Receives one watched layer's tensors during a forward pass. A tape that needs only
+    some of them subclasses this and overrides those methods; the others do nothing."""
 
     def watch(
         self,
@@ -42,3 +43,7 @@ class Tape(Protocol):
     ) -> None:
         """Layer ``layer`` at time step ``t`` (0 for feed-forward) computed ``preact``
         (affine output), ``normed`` (batchnorm output, None without) and ``act``."""
+
+    def watch_block(self, layer: int, stream: torch.Tensor, branch: torch.Tensor) -> None:
+        """A residual block whose last watched layer is ``layer`` added ``branch`` to the
+        stream, giving ``stream`` (its output)."""

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from initbench.config.initializers import INITIALIZERS
-from initbench.nets.instrument import WatchedLayer
+from initbench.nets.instrument import Tape, WatchedLayer
 from initbench.nets.models import InstrumentedModel, layer_init
 
 
@@ -52,7 +52,7 @@ class _Stop(Exception):
     """Raised by the capture once the layers above the target begin: no need to go on."""
 
 
-class _Capture:
+class _Capture(Tape):
     """A tape keeping one layer's preacts (every time step of an rnn layer)."""
 
     def __init__(self, target: int) -> None:

@@ -347,6 +347,12 @@ def _lsuv_problems(config: ModelConfig) -> list[tuple[str, str]]:
             "model.init and give recurrent_init a data-free init"
         )
         return [("model.recurrent_init", reason)]
+    if data_dependent and config.residual == "fixup":
+        reason = (
+            "lsuv with residual fixup: Fixup zeroes each branch's last layer, which LSUV "
+            "would then rescale towards unit variance; choose one of them"
+        )
+        return [(f"model.{data_dependent[0]}", reason)]
     return []
 
 
