@@ -18,6 +18,19 @@ MLP_INPUTS: Final = IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]  # 784, fla
 RNN_INPUTS: Final = IMAGE_SHAPE[0] * IMAGE_SHAPE[2]  # one row of 28 pixels per time step
 RNN_STEPS: Final = IMAGE_SHAPE[1]  # 28 rows = 28 time steps
 NUM_CLASSES: Final = 10
+# data.sequence -> (time steps T, inputs per step) of a recurrent model reading the image:
+# its rows, or its pixels one at a time (sequential MNIST, Le et al. 2015), in order or
+# under a fixed permutation (the dataset applies it; the model reads pixels in order).
+SEQUENCES: Final = {
+    "rows": (RNN_STEPS, RNN_INPUTS),
+    "pixels": (MLP_INPUTS, 1),
+    "permuted_pixels": (MLP_INPUTS, 1),
+}
+
+
+def sequence_shape(sequence: str) -> tuple[int, int]:
+    """(T, inputs per step) of a ``data.sequence``."""
+    return SEQUENCES[sequence]
 
 
 def cnn_strides(depth: int) -> list[int]:

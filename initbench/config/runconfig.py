@@ -26,12 +26,12 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from initbench.config.activations import ACTIVATIONS
-from initbench.config.architectures import ARCHITECTURES
+from initbench.config.architectures import ARCHITECTURES, is_recurrent
 from initbench.config.datasets import DATASETS
 from initbench.config.initializers import INITIALIZERS
 from initbench.config.optimizers import OPTIMIZERS
 from initbench.config.problems import shown
-from initbench.config.registry import Registry, UnknownNameError, is_added
+from initbench.config.registry import ADDED, Registry, UnknownNameError, is_added
 
 RUN_ID_LENGTH = 12
 
@@ -146,44 +146,73 @@ class ModelConfig(BaseModel):
 
     model_config = _STRICT
 
-    arch: Annotated[str, BeforeValidator(_check_arch), _doc("mlp, cnn or rnn")] = "mlp"
+    arch: Annotated[str, BeforeValidator(_check_arch), _doc("mlp, cnn, rnn, lstm or gru")] = "mlp"
     depth: Annotated[int, Field(ge=1, le=1000), _doc("hidden layers (rnn: stacked layers)")] = 5
     width: Annotated[
         int, Field(ge=1, le=16384), _doc("units (mlp), channels (cnn), hidden size (rnn)")
     ] = 256
     activation: Annotated[
-        ActivationRef | None, _doc("see initbench list activations; none: relu, tanh for rnn")
+        ActivationRef | None,
+        _doc("see initbench list activations; none: relu, tanh for rnn (lstm, gru: tanh only)"),
     ] = None
     batchnorm: Annotated[bool, _doc("BatchNorm after each affine map (mlp, cnn)")] = False
     init: Annotated[InitRef, _doc("initializer of every weight, the readout's too")] = (
         "torch_default"
     )
     recurrent_init: Annotated[
-        InitRef | None, _doc("rnn only: hidden-to-hidden weights; none: same as init")
+        InitRef | None,
+        _doc("rnn, lstm, gru: hidden-to-hidden weights (per gate block); none: same as init"),
     ] = None
     bias_init: Annotated[InitRef, _doc("biases (zeros, constant, normal, uniform, ...)")] = "zeros"
+    forget_bias: float = Field(
+        0.0,
+        ge=-100,
+        le=100,
+        description="lstm only: added to the forget gate's bias after bias_init (0 as torch; "
+        "1 as Gers et al. 2000, Jozefowicz et al. 2015, Keras' unit_forget_bias)",
+        json_schema_extra=ADDED,
+    )
 
     @model_validator(mode="after")
     def _per_arch(self) -> ModelConfig:
-        if self.arch == "rnn" and self.batchnorm:
+        if is_recurrent(self.arch) and self.batchnorm:
             raise PydanticCustomError(
                 "rnn_batchnorm",
-                "batchnorm is not available for arch rnn (set model.batchnorm: false)",
-                {"subloc": "batchnorm"},
+                "batchnorm is not available for arch {arch} (set model.batchnorm: false)",
+                {"arch": self.arch, "subloc": "batchnorm"},
             )
-        if self.arch != "rnn" and self.recurrent_init is not None:
+        if not is_recurrent(self.arch) and self.recurrent_init is not None:
             raise PydanticCustomError(
                 "not_rnn",
-                "recurrent_init applies only to arch rnn (this is {arch})",
+                "recurrent_init applies only to arch rnn, lstm or gru (this is {arch})",
                 {"arch": self.arch, "subloc": "recurrent_init"},
             )
+        _check_gated(self)
         return self
 
     def resolved(self) -> ModelConfig:
         """Copy with per-architecture defaults filled in."""
-        activation = self.activation or {"name": "tanh" if self.arch == "rnn" else "relu"}
-        recurrent = self.recurrent_init or (self.init if self.arch == "rnn" else None)
-        return self.model_copy(update={"activation": activation, "recurrent_init": recurrent})
+        recurrent = is_recurrent(self.arch)
+        activation = self.activation or {"name": "tanh" if recurrent else "relu"}
+        recurrent_ref = self.recurrent_init or (self.init if recurrent else None)
+        return self.model_copy(update={"activation": activation, "recurrent_init": recurrent_ref})
+
+
+def _check_gated(model: ModelConfig) -> None:
+    """forget_bias is the LSTM's; a gated cell's activations are its own (tanh)."""
+    if model.forget_bias != 0.0 and model.arch != "lstm":
+        raise PydanticCustomError(
+            "not_lstm",
+            "forget_bias applies only to arch lstm (this is {arch})",
+            {"arch": model.arch, "subloc": "forget_bias"},
+        )
+    if ARCHITECTURES.get(model.arch).gates and model.activation not in (None, {"name": "tanh"}):
+        raise PydanticCustomError(
+            "gated_activation",
+            "arch {arch} has its own activations (sigmoid gates, tanh); leave "
+            "model.activation unset or tanh",
+            {"arch": model.arch, "subloc": "activation"},
+        )
 
 
 class TrainConfig(BaseModel):

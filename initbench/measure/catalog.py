@@ -8,8 +8,10 @@ implementation: a moment is a column of the statistics the probe derives from ea
 tensor's Σx and Σx² (:data:`initbench.measure.reduce.MOMENT_COLUMNS`), a fraction is a
 count the device takes (:mod:`initbench.measure.counts`).
 
-"Elements" are batch x units (x spatial positions for a CNN); for an rnn each time step
-t is measured separately over batch x units. Importing this module imports neither torch
+"Elements" are batch x units (x spatial positions for a CNN); for a recurrent model (rnn,
+lstm, gru) each time step t is measured separately over batch x units. A gated cell's
+(lstm, gru) ``preact`` and ``act`` are both its hidden state h_t; its gates and cell state
+are tensors of their own. Importing this module imports neither torch
 nor numpy: ``initbench list`` reads it.
 """
 
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final
+
+from initbench.config.architectures import ARCHITECTURES
 
 # The tensors a statistic can be taken of, in the long table's order. The first five are
 # watched per (layer, t) by the tape in the forward and backward pass; the rest are the
@@ -32,8 +36,31 @@ TENSORS: Final[dict[str, str]] = {
     "w_rec": "the hidden-to-hidden weight (rnn only)",
     "grad_w_rec": "gradient of the hidden-to-hidden weight (rnn only)",
 }
-WATCHED: Final = ("preact", "normed", "act", "grad_preact", "grad_normed")
 WEIGHTS: Final = ("w", "grad_w", "w_rec", "grad_w_rec")
+
+# Gated cells (lstm, gru): gate -> (its activation, the architectures that have it)
+GATES: Final[dict[str, tuple[str, tuple[str, ...]]]] = {}
+for _arch, _entry in ARCHITECTURES.items():
+    for _gate, _act in _entry.gates:
+        GATES[_gate] = (_act, (*GATES.get(_gate, ("", ()))[1], _arch))
+
+
+def gate_tensors(gate: str) -> tuple[str, str]:
+    """The tensors of one gate: its pre-activation and its activation."""
+    return f"gate_{gate}_pre", f"gate_{gate}"
+
+
+for _gate, (_act, _archs) in GATES.items():
+    _pre, _out = gate_tensors(_gate)
+    TENSORS[_pre] = f"{'/'.join(_archs)} gate {_gate}'s pre-activation (its input and "
+    TENSORS[_pre] += "recurrent blocks and biases summed; gru n: x part + r (h part))"
+    TENSORS[_out] = f"{'/'.join(_archs)} gate {_gate}'s activation, {_act}({_pre})"
+TENSORS["cell"] = "the lstm's cell state c_t = f c_{t-1} + i g"
+TENSORS["grad_cell"] = "dLoss/d c_t, the cell state's gradient through time (lstm)"
+# The gated cells' tensors, watched after the first five, per (layer, t).
+GATED: Final = (*(n for gate in GATES for n in gate_tensors(gate)), "cell", "grad_cell")
+LAYER_WATCHED: Final = ("preact", "normed", "act", "grad_preact", "grad_normed")  # every layer's
+WATCHED: Final = (*LAYER_WATCHED, *GATED)
 
 # Reduction -> what it computes. Moments come from Σx, Σx² and the element count n;
 # fractions from a count the device takes of the tensor.
@@ -46,6 +73,7 @@ MOMENTS: Final[dict[str, str]] = {
 FRACTIONS: Final[dict[str, str]] = {
     "dead_frac": "units (channels) whose elements are all <= 0",
     "sat_frac": "elements beyond 99% of the activation's half-range from its centre",
+    "gate_sat_frac": "elements of a sigmoid gate beyond 99% of its half-range (0, 1) from 1/2",
 }
 
 
@@ -87,8 +115,8 @@ def _weight(name: str, of: str, reduction: str, definition: str) -> Statistic:
     return Statistic(name, (of,), reduction, definition)
 
 
-CATALOG: Final[tuple[Statistic, ...]] = (
-    *(s for tensor in WATCHED for s in _moments(tensor)),
+_LAYER_STATISTICS = (
+    *(s for tensor in LAYER_WATCHED for s in _moments(tensor)),
     Statistic(
         "dead_frac",
         ("normed", "preact"),
@@ -130,6 +158,24 @@ CATALOG: Final[tuple[Statistic, ...]] = (
     ),
 )
 
+
+def _gate_statistics() -> list[Statistic]:
+    """Per gate: its pre-activation's and activation's mean and variance, and a sigmoid
+    gate's saturated fraction; the lstm's cell state and its gradient."""
+    found: list[Statistic] = []
+    for gate, (act, _) in GATES.items():
+        pre, out = gate_tensors(gate)
+        found += _moments(pre, ("mean", "var")) + _moments(out, ("mean", "var"))
+        if act == "sigmoid":
+            definition = (
+                f"fraction of gate {gate}'s elements below 0.005 or above 0.995 (beyond 99% "
+                "of the half-range from 1/2: the gate is shut or open; NaN if non-finite)"
+            )
+            found.append(Statistic(f"{out}_sat_frac", (out,), "gate_sat_frac", definition))
+    return found + _moments("cell", ("mean", "var")) + _moments("grad_cell", ("mean", "var"))
+
+
+CATALOG: Final[tuple[Statistic, ...]] = (*_LAYER_STATISTICS, *_gate_statistics())
 STATISTICS: Final[dict[str, Statistic]] = {s.name: s for s in CATALOG}
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from initbench.config.activations import SATURATION_FRACTION
+from initbench.config.activations import ACTIVATIONS, SATURATION_FRACTION
 from initbench.measure.exact import flat_rows
 from initbench.nets.instrument import WatchedLayer
 
@@ -102,6 +102,7 @@ Count = DeadUnits | Saturated
 COUNTS: dict[str, Callable[[WatchedLayer], Count]] = {
     "dead_frac": lambda layer: DeadUnits(),
     "sat_frac": lambda layer: Saturated(layer.output_range),
+    "gate_sat_frac": lambda layer: Saturated(ACTIVATIONS.get("sigmoid").output_range),
 }
 
 

@@ -9,17 +9,20 @@ that changes no value the training computes.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
+from initbench.measure.catalog import GATED, gate_tensors
 from initbench.measure.reduce import is_large
 
 Key = tuple[int, int]  # (layer, t)
 Store = Callable[[str, Key, torch.Tensor], torch.Tensor]  # (name, key, tensor) -> a copy
 
 FORWARD = ("preact", "normed", "act")  # what a layer hands the tape, in the catalogue's order
-WITH_GRAD = ("preact", "normed")  # whose gradients the tape keeps (grad_preact, grad_normed)
+# a gated layer's gates and cell state (catalog.GATED less the gradient)
+GATE_FORWARD = tuple(name for name in GATED if not name.startswith("grad_"))
+WITH_GRAD = ("preact", "normed", "cell")  # whose gradients the tape keeps (grad_preact ...)
 
 
 class Tape:
@@ -37,7 +40,7 @@ class Tape:
 
     def __init__(self, store: Store | None = None) -> None:
         self.store = store
-        self.tensors: dict[str, dict[Key, torch.Tensor]] = {q: {} for q in FORWARD}
+        self.tensors: dict[str, dict[Key, torch.Tensor]] = {q: {} for q in FORWARD + GATE_FORWARD}
         self.grads: dict[str, dict[Key, torch.Tensor]] = {q: {} for q in WITH_GRAD}
 
     def watch(
@@ -62,17 +65,43 @@ class Tape:
             self.tensors["normed"][key] = normed
         self.tensors["act"][key] = act
 
+    def watch_gates(
+        self,
+        layer: int,
+        t: int,
+        gates: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+        cell: torch.Tensor | None,
+    ) -> None:
+        """Keep a gated layer's gate pre-activations and activations and its cell state
+        (and the cell state's gradient)."""
+        key = (layer, t)
+        named = {}
+        for gate, tensors in gates.items():
+            named.update(zip(gate_tensors(gate), tensors, strict=True))
+        if cell is not None:
+            named["cell"] = cell
+        for quantity, tensor in named.items():
+            if self.store is not None and is_large(tensor.numel()):
+                self._store_one(quantity, key, tensor)
+                continue
+            if quantity in WITH_GRAD and tensor.requires_grad:
+                tensor.retain_grad()
+            self.tensors[quantity][key] = tensor
+
+    def _store_one(self, quantity: str, key: Key, tensor: torch.Tensor) -> None:
+        """A copy of a large tensor in the store's buffer; its gradient copied by a hook."""
+        assert self.store is not None
+        self.tensors[quantity][key] = self.store(quantity, key, tensor)
+        if quantity in WITH_GRAD and tensor.requires_grad:
+            tensor.register_hook(functools.partial(self._keep_grad, quantity, key))
+
     def _store(
         self, key: Key, preact: torch.Tensor, normed: torch.Tensor | None, act: torch.Tensor
     ) -> None:
         """Copies of large tensors in the store's buffers; their gradients copied by hooks."""
-        assert self.store is not None
         for quantity, tensor in zip(FORWARD, (preact, normed, act), strict=True):
-            if tensor is None:
-                continue
-            self.tensors[quantity][key] = self.store(quantity, key, tensor)
-            if quantity in WITH_GRAD and tensor.requires_grad:
-                tensor.register_hook(functools.partial(self._keep_grad, quantity, key))
+            if tensor is not None:
+                self._store_one(quantity, key, tensor)
 
     def _keep_grad(self, quantity: str, key: Key, grad: torch.Tensor) -> None:
         assert self.store is not None
@@ -86,3 +115,14 @@ class Tape:
         if not kept:
             return [tensor.grad for tensor in tensors.values()]
         return [kept.get(key, tensor.grad) for key, tensor in tensors.items()]
+
+    def keyed(self, name: str, keys: list[Key]) -> list[torch.Tensor | None]:
+        """A gated layer's watched tensor ``name`` of catalog.GATED (``grad_cell``: the
+        cell state's gradient) at each of ``keys`` (None where it has none)."""
+        quantity = name.removeprefix("grad_")
+        tensors = self.tensors[quantity]
+        if not tensors:
+            return [None] * len(keys)
+        if name != quantity:
+            tensors = dict(zip(tensors, self.gradients(quantity), strict=True))
+        return [tensors.get(key) for key in keys]

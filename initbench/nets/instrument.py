@@ -8,6 +8,7 @@ so the networks know nothing of statistics.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -42,3 +43,13 @@ class Tape(Protocol):
     ) -> None:
         """Layer ``layer`` at time step ``t`` (0 for feed-forward) computed ``preact``
         (affine output), ``normed`` (batchnorm output, None without) and ``act``."""
+
+    def watch_gates(
+        self,
+        layer: int,
+        t: int,
+        gates: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+        cell: torch.Tensor | None,
+    ) -> None:
+        """A gated layer's gates at (layer, t), after its :meth:`watch`: gate name ->
+        (pre-activation, activation), and the LSTM's cell state c_t (None for a GRU)."""

@@ -1,4 +1,5 @@
-"""MLP, CNN and RNN builders whose watched layers are observable without hooks.
+"""MLP and CNN builders whose watched layers are observable without hooks, and building
+and initialising any registered model (the recurrent ones: :mod:`initbench.nets.recurrent`).
 
 Every model's ``forward(x, tape=None)`` takes the batch as (B, 1, 28, 28) and passes
 the optional :class:`~initbench.measure.probes.Tape` to each watched layer, which hands it its
@@ -19,11 +20,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from initbench.config.activations import ACTIVATIONS, build_activation
 from initbench.config.architectures import ARCHITECTURES
 from initbench.config.geometry import IMAGE_SHAPE, NUM_CLASSES, cnn_strides
 from initbench.config.initializers import cannot_apply, compute_fans, initialize
+from initbench.nets.base import InstrumentedModel, activation_meta, new_activation
 from initbench.nets.instrument import Tape, WatchedLayer
+from initbench.nets.recurrent import GRU, LSTM, RNN
+
+__all__ = ["MODEL_CLASSES", "InstrumentedModel", "build_model", "init_problems", "model_class"]
 
 if TYPE_CHECKING:
     from initbench.config.spec import ModelConfig
@@ -48,46 +52,17 @@ class Block(nn.Module):
         return out
 
 
-class InstrumentedModel(nn.Module):
-    """Base of the three models: watched layers, readout, initialisation."""
-
-    readout: nn.Linear
-
-    def watched_layers(self) -> list[WatchedLayer]:
-        """The watched layers in forward order (l = 1..depth)."""
-        raise NotImplementedError
-
-    def affine_layers(self) -> Iterator[tuple[str, nn.Module]]:
-        """(role, module) of every affine map to initialise, in a fixed order."""
-        raise NotImplementedError
-
-    def time_steps(self) -> int:
-        """Time steps per watched layer (0 for feed-forward models)."""
-        return 0
-
-
-def _activation_meta(config: ModelConfig) -> tuple[str, str, tuple[float, float]]:
-    act = config.activation or {"name": "relu"}
-    entry = ACTIVATIONS.get(act["name"])
-    return act["name"], entry.kind, entry.output_range
-
-
-def _new_activation(config: ModelConfig) -> nn.Module:
-    act = dict(config.activation or {"name": "relu"})
-    return build_activation(act.pop("name"), act)
-
-
 class MLP(InstrumentedModel):
     """784 -> depth x [Linear(width) -> BatchNorm1d? -> act] -> Linear(10)."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, sequence: str = "rows") -> None:
         super().__init__()
         self.config = config
         fan = math.prod(IMAGE_SHAPE)
         blocks = []
         for index in range(1, config.depth + 1):
             norm = nn.BatchNorm1d(config.width) if config.batchnorm else None
-            blocks.append(Block(index, nn.Linear(fan, config.width), norm, _new_activation(config)))
+            blocks.append(Block(index, nn.Linear(fan, config.width), norm, new_activation(config)))
             fan = config.width
         self.blocks = nn.ModuleList(blocks)
         self.readout = nn.Linear(fan, NUM_CLASSES)
@@ -99,7 +74,7 @@ class MLP(InstrumentedModel):
         return self.readout(h)  # (B, 10)
 
     def watched_layers(self) -> list[WatchedLayer]:
-        name, kind, out_range = _activation_meta(self.config)
+        name, kind, out_range = activation_meta(self.config)
         return [
             WatchedLayer(b.index, f"fc{b.index}", b.affine.weight, None, name, kind, out_range)
             for b in self.blocks
@@ -115,7 +90,7 @@ class CNN(InstrumentedModel):
     """depth x [Conv2d 3x3 (width ch., 'same' padding) -> BatchNorm2d? -> act],
     stride-2 convs at 1/3 and 2/3 of depth, global average pool, Linear(10)."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, sequence: str = "rows") -> None:
         super().__init__()
         self.config = config
         channels = IMAGE_SHAPE[0]
@@ -123,7 +98,7 @@ class CNN(InstrumentedModel):
         for index, stride in enumerate(cnn_strides(config.depth), start=1):
             conv = nn.Conv2d(channels, config.width, 3, stride=stride, padding=1)
             norm = nn.BatchNorm2d(config.width) if config.batchnorm else None
-            blocks.append(Block(index, conv, norm, _new_activation(config)))
+            blocks.append(Block(index, conv, norm, new_activation(config)))
             channels = config.width
         self.blocks = nn.ModuleList(blocks)
         self.readout = nn.Linear(channels, NUM_CLASSES)
@@ -135,7 +110,7 @@ class CNN(InstrumentedModel):
         return self.readout(h.mean(dim=(2, 3)))  # global average pool -> (B, width) -> (B, 10)
 
     def watched_layers(self) -> list[WatchedLayer]:
-        name, kind, out_range = _activation_meta(self.config)
+        name, kind, out_range = activation_meta(self.config)
         return [
             WatchedLayer(b.index, f"conv{b.index}", b.affine.weight, None, name, kind, out_range)
             for b in self.blocks
@@ -147,111 +122,65 @@ class CNN(InstrumentedModel):
         yield "readout", self.readout
 
 
-class ElmanLayer(nn.Module):
-    """h_t = act(W_ih x_t + b + W_hh h_{t-1}), h_0 = 0; every step's preact is watchable."""
-
-    def __init__(self, index: int, input_size: int, hidden: int, act: nn.Module) -> None:
-        super().__init__()
-        self.index = index
-        self.w_ih = nn.Linear(input_size, hidden)
-        self.w_hh = nn.Linear(hidden, hidden, bias=False)
-        self.act = act
-
-    def forward(self, xs: torch.Tensor, tape: Tape | None = None) -> torch.Tensor:
-        batch, steps, _ = xs.shape  # (B, T, input_size)
-        projected = self.w_ih(xs)  # (B, T, hidden): the input part of every step at once
-        h = projected.new_zeros(batch, self.w_hh.out_features)
-        outputs = []
-        for t in range(steps):
-            preact = projected[:, t] + self.w_hh(h)  # (B, hidden)
-            h = self.act(preact)
-            if tape is not None:
-                tape.watch(self.index, t + 1, preact, None, h)
-            outputs.append(h)
-        return torch.stack(outputs, dim=1)  # (B, T, hidden)
-
-
-class RNN(InstrumentedModel):
-    """Vanilla (Elman) RNN reading an image row by row (28 steps of 28 pixels),
-    depth stacked layers of width units, readout from the top layer's last state."""
-
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        self.config = config
-        size = IMAGE_SHAPE[0] * IMAGE_SHAPE[2]
-        layers = []
-        for index in range(1, config.depth + 1):
-            layers.append(ElmanLayer(index, size, config.width, _new_activation(config)))
-            size = config.width
-        self.layers = nn.ModuleList(layers)
-        self.readout = nn.Linear(size, NUM_CLASSES)
-
-    def forward(self, x: torch.Tensor, tape: Tape | None = None) -> torch.Tensor:
-        h = x.reshape(x.shape[0], IMAGE_SHAPE[1], -1)  # (B, 28 rows, 28 pixels)
-        for layer in self.layers:
-            h = layer(h, tape)  # (B, 28, width)
-        return self.readout(h[:, -1])  # last state -> (B, 10)
-
-    def time_steps(self) -> int:
-        return IMAGE_SHAPE[1]
-
-    def watched_layers(self) -> list[WatchedLayer]:
-        name, kind, out_range = _activation_meta(self.config)
-        return [
-            WatchedLayer(
-                r.index, f"rnn{r.index}", r.w_ih.weight, r.w_hh.weight, name, kind, out_range
-            )
-            for r in self.layers
-        ]
-
-    def affine_layers(self) -> Iterator[tuple[str, nn.Module]]:
-        for layer in self.layers:
-            yield "hidden", layer.w_ih
-            yield "recurrent", layer.w_hh
-        yield "readout", self.readout
-
-
 def _init_ref(config: ModelConfig, role: str) -> dict[str, Any]:
     ref = config.recurrent_init if role == "recurrent" else config.init
     return dict(ref or config.init)
 
 
+def _blocks(tensor: torch.Tensor | None, blocks: int) -> list[torch.Tensor]:
+    """A weight's or bias's stacked gate blocks (rows), each initialised alone."""
+    return [] if tensor is None else list(tensor.chunk(blocks, dim=0))
+
+
 def initialize_model(model: InstrumentedModel, generator: torch.Generator) -> None:
-    """Apply model.init / recurrent_init / bias_init to every affine map, in forward order.
+    """Apply model.init / recurrent_init / bias_init to every affine map, in forward order;
+    to each gate block alone in a gated cell (the bias's fans are its weight block's).
 
     Batchnorm keeps torch's gamma = 1, beta = 0.
     """
     config = model.config
     for role, module in model.affine_layers():
         ref = _init_ref(config, role)
-        initialize(module.weight, ref.pop("name"), ref, generator)
-        if module.bias is not None:
-            bias = dict(config.bias_init)
-            fans = compute_fans(tuple(module.weight.shape))
-            initialize(module.bias, bias.pop("name"), bias, generator, fans=fans)
+        name = ref.pop("name")
+        blocks = model.gate_blocks if role != "readout" else 1
+        weights = _blocks(module.weight, blocks)
+        for weight in weights:
+            initialize(weight, name, ref, generator)
+        for weight, bias in zip(weights, _blocks(module.bias, blocks), strict=False):
+            params = dict(config.bias_init)
+            fans = compute_fans(tuple(weight.shape))
+            initialize(bias, params.pop("name"), params, generator, fans=fans)
+    model.initialized()
 
 
-def build_model(config: ModelConfig, generator: torch.Generator) -> InstrumentedModel:
-    """Build the network of ``config`` and initialise it from ``generator``."""
-    model = model_class(config.arch)(config)
+def build_model(
+    config: ModelConfig, generator: torch.Generator, sequence: str = "rows"
+) -> InstrumentedModel:
+    """Build the network of ``config`` reading the images as ``sequence`` (recurrent
+    models: :data:`initbench.config.geometry.SEQUENCES`) and initialise it from
+    ``generator``."""
+    model = model_class(config.arch)(config, sequence)
     initialize_model(model, generator)
     return model
 
 
-def init_problems(config: ModelConfig) -> list[tuple[str, str]]:
-    """(key, reason) for every initializer in ``config`` that cannot apply to its tensor."""
+def init_problems(config: ModelConfig, sequence: str = "rows") -> list[tuple[str, str]]:
+    """(key, reason) for every initializer in ``config`` that cannot apply to its tensor
+    (a gate block's, in a gated cell)."""
     with torch.device("meta"):
-        model = model_class(config.arch)(config)
+        model = model_class(config.arch)(config, sequence)
     problems = []
     for role, module in model.affine_layers():
         key = "model.recurrent_init" if role == "recurrent" else "model.init"
         ref = _init_ref(config, role)
-        reason = cannot_apply(ref.pop("name"), ref, tuple(module.weight.shape), bias=False)
+        blocks = model.gate_blocks if role != "readout" else 1
+        shape = tuple(module.weight.chunk(blocks, dim=0)[0].shape)
+        reason = cannot_apply(ref.pop("name"), ref, shape, bias=False)
         if reason:
             problems.append((key, reason))
         bias = dict(config.bias_init)
         if module.bias is not None:
-            reason = cannot_apply(bias.pop("name"), bias, tuple(module.bias.shape), bias=True)
+            reason = cannot_apply(bias.pop("name"), bias, (shape[0],), bias=True)
             if reason:
                 problems.append(("model.bias_init", reason))
     return list(dict.fromkeys(problems))
@@ -259,7 +188,13 @@ def init_problems(config: ModelConfig) -> list[tuple[str, str]]:
 
 # model.arch -> the class that builds it; the names and descriptions are
 # config.architectures' (a test checks that both list the same architectures).
-MODEL_CLASSES: dict[str, type[InstrumentedModel]] = {"mlp": MLP, "cnn": CNN, "rnn": RNN}
+MODEL_CLASSES: dict[str, type[InstrumentedModel]] = {
+    "mlp": MLP,
+    "cnn": CNN,
+    "rnn": RNN,
+    "lstm": LSTM,
+    "gru": GRU,
+}
 
 
 def model_class(arch: str) -> type[InstrumentedModel]:
