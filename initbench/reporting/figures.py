@@ -154,21 +154,30 @@ def variance_figure(rep: ExperimentReport, direction: str) -> Drawn | None:
 
 
 def time_figure(rep: ExperimentReport) -> Drawn | None:
-    """rnn: preact and grad_preact variance across time steps t of the top layer, step 0."""
+    """rnn, lstm, gru: preact and grad_preact variance across time steps t of the top
+    layer, step 0; below them, where an lstm was run, its cell state's and the cell state
+    gradient's variance."""
     if not _has_unit(rep, "preact_var", "time step"):
         return None
-    fig, axes = new_figure(1, 2)
+    rows = [("preact_var", "grad_preact_var")]
+    if _has_unit(rep, "cell_var", "time step"):
+        rows.append(("cell_var", "grad_cell_var"))
+    fig, axes = new_figure(len(rows), 2)
     look, theory = profile_look(rep), False
-    for ax, metric in zip(axes[0], ("preact_var", "grad_preact_var"), strict=True):
-        theory = _profile_panel(ax, rep, look, metric, "time step") or theory
-        ax.set_xlabel(TIME_AXIS)
-        ax.set_ylabel(f"{metric} (all elements)")
+    for panels, metrics in zip(axes, rows, strict=True):
+        for ax, metric in zip(panels, metrics, strict=True):
+            theory = _profile_panel(ax, rep, look, metric, "time step") or theory
+            ax.set_xlabel(TIME_AXIS)
+            ax.set_ylabel(f"{metric} (all elements)")
     title = "Signal and gradient across time at step 0"
     fig.suptitle(f"{rep.name}: {title}\n{BAND_NOTE}", **HEADLINE)
     look.legends(fig, _theory_entry() if theory else [])
+    cell = " (a gated cell's: its hidden state h_t)" if len(rows) > 1 else ""
     caption = (
-        "preact_var (left) and grad_preact_var (right) of the top layer at each time step t, "
-        f"step 0, log scale; one line per configuration ({look.says()}); {BAND_NOTE}."
+        f"preact_var (left) and grad_preact_var (right){cell} of the top layer at each "
+        "time step t, step 0"
+        + ("; below, the lstm's cell_var and grad_cell_var" if len(rows) > 1 else "")
+        + f", log scale; one line per configuration ({look.says()}); {BAND_NOTE}."
     )
     return Drawn(fig, title, caption)
 
