@@ -409,7 +409,12 @@ def report(
 @click.option("--init", "init", required=True, help="Initializer name.")
 @click.option("--depth", type=click.IntRange(min=1), required=True)
 @click.option("--width", type=click.IntRange(min=1), required=True)
-@click.option("--arch", type=click.Choice(["mlp", "cnn", "rnn"]), default="mlp", show_default=True)
+@click.option(
+    "--arch",
+    type=click.Choice(["mlp", "cnn", "rnn", "lstm", "gru"]),
+    default="mlp",
+    show_default=True,
+)
 @click.option(
     "--q1",
     type=float,

@@ -14,7 +14,7 @@ import pandas as pd
 from initbench.analysis.configs import run_config
 from initbench.analysis.profiles import RunStats, as_stats
 from initbench.analysis.stats import nan_mean, nan_std
-from initbench.config.geometry import weight_shapes
+from initbench.config.geometry import gate_blocks, sequence_of, weight_shapes
 from initbench.config.initializers import expected_moments
 from initbench.config.thresholds import SAMPLING_SIGMAS, Thresholds
 from initbench.meanfield.model import recurrent_init
@@ -69,7 +69,8 @@ def init_check(
     variance, their ratio, the tolerance and whether they mismatch."""
     model = run_config(record).get("model", {})
     try:
-        shapes = weight_shapes(model["arch"], int(model["depth"]), int(model["width"]))
+        sequence = sequence_of(run_config(record).get("data", {}))
+        shapes = weight_shapes(model["arch"], int(model["depth"]), int(model["width"]), sequence)
     except (KeyError, ValueError, TypeError):
         return pd.DataFrame(columns=["layer", "tensor", "measured", "ratio", "mismatch", "note"])
     stats = as_stats(run_layers)
@@ -82,7 +83,9 @@ def init_check(
         ):
             measured[(layer, metric)] = value
     rows = []
-    for layer, tensor, shape in shapes:
+    blocks = gate_blocks(model["arch"])
+    for layer, tensor, stacked in shapes:
+        shape = (stacked[0] // blocks, *stacked[1:])  # each gate block drawn alone
         ref = (recurrent_init(model) if tensor == "w_rec" else model.get("init")) or {}
         value = measured.get((layer, f"{tensor}_var"))
         rows.append(check_weight(layer, tensor, shape, ref, value, th))

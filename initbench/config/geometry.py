@@ -8,7 +8,8 @@ can never drift from the networks that were trained.
 from __future__ import annotations
 
 import math
-from typing import Final
+from collections.abc import Mapping
+from typing import Any, Final
 
 from initbench.config.architectures import ARCHITECTURES
 
@@ -33,6 +34,16 @@ def sequence_shape(sequence: str) -> tuple[int, int]:
     return SEQUENCES[sequence]
 
 
+def sequence_of(data: Mapping[str, Any]) -> str:
+    """The ``sequence`` of a resolved ``data`` reference (rows where it has none)."""
+    return str(data.get("sequence", "rows"))
+
+
+def gate_blocks(arch: str) -> int:
+    """Stacked gate blocks of a layer's weights (lstm 4, gru 3; 1 elsewhere)."""
+    return max(1, len(ARCHITECTURES.get(arch).gates))
+
+
 def cnn_strides(depth: int) -> list[int]:
     """Stride of each conv layer: 2 at layers floor(depth/3)+1 and floor(2 depth/3)+1
     (28x28 -> 14x14 -> 7x7 for depth >= 3), never at layer 1; 1 elsewhere."""
@@ -40,27 +51,33 @@ def cnn_strides(depth: int) -> list[int]:
     return [2 if i in down else 1 for i in range(depth)]
 
 
-def weight_shapes(arch: str, depth: int, width: int) -> list[tuple[int, str, tuple[int, ...]]]:
-    """(layer, tensor, shape) of every watched weight as models.py builds it: ``w`` (the
-    affine weight; input-to-hidden for an rnn) and, for an rnn, ``w_rec``."""
-    ARCHITECTURES.get(arch)  # UnknownNameError for any other
+def weight_shapes(
+    arch: str, depth: int, width: int, sequence: str = "rows"
+) -> list[tuple[int, str, tuple[int, ...]]]:
+    """(layer, tensor, shape) of every watched weight as the models build it: ``w`` (the
+    affine weight; input-to-hidden for a recurrent model, its gate blocks stacked) and,
+    for a recurrent model reading ``sequence``, ``w_rec``."""
+    entry = ARCHITECTURES.get(arch)  # UnknownNameError for any other
+    rows = gate_blocks(arch) * width
     first = {
         "mlp": (width, MLP_INPUTS),
         "cnn": (width, IMAGE_SHAPE[0], 3, 3),
-        "rnn": (width, RNN_INPUTS),
-    }[arch]
-    rest = (width, width, 3, 3) if arch == "cnn" else (width, width)
+    }.get(arch, (rows, sequence_shape(sequence)[1]))
+    rest = (width, width, 3, 3) if arch == "cnn" else (rows, width)
     shapes: list[tuple[int, str, tuple[int, ...]]] = []
     for layer in range(1, depth + 1):
         shapes.append((layer, "w", first if layer == 1 else rest))
-        if arch == "rnn":
-            shapes.append((layer, "w_rec", (width, width)))
+        if entry.recurrent:
+            shapes.append((layer, "w_rec", (rows, width)))
     return shapes
 
 
-def input_weight_shapes(arch: str, depth: int, width: int) -> list[tuple[int, ...]]:
+def input_weight_shapes(
+    arch: str, depth: int, width: int, sequence: str = "rows"
+) -> list[tuple[int, ...]]:
     """Shape of each watched layer's ``w`` (input-to-hidden for an rnn), layer 1 first."""
-    return [shape for _, tensor, shape in weight_shapes(arch, depth, width) if tensor == "w"]
+    shapes = weight_shapes(arch, depth, width, sequence)
+    return [shape for _, tensor, shape in shapes if tensor == "w"]
 
 
 def cnn_positions(depth: int) -> list[int]:
@@ -79,13 +96,13 @@ def map_positions(arch: str, depth: int) -> dict[int, int]:
     return dict(enumerate(cnn_positions(depth), start=1)) if arch == "cnn" else {}
 
 
-def multiply_adds(arch: str, depth: int, width: int) -> int:
+def multiply_adds(arch: str, depth: int, width: int, sequence: str = "rows") -> int:
     """Multiply-adds of the watched layers' forward pass for one example: a weight is
-    applied once per output position (cnn) or time step (rnn). The scheduler's estimate
-    of a run's cost (runs ordered longest first), not a measurement."""
-    shapes = weight_shapes(arch, depth, width)
+    applied once per output position (cnn) or time step (rnn, lstm, gru). The scheduler's
+    estimate of a run's cost (runs ordered longest first), not a measurement."""
+    shapes = weight_shapes(arch, depth, width, sequence)
     if arch == "cnn":
         per_layer = [shape for _, _, shape in shapes]
         return sum(math.prod(s) * p for s, p in zip(per_layer, cnn_positions(depth), strict=True))
-    repeats = RNN_STEPS if arch == "rnn" else 1
+    repeats = sequence_shape(sequence)[0] if ARCHITECTURES.get(arch).recurrent else 1
     return repeats * sum(math.prod(shape) for _, _, shape in shapes)

@@ -25,12 +25,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from initbench.config.architectures import ARCHITECTURES
 from initbench.config.datasets import DATASETS, IDX_SPLIT_SIZES
 from initbench.config.geometry import (
     MLP_INPUTS,
     NUM_CLASSES,
-    RNN_STEPS,
     cnn_positions,
+    gate_blocks,
+    sequence_of,
+    sequence_shape,
     weight_shapes,
 )
 from initbench.config.optimizers import OPTIMIZERS
@@ -69,38 +72,56 @@ def human(size: float) -> str:
     raise AssertionError("unreachable")
 
 
-def parameter_count(model: Mapping[str, Any]) -> int:
+def _steps(arch: str, sequence: str) -> int:
+    """Time steps a layer of ``arch`` runs (1 for a feed-forward layer)."""
+    return sequence_shape(sequence)[0] if ARCHITECTURES.get(arch).recurrent else 1
+
+
+def parameter_count(model: Mapping[str, Any], sequence: str = "rows") -> int:
     """Parameters of the network ``model`` describes (as nets.models builds it): watched
     weights with their biases, batchnorm's scale and shift, and the readout."""
     arch, depth, width = model["arch"], model["depth"], model["width"]
-    weights = sum(math.prod(shape) for _, _, shape in weight_shapes(arch, depth, width))
-    biases = depth * width  # the rnn's recurrent map has none
+    shapes = weight_shapes(arch, depth, width, sequence)
+    weights = sum(math.prod(shape) for _, _, shape in shapes)
+    gates = gate_blocks(arch)
+    # the rnn's recurrent map has no bias; a gated cell's has, as torch's (b_ih and b_hh)
+    biases = depth * width * (2 * gates if ARCHITECTURES.get(arch).gates else 1)
     batchnorm = 2 * depth * width if model.get("batchnorm") else 0
     return weights + biases + batchnorm + width * NUM_CLASSES + NUM_CLASSES
 
 
-def forward_values(model: Mapping[str, Any]) -> int:
+def _values_per_unit(arch: str) -> int:
+    """Values a recurrent layer keeps per unit and step: the rnn its input projection,
+    preact, act and stacked output; a gated cell with G gates its input and recurrent
+    projections, pre-activations and activations per gate (4 G), and its cell state,
+    tanh of it, hidden state and stacked output (4)."""
+    gates = len(ARCHITECTURES.get(arch).gates)
+    return 4 * gates + 4 if gates else 4
+
+
+def forward_values(model: Mapping[str, Any], sequence: str = "rows") -> int:
     """Values one example's forward pass produces in the watched layers: preact, the
-    batchnorm output (if any) and act, per layer, position and time step (an rnn layer
-    also keeps its input projection and its stacked outputs); plus the input."""
+    batchnorm output (if any) and act, per layer, position and time step (a recurrent
+    layer: :func:`_values_per_unit` per step); plus the input."""
     arch, depth, width = model["arch"], model["depth"], model["width"]
     per_unit = 3 if model.get("batchnorm") else 2
     if arch == "cnn":
         units = width * sum(cnn_positions(depth))
-    elif arch == "rnn":
-        units, per_unit = width * depth * RNN_STEPS, 4
+    elif ARCHITECTURES.get(arch).recurrent:
+        units, per_unit = width * depth * _steps(arch, sequence), _values_per_unit(arch)
     else:
         units = width * depth
     return MLP_INPUTS + per_unit * units
 
 
-def layer_values(model: Mapping[str, Any]) -> int:
-    """Values one example's largest watched layer produces (an rnn layer: all its time
-    steps); evaluation, without a backward pass, holds about two such layers at a time."""
+def layer_values(model: Mapping[str, Any], sequence: str = "rows") -> int:
+    """Values one example's largest watched layer produces (a recurrent layer: all its
+    time steps); evaluation, without a backward pass, holds about two such layers at a
+    time."""
     arch, depth, width = model["arch"], model["depth"], model["width"]
     if arch == "cnn":
         return width * max(cnn_positions(depth))
-    return width * RNN_STEPS if arch == "rnn" else width
+    return width * _steps(arch, sequence)
 
 
 def _data_examples(data: Mapping[str, Any]) -> tuple[int, int]:
@@ -112,21 +133,25 @@ def _data_examples(data: Mapping[str, Any]) -> tuple[int, int]:
     return n_train or IDX_SPLIT_SIZES[0], n_test or IDX_SPLIT_SIZES[1]
 
 
-def _table_rows(model: Mapping[str, Any], train: Mapping[str, Any]) -> int:
-    """Rows of the probe's long table over the whole run (steps 0, every log_every, last)."""
+def _table_rows(model: Mapping[str, Any], train: Mapping[str, Any], sequence: str) -> int:
+    """Rows of the probe's long table over the whole run (steps 0, every log_every, last);
+    a gated cell's gates and cell state add 2 tensors per gate and 2 more."""
     logged = train["steps"] // train["log_every"] + 2
-    steps = RNN_STEPS if model["arch"] == "rnn" else 1
-    return logged * model["depth"] * steps * TENSORS_PER_STEP * STATISTICS_PER_TENSOR
+    gates = len(ARCHITECTURES.get(model["arch"]).gates)
+    tensors = TENSORS_PER_STEP + (2 * gates + 2 if gates else 0)
+    positions = model["depth"] * _steps(model["arch"], sequence)
+    return logged * positions * tensors * STATISTICS_PER_TENSOR
 
 
 def estimate(config: Mapping[str, Any]) -> MemoryEstimate:
     """The memory a run of the resolved ``config`` (a RunConfig's dict) needs."""
     model, train = config["model"], config["train"]
-    parameters = parameter_count(model)
+    sequence = sequence_of(config["data"])
+    parameters = parameter_count(model, sequence)
     optimizer = dict(train["optimizer"])
     entry = OPTIMIZERS.get(optimizer.pop("name"))
     copies = entry.state_copies(entry.params.model_validate(optimizer))
-    per_example = forward_values(model)
+    per_example = forward_values(model, sequence)
     n_train, n_test = _data_examples(config["data"])
     chunk = min(EVAL_CHUNK, n_test)
     parts = {
@@ -134,9 +159,9 @@ def estimate(config: Mapping[str, Any]) -> MemoryEstimate:
         "gradients": parameters * BYTES,
         "optimizer": copies * parameters * BYTES,
         "activations": 4 * train["batch_size"] * per_example * BYTES,
-        "evaluation": chunk * (MLP_INPUTS + 2 * layer_values(model)) * BYTES,
+        "evaluation": chunk * (MLP_INPUTS + 2 * layer_values(model, sequence)) * BYTES,
         "data": (n_train + n_test) * MLP_INPUTS * BYTES,
-        "probe table": _table_rows(model, train) * ROW_BYTES,
+        "probe table": _table_rows(model, train, sequence) * ROW_BYTES,
         "runtime": RUNTIME_BYTES,
     }
     return MemoryEstimate(parts)

@@ -245,6 +245,18 @@ class RunConfig(BaseModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
+    @model_validator(mode="after")
+    def _sequence_needs_a_recurrent_model(self) -> RunConfig:
+        sequence = self.data.get("sequence", "rows")
+        if sequence != "rows" and not is_recurrent(self.model.arch):
+            raise PydanticCustomError(
+                "not_recurrent",
+                "data.sequence {sequence} applies only to arch rnn, lstm or gru (this is "
+                "{arch}, which reads the whole image)",
+                {"sequence": sequence, "arch": self.model.arch, "subloc": "data.sequence"},
+            )
+        return self
+
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-compatible dict of the resolved config."""
         return self.model_dump(mode="json")

@@ -12,10 +12,11 @@ memoises the result, so a sweep of many runs in one process reads its data once.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -25,6 +26,9 @@ from initbench.data.download import fetch
 from initbench.data.idx import IDX_SOURCES, load_idx, read_idx, read_idx_split
 from initbench.data.mnist5k import load_mnist5k, mnist5k_arrays
 from initbench.data.synthetic import load_synthetic, synthetic_prototypes
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "CACHE_ENV",
@@ -76,11 +80,36 @@ def load_dataset(name: str, params: dict[str, Any], seed: int) -> Dataset:
     if key in _MEMO:
         _MEMO.move_to_end(key)
         return _MEMO[key]
-    dataset = LOADERS[name](validated, int(seed))
+    dataset = _in_sequence_order(LOADERS[name](validated, int(seed)), validated, int(seed))
     _MEMO[key] = dataset
     while len(_MEMO) > MEMO_SIZE:
         _MEMO.popitem(last=False)
     return dataset
+
+
+def pixel_permutation(seed: int) -> torch.Tensor:
+    """The fixed permutation of the 784 pixel positions that ``permuted_pixels`` reads
+    (sequential permuted MNIST, Le et al. 2015), drawn from the data seed."""
+    import torch
+
+    from initbench.config.geometry import MLP_INPUTS
+
+    return torch.randperm(MLP_INPUTS, generator=torch.Generator().manual_seed(seed))
+
+
+def _in_sequence_order(dataset: Dataset, params: Any, seed: int) -> Dataset:
+    """``permuted_pixels``: every image's pixels moved by :func:`pixel_permutation`, so
+    that a model reading the pixels in order reads them permuted; else as loaded."""
+    if getattr(params, "sequence", "rows") != "permuted_pixels":
+        return dataset
+    order = pixel_permutation(seed)
+
+    def permuted(images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1)[:, order].reshape(images.shape)
+
+    info = {**dataset.info, "pixel_permutation_seed": seed}
+    train, test = permuted(dataset.train_x), permuted(dataset.test_x)
+    return dataclasses.replace(dataset, train_x=train, test_x=test, info=info)
 
 
 def clear_memo() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from initbench.config.architectures import ARCHITECTURES
 from initbench.config.geometry import IMAGE_SIZE, cnn_strides, input_weight_shapes
 from initbench.config.initializers import INITIALIZERS, compute_fans, expected_moments
 from initbench.meanfield.activations import Array
@@ -73,10 +74,21 @@ def _sigma2(
     return compute_fans(shape)[0] * var
 
 
+# Why a gated cell gets no prediction.
+GATED_REASON = (
+    "no mean-field prediction for gated cells: the theory exists only for simplified ones "
+    "(the minimal, GRU-like cell of Chen, Pennington & Schoenholz 2018, with untied "
+    "gate weights at infinite width), not for the full {arch} that was trained"
+)
+
+
 def geometry_of(model: Mapping[str, Any], padding_correction: bool) -> Geometry | str:
     """The Geometry of a model section, or why no prediction can be made."""
     arch, depth, width = model["arch"], model["depth"], model["width"]
-    shapes = input_weight_shapes(arch, max(depth, 2), width)  # [1] is a hidden layer's
+    if ARCHITECTURES.get(arch).gates:
+        return GATED_REASON.format(arch=arch)
+    sequence = model.get("sequence", "rows")
+    shapes = input_weight_shapes(arch, max(depth, 2), width, sequence)  # [1]: a hidden layer's
     scale = {s: _sigma2("model.init", model["init"], s) for s in dict.fromkeys(shapes)}
     rec: float | str = 0.0
     if arch == "rnn":

@@ -31,6 +31,12 @@ if TYPE_CHECKING:
     from initbench.config.runconfig import ModelConfig
 
 
+def _steps(projected: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(B, T, n) -> T views (B, n). One unbind, not T slices: each slice's backward
+    writes a zero-filled (B, T, n) gradient, which costs O(T^2) at T = 784."""
+    return projected.unbind(dim=1)
+
+
 class ElmanLayer(nn.Module):
     """h_t = act(W_ih x_t + b + W_hh h_{t-1}), h_0 = 0; every step's preact is watchable."""
 
@@ -42,12 +48,12 @@ class ElmanLayer(nn.Module):
         self.act = act
 
     def forward(self, xs: torch.Tensor, tape: Tape | None = None) -> torch.Tensor:
-        batch, steps, _ = xs.shape  # (B, T, input_size)
+        batch = xs.shape[0]  # xs: (B, T, input_size)
         projected = self.w_ih(xs)  # (B, T, hidden): the input part of every step at once
         h = projected.new_zeros(batch, self.w_hh.out_features)
         outputs = []
-        for t in range(steps):
-            preact = projected[:, t] + self.w_hh(h)  # (B, hidden)
+        for t, x_part in enumerate(_steps(projected)):
+            preact = x_part + self.w_hh(h)  # (B, hidden)
             h = self.act(preact)
             if tape is not None:
                 tape.watch(self.index, t + 1, preact, None, h)
@@ -65,12 +71,12 @@ class LSTMLayer(nn.Module):
         self.w_hh = nn.Linear(hidden, 4 * hidden)  # weight_hh_l, bias_hh_l
 
     def forward(self, xs: torch.Tensor, tape: Tape | None = None) -> torch.Tensor:
-        batch, steps, _ = xs.shape  # (B, T, input_size)
+        batch = xs.shape[0]  # xs: (B, T, input_size)
         projected = self.w_ih(xs)  # (B, T, 4 hidden)
         h = c = projected.new_zeros(batch, self.hidden)
         outputs = []
-        for t in range(steps):
-            pre = (projected[:, t] + self.w_hh(h)).chunk(4, dim=1)  # 4 x (B, hidden)
+        for t, x_part in enumerate(_steps(projected)):
+            pre = (x_part + self.w_hh(h)).chunk(4, dim=1)  # 4 x (B, hidden)
             i, f, o = torch.sigmoid(pre[0]), torch.sigmoid(pre[1]), torch.sigmoid(pre[3])
             g = torch.tanh(pre[2])
             c = f * c + i * g
@@ -94,12 +100,12 @@ class GRULayer(nn.Module):
         self.w_hh = nn.Linear(hidden, 3 * hidden)
 
     def forward(self, xs: torch.Tensor, tape: Tape | None = None) -> torch.Tensor:
-        batch, steps, _ = xs.shape  # (B, T, input_size)
+        batch = xs.shape[0]  # xs: (B, T, input_size)
         projected = self.w_ih(xs)  # (B, T, 3 hidden)
         h = projected.new_zeros(batch, self.hidden)
         outputs = []
-        for t in range(steps):
-            x_r, x_z, x_n = projected[:, t].chunk(3, dim=1)  # 3 x (B, hidden)
+        for t, x_part in enumerate(_steps(projected)):
+            x_r, x_z, x_n = x_part.chunk(3, dim=1)  # 3 x (B, hidden)
             h_r, h_z, h_n = self.w_hh(h).chunk(3, dim=1)
             r_pre, z_pre = x_r + h_r, x_z + h_z
             r, z = torch.sigmoid(r_pre), torch.sigmoid(z_pre)

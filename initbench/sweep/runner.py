@@ -74,12 +74,13 @@ def check_initializers(spec: Spec) -> None:
     problems: dict[tuple[str, str], Problem] = {}
     seen: set[str] = set()
     for run in spec.runs:
-        model = run.model.model_dump_json()
+        sequence = geometry.sequence_of(run.data)
+        model = run.model.model_dump_json() + sequence
         if model in seen:
             continue
         seen.add(model)
         reasons: dict[str, list[str]] = {}
-        for key, reason in init_problems(run.model):
+        for key, reason in init_problems(run.model, sequence):
             reasons.setdefault(key, []).append(reason)
         for key, found in reasons.items():
             more = len(found) - 1
@@ -251,7 +252,8 @@ def _results(
 def estimated_cost(run: RunConfig) -> int:
     """A run's forward multiply-adds over all its steps: for ordering runs, not a time."""
     model = run.model
-    per_example = geometry.multiply_adds(model.arch, model.depth, model.width)
+    sequence = geometry.sequence_of(run.data)
+    per_example = geometry.multiply_adds(model.arch, model.depth, model.width, sequence)
     return per_example * run.train.batch_size * (run.train.steps + 1)
 
 

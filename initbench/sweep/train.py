@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 import initbench
+from initbench.config.geometry import sequence_of
 from initbench.config.optimizers import build_optimizer
 from initbench.config.spec import RunConfig
 from initbench.measure.probes import Probe
@@ -110,7 +111,9 @@ class Trainer:
         data_ref = dict(cfg.data)
         self.data = load_dataset(data_ref.pop("name"), data_ref, cfg.seed)
         init_generator = torch.Generator().manual_seed(derive_seed(cfg.seed, "init"))
-        self.model: InstrumentedModel = build_model(cfg.model, init_generator).to(self.device)
+        sequence = sequence_of(cfg.data)  # how a recurrent model reads the images
+        self.model: InstrumentedModel = build_model(cfg.model, init_generator, sequence)
+        self.model.to(self.device)
         self.model.train()
         self.layers = self.model.watched_layers()
         self.probe = Probe(self.layers, list(self.model.parameters()), extras=1)
