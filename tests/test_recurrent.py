@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -236,3 +237,38 @@ def test_torch_rnn_per_gate_block_is_what_torch_draws(cls: type[torch.nn.RNNBase
         for part in ours.chunk(tensor.shape[0] // WIDTH, dim=0):
             initialize(part, "torch_rnn", {}, generator, fans=None if part.dim() == 2 else fans)
         assert torch.equal(ours, tensor), name
+
+
+# --- gradient clipping -------------------------------------------------------------------
+
+
+def test_clipping_bounds_the_update_and_records_the_norm_before_it() -> None:
+    from initbench.sweep.train import Trainer
+
+    config = make_config(
+        **{"model.arch": "lstm", **{"model.width": WIDTH, "model.depth": 1}, "train.steps": 3}
+        | {"train.clip_grad_norm": 0.05, "train.log_every": 1, "model.init": "he_normal"}
+    )
+    trainer = Trainer(config, torch.device("cpu"))
+    trainer.setup()
+    params = list(trainer.model.parameters())
+    for step in range(3):
+        trainer.train_step(step)  # probe, clip, update: the clipped gradients are kept
+        after = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+        assert after <= 0.05 * (1 + 1e-5)
+    columns = trainer.curve_columns()
+    pre = columns["value"][columns["metric"] == "preclip_grad_norm"]
+    clipped = columns["value"][columns["metric"] == "clipped"]
+    probed = columns["value"][columns["metric"] == "grad_norm"][:3]  # the probe's, pre-clip
+    assert pre.shape == clipped.shape == (3,)
+    np.testing.assert_allclose(pre, probed, rtol=1e-5)
+    assert list(clipped) == [float(v > 0.05) for v in pre] and clipped.any()
+
+
+def test_no_clipping_by_default_and_the_run_id_stays() -> None:
+    plain = make_config()
+    assert plain.train.clip_grad_norm == 0.0
+    assert "clip_grad_norm" not in plain.identity()["train"]
+    assert make_config(**{"train.clip_grad_norm": 1.0}).run_id != plain.run_id
+    with pytest.raises(SpecError, match="greater than or equal to 0"):
+        make_config(**{"train.clip_grad_norm": -1.0})

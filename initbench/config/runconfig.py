@@ -233,6 +233,13 @@ class TrainConfig(BaseModel):
     eval_every: Annotated[
         int, Field(ge=0), _doc("test-set evaluation interval; 0: only at the end")
     ] = 0
+    clip_grad_norm: float = Field(
+        0.0,
+        ge=0,
+        description="clip the global L2 norm of all gradients to this before each update "
+        "(torch.nn.utils.clip_grad_norm_); 0: off",
+        json_schema_extra=ADDED,
+    )
 
 
 class RunConfig(BaseModel):

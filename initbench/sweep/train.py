@@ -186,8 +186,18 @@ class Trainer:
         if eval_every and step % eval_every == 0 and 0 < step < steps:
             self._evaluate(step)
         if step < steps:
-            self.optimizer.step()
+            self._update(step)
             self.steps_done = step + 1
+
+    def _update(self, step: int) -> None:
+        """Clip the gradients' global L2 norm to train.clip_grad_norm (if > 0), recording
+        its value before clipping and whether it clipped (as device scalars: read once,
+        with the curves), then apply the optimizer's update."""
+        clip = self.config.train.clip_grad_norm
+        if clip:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip).detach()
+            self.curves += [(step, "preclip_grad_norm", norm), (step, "clipped", norm > clip)]
+        self.optimizer.step()
 
     def _evaluate(self, step: int) -> tuple[float, float]:
         loss, accuracy = evaluate(self.model, self.data.test_x, self.data.test_y, self.device)
