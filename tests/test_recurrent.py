@@ -272,3 +272,38 @@ def test_no_clipping_by_default_and_the_run_id_stays() -> None:
     assert make_config(**{"train.clip_grad_norm": 1.0}).run_id != plain.run_id
     with pytest.raises(SpecError, match="greater than or equal to 0"):
         make_config(**{"train.clip_grad_norm": -1.0})
+
+
+# --- the forget bias over 784 steps ------------------------------------------------------
+
+
+def _cell_gradient_variance(forget_bias: float) -> torch.Tensor:
+    """Var of dLoss/dc_t at t = 1..784 of an LSTM at init reading 784 pixels (float32)."""
+    from initbench.measure.tape import Tape
+
+    config = make_config(
+        **{"model.arch": "lstm", "model.depth": 1, "model.width": 16}
+        | {"model.init": "xavier_normal", "model.recurrent_init": "orthogonal"}
+        | {"model.forget_bias": forget_bias, "data.sequence": "pixels"}
+    )
+    model = build_model(config.model, torch.Generator().manual_seed(0), "pixels")
+    x = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    tape = Tape()
+    F.cross_entropy(model(x, tape), torch.arange(16) % 10).backward()
+    return torch.stack([g.double().var() for g in tape.gradients("cell")])  # (784,)
+
+
+def test_forget_bias_one_keeps_the_cell_gradient_alive_over_784_steps() -> None:
+    # along the cell path dc_T/dc_t is the product of the forget gates: sigmoid(0) = 0.5 a
+    # step against sigmoid(1) = 0.73 (Gers et al. 2000; Jozefowicz et al. 2015)
+    zero, one = _cell_gradient_variance(0.0), _cell_gradient_variance(1.0)
+    assert zero.shape == one.shape == (784,)
+    # bias 0: the gradient underflows float32 to exactly 0 hundreds of steps before t = 1
+    assert (zero == 0).sum() > 300 and zero[0] == 0
+    # bias 1: it reaches t = 1, smaller but alive, and decays far slower per step
+    assert (one > 0).all()
+    per_step_one = (one[0] / one[-1]) ** (1 / 783)
+    alive = zero > 0
+    first = int(alive.nonzero()[0])
+    per_step_zero = (zero[first] / zero[-1]) ** (1 / (783 - first))
+    assert per_step_one > 0.8 > 0.65 > per_step_zero
