@@ -102,7 +102,9 @@ def _groups(rep: ExperimentReport, rows: str | None, cols: str | None) -> list[d
     rows nor columns (one empty dict when there are none)."""
     others = [k for k in (rep.keys.varying if rep.keys else ()) if k not in (rows, cols)]
     values = [list(dict.fromkeys(rep.configs[k])) for k in others]
-    return [dict(zip(others, combo, strict=True)) for combo in itertools.product(*values)]
+    groups = [dict(zip(others, combo, strict=True)) for combo in itertools.product(*values)]
+    # a design that is not a full product (cells with their own keys) has empty ones
+    return [g for g in groups if any(_in(r, g) for r in rep.config_rows)]
 
 
 def _in(row: Mapping[str, Any], fixed: Mapping[str, Any]) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -55,12 +55,15 @@ def _summed(rep: ExperimentReport, positions: np.ndarray, values: np.ndarray, ru
     return summed_over_positions(positions, values, _map_positions(rep, run_ids))
 
 
+LONG_PROFILE: Final = 100  # positions beyond which markers are thinned and ticks fewer
+
+
 def _profile_panel(ax: Any, rep: ExperimentReport, look: Look, metric: str, unit: str) -> bool:
     """Mean over seeds (line) and min..max (band) of one metric at step 0 per configuration
     (grad_preact_var summed over a cnn's map positions); True if a theory line is drawn."""
     from matplotlib.ticker import MaxNLocator
 
-    undrawn, theory = [], False
+    undrawn, theory, long = [], False, False
     for row, (label, run_ids) in reversed(
         list(zip(rep.config_rows, rep.config_runs(), strict=True))
     ):
@@ -68,17 +71,20 @@ def _profile_panel(ax: Any, rep: ExperimentReport, look: Look, metric: str, unit
         if frame.empty or got != unit:
             continue
         x = frame["position"].to_numpy(float)
+        long = long or len(x) > LONG_PROFILE
         values = frame[["mean", "lo", "hi"]].to_numpy(float)
         if metric == "grad_preact_var" and unit == "layer":
             values = np.column_stack([_summed(rep, x, v, run_ids) for v in values.T])
         style = look.of(row)
+        if len(x) > LONG_PROFILE:  # 784 time steps: a marker every 1/20 of the line
+            style = {**style, "markevery": len(x) // 20}
         ax.plot(x, values[:, 0], label=label, markersize=4, **style)
         ax.fill_between(x, values[:, 1], values[:, 2], color=style["color"], alpha=0.15, lw=0)
         theory = _theory_line(ax, rep, run_ids, metric, unit, style["color"]) or theory
         if not (np.isfinite(values) & (values > 0)).all():
             undrawn.append(label)
     ax.set_yscale("log")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4 if long else "auto", integer=True))
     ax.grid(True, which="major", alpha=0.3)
     if undrawn:
         text = "not drawn where 0 or non-finite: " + "; ".join(undrawn)
