@@ -308,11 +308,12 @@ def test_every_command_freezes_the_heap_at_exit(monkeypatch: pytest.MonkeyPatch)
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_every_shipped_config_gets_an_answer(config: Path, tmp_path: Path) -> None:
     # issue 16: each experiment's section opens with its Answer, for any spec
-    args = ["run", str(config), "--out", str(tmp_path)]
-    for override in TINY_OVERRIDES:
+    config, overrides = _tiny_sections(config, tmp_path / "spec")
+    args = ["run", str(config), "--out", str(tmp_path / "out")]
+    for override in overrides:
         args += ["--set", override]
     assert _run(*args).exit_code == 0
-    result = _run("report", str(tmp_path), "--format", "terminal")
+    result = _run("report", str(tmp_path / "out"), "--format", "terminal")
     assert result.exit_code == 0, result.output
     section = result.output.split("Answer", 1)
     assert len(section) == 2 and "Findings" in section[1], result.output
