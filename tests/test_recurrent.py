@@ -307,3 +307,16 @@ def test_forget_bias_one_keeps_the_cell_gradient_alive_over_784_steps() -> None:
     first = int(alive.nonzero()[0])
     per_step_zero = (zero[first] / zero[-1]) ** (1 / (783 - first))
     assert per_step_one > 0.8 > 0.65 > per_step_zero
+
+
+def test_a_grid_of_whole_model_sections_is_labelled_by_what_each_sets() -> None:
+    from pathlib import Path
+
+    from initbench.config.spec import load_spec
+    from initbench.sweep.runner import describe
+
+    spec = load_spec(Path(__file__).parents[1] / "configs" / "gated_through_time.yaml")
+    labels = [describe(run, spec.grid_keys) for run in spec.runs]
+    assert len(set(labels)) == len(labels) == 18  # 9 cells x 2 seeds, each told apart
+    assert "arch=rnn depth=1 width=64 activation=relu" in labels[4]
+    assert labels[-1].endswith("recurrent_init=orthogonal forget_bias=1.0 seed=1")

@@ -191,9 +191,25 @@ def describe(run: RunConfig, keys: tuple[str, ...]) -> str:
     flat = store.flatten(run.as_dict())
     parts = []
     for key in keys:
+        if key in ("data", "model", "train"):  # a grid of whole sections: what each sets
+            parts.append(_section_label(run, key))
+            continue
         value = flat.get(f"{key}.name", flat.get(key))
         parts.append(f"{key.split('.')[-1]}={value}")
     return " ".join([*parts, f"seed={run.seed}"])
+
+
+def _section_label(run: RunConfig, section: str) -> str:
+    """A section's keys that differ from their defaults (a named reference by name)."""
+    values = getattr(run, section)
+    if isinstance(values, dict):  # data: a named reference
+        return f"{section}={values.get('name')}"
+    defaults = type(values)()
+    return " ".join(
+        f"{key}={value['name'] if isinstance(value, dict) else value}"
+        for key, value in values
+        if value != getattr(defaults, key)
+    )
 
 
 def execute(
