@@ -38,27 +38,41 @@ TENSORS: Final[dict[str, str]] = {
 }
 WEIGHTS: Final = ("w", "grad_w", "w_rec", "grad_w_rec")
 
-# Gated cells (lstm, gru): gate -> (its activation, the architectures that have it)
-GATES: Final[dict[str, tuple[str, tuple[str, ...]]]] = {}
-for _arch, _entry in ARCHITECTURES.items():
-    for _gate, _act in _entry.gates:
-        GATES[_gate] = (_act, (*GATES.get(_gate, ("", ()))[1], _arch))
-
 
 def gate_tensors(gate: str) -> tuple[str, str]:
     """The tensors of one gate: its pre-activation and its activation."""
     return f"gate_{gate}_pre", f"gate_{gate}"
 
 
-for _gate, (_act, _archs) in GATES.items():
-    _pre, _out = gate_tensors(_gate)
-    TENSORS[_pre] = f"{'/'.join(_archs)} gate {_gate}'s pre-activation (its input and "
-    TENSORS[_pre] += "recurrent blocks and biases summed; gru n: x part + r (h part))"
-    TENSORS[_out] = f"{'/'.join(_archs)} gate {_gate}'s activation, {_act}({_pre})"
-TENSORS["cell"] = "the lstm's cell state c_t = f c_{t-1} + i g"
-TENSORS["grad_cell"] = "dLoss/d c_t, the cell state's gradient through time (lstm)"
+def _gates() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Every gate of the gated architectures: gate -> (its activation, the archs)."""
+    gates: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for arch, entry in ARCHITECTURES.items():
+        for gate, act in entry.gates:
+            gates[gate] = (act, (*gates.get(gate, ("", ()))[1], arch))
+    return gates
+
+
+def _gated_tensors() -> dict[str, str]:
+    """The gated cells' tensors: each gate's pre-activation and activation, the cell."""
+    found = {}
+    for gate, (act, archs) in GATES.items():
+        pre, out = gate_tensors(gate)
+        cells = "/".join(archs)
+        found[pre] = (
+            f"{cells} gate {gate}'s pre-activation (its input and recurrent blocks and "
+            "biases summed; gru n: the input part + r (the recurrent part))"
+        )
+        found[out] = f"{cells} gate {gate}'s activation, {act}({pre})"
+    found["cell"] = "the lstm's cell state c_t = f c_{t-1} + i g"
+    found["grad_cell"] = "dLoss/d c_t, the cell state's gradient through time (lstm)"
+    return found
+
+
+GATES: Final = _gates()  # lstm: i, f, g, o; gru: r, z, n
+TENSORS.update(_gated_tensors())
 # The gated cells' tensors, watched after the first five, per (layer, t).
-GATED: Final = (*(n for gate in GATES for n in gate_tensors(gate)), "cell", "grad_cell")
+GATED: Final = tuple(_gated_tensors())
 LAYER_WATCHED: Final = ("preact", "normed", "act", "grad_preact", "grad_normed")  # every layer's
 WATCHED: Final = (*LAYER_WATCHED, *GATED)
 
