@@ -320,3 +320,39 @@ def test_a_grid_of_whole_model_sections_is_labelled_by_what_each_sets() -> None:
     assert len(set(labels)) == len(labels) == 18  # 9 cells x 2 seeds, each told apart
     assert "arch=rnn depth=1 width=64 activation=relu" in labels[4]
     assert labels[-1].endswith("recurrent_init=orthogonal forget_bias=1.0 seed=1")
+
+
+# --- the report ----------------------------------------------------------------------------
+
+
+def test_the_report_shows_the_gates_and_the_cell_state(tmp_path) -> None:
+    import yaml
+
+    from initbench.analysis import Thresholds
+    from initbench.config.spec import build_spec
+    from initbench.reporting import build_reports
+    from initbench.reporting.figures import time_figure
+    from initbench.results import store
+    from initbench.sweep.train import execute_run
+
+    text = """\
+data: {name: synthetic, n_train: 64, n_test: 32}
+model: {depth: 1, width: 8}
+train: {steps: 1, log_every: 1, batch_size: 16}
+grid: {model.arch: [rnn, gru, lstm]}
+"""
+    spec = build_spec({"name": "gated", **yaml.safe_load(text)}, "gated", text)
+    store.write_spec(tmp_path / "gated", text)
+    for run in spec.runs:
+        store.write_run(tmp_path / "gated", execute_run(run.as_dict(), "gated", threads=1))
+    (rep,) = build_reports(tmp_path, Thresholds())
+    axes = time_figure(rep).fig.axes
+    labels = [ax.get_ylabel() for ax in axes if ax.get_ylabel()]
+    assert labels == [f"{m} (all elements)" for m in ("preact_var", "grad_preact_var")] + [
+        f"{m} (all elements)" for m in ("cell_var", "grad_cell_var")
+    ]
+    lstm = next(r for r in rep.config_rows if r["model.arch"] == "lstm")
+    signal = rep.layer_signal(lstm["run_ids"].split())
+    assert len(signal) == 28  # one row per time step of the one layer
+    for metric in ("gate_f_mean", "gate_f_sat_frac", "cell_var", "grad_cell_var"):
+        assert np.isfinite(signal[f"{metric}_init_mean"]).all(), metric
