@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -88,6 +89,8 @@ def _profile_panel(ax: Any, rep: ExperimentReport, look: Look, metric: str, unit
     ax.grid(True, which="major", alpha=0.3)
     if undrawn:
         text = "not drawn where 0 or non-finite: " + "; ".join(undrawn)
+        # wrapped to the panel: a longer line collapses a figure's constrained layout
+        text = textwrap.fill(text, 60, max_lines=4, placeholder=" ...")
         ax.text(0.01, 0.01, text, transform=ax.transAxes, fontsize=7, va="bottom")
     return theory
 
