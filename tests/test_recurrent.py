@@ -356,3 +356,20 @@ grid: {model.arch: [rnn, gru, lstm]}
     assert len(signal) == 28  # one row per time step of the one layer
     for metric in ("gate_f_mean", "gate_f_sat_frac", "cell_var", "grad_cell_var"):
         assert np.isfinite(signal[f"{metric}_init_mean"]).all(), metric
+
+
+def test_initbench_list_says_how_initializers_meet_gates_and_names_every_gate_metric() -> None:
+    from click.testing import CliRunner
+
+    from initbench.cli import main
+    from initbench.measure.catalog import GATED, STATISTICS
+
+    runner = CliRunner()
+    listed = " ".join(runner.invoke(main, ["list", "initializers"]).output.split())
+    assert "each initializer applies to each gate block alone" in listed
+    assert "torch_rnn" in listed
+    metrics = runner.invoke(main, ["list", "metrics"], terminal_width=400).output
+    gate_metrics = [name for name, s in STATISTICS.items() if s.of[0] in GATED]
+    assert len(gate_metrics) == 7 * 4 + 5 + 4  # 7 gates' moments, 5 sigmoid sat, cell
+    for name in gate_metrics:
+        assert name in metrics, name
