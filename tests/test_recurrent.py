@@ -356,6 +356,10 @@ grid: {model.arch: [rnn, gru, lstm]}
     assert len(signal) == 28  # one row per time step of the one layer
     for metric in ("gate_f_mean", "gate_f_sat_frac", "cell_var", "grad_cell_var"):
         assert np.isfinite(signal[f"{metric}_init_mean"]).all(), metric
+    from initbench.reporting.answer import answer_tables
+
+    sentences = " ".join(note for table in answer_tables(rep) for note in table.notes)
+    assert "per time step" in sentences and "per layer" not in sentences
 
 
 def test_initbench_list_says_how_initializers_meet_gates_and_names_every_gate_metric() -> None:
