@@ -426,7 +426,12 @@ _THEORY_HELP = {  # the theory options beyond the per-layer prediction's
 @click.option("--sigma-b2", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @click.option("--depth", type=click.IntRange(min=1), default=None, help=_THEORY_HELP["depth"])
 @click.option("--width", type=click.IntRange(min=1), default=None, help=_THEORY_HELP["width"])
-@click.option("--arch", type=click.Choice(["mlp", "cnn", "rnn"]), default="mlp", show_default=True)
+@click.option(
+    "--arch",
+    type=click.Choice(["mlp", "cnn", "rnn", "lstm", "gru"]),
+    default="mlp",
+    show_default=True,
+)
 @click.option(
     "--q1",
     type=float,

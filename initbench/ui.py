@@ -259,7 +259,10 @@ def print_catalog(console: Console, topic: str) -> None:
         rows += [[m, "spectra", d] for m, d in schema.SPECTRA_METRICS.items()]
     else:
         header, rows = _registry_rows(topic)
-    table = Table(title=topic, show_lines=False, title_justify="left")
+    from initbench.config.architectures import GATE_BLOCKS_NOTE
+
+    caption = GATE_BLOCKS_NOTE if topic in ("initializers", "architectures") else None
+    table = Table(title=topic, caption=caption, show_lines=False, title_justify="left")
     for column in header:
         table.add_column(column, overflow="fold")
     for row in rows:

@@ -99,6 +99,7 @@ CASES: list[tuple[str, dict[str, Any], Moments, str]] = [
     ("normal", {"mean": 0.2, "std": 0.05}, lambda fi, fo, r, c: (0.2, 0.05**2), "normal"),
     # nn.Linear / nn.Conv2d default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), Var = 1/(3 fan_in)
     ("torch_default", {}, lambda fi, fo, r, c: (0.0, 1.0 / (3 * fi)), "uniform"),
+    ("torch_rnn", {}, lambda fi, fo, r, c: (0.0, 1.0 / (3 * fo)), "uniform"),
     ("variance_scaling", {}, lambda fi, fo, r, c: (0.0, 1.0 / fi), "normal"),
     (
         "variance_scaling",
@@ -283,6 +284,7 @@ def test_named_uniform_bounds_written_out() -> None:
         ("lecun_uniform", ()): math.sqrt(3 / fi),
         ("xavier_uniform", (("gain", 2.0),)): 2.0 * math.sqrt(6 / (fi + fo)),
         ("torch_default", ()): 1 / math.sqrt(fi),
+        ("torch_rnn", ()): 1 / math.sqrt(fo),
     }
     for (name, params), bound in cases.items():
         w = draw(name, dict(params), (fo, fi), seed=5).double()
@@ -521,7 +523,7 @@ def test_orthogonal_of_a_vector_refused() -> None:
     assert cannot_apply("orthogonal", {}, (8, 4, 3, 3), bias=False) is None
 
 
-BIAS_OK = ["zeros", "constant", "normal", "uniform", "torch_default"]
+BIAS_OK = ["zeros", "constant", "normal", "uniform", "torch_default", "torch_rnn"]
 BIAS_REFUSED = [n for n in INITIALIZERS.names() if n not in BIAS_OK]
 
 

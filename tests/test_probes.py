@@ -257,24 +257,29 @@ def test_every_statistic_of_the_catalogue_has_its_tensor_and_reduction() -> None
 
 
 def test_the_results_schema_and_the_probe_take_the_catalogue_in_order() -> None:
-    from initbench.measure.catalog import CATALOG, PER_EXAMPLE
+    from initbench.measure.catalog import CATALOG, GATED, PER_EXAMPLE, STATISTICS
     from initbench.results import schema
 
     assert list(schema.LAYER_METRICS) == [s.name for s in (*CATALOG, *PER_EXAMPLE)]
-    config = make_config(**{"model.arch": "rnn", "model.depth": 2, "model.width": 8})
-    model = build_model(config.model, torch.Generator().manual_seed(0))
-    tape = Tape()
-    F.cross_entropy(model(torch.randn(4, 1, 28, 28), tape), torch.arange(4)).backward()
-    metrics = {label[3] for label in measure(tape, model.watched_layers())[0]}
+    recorded = {}
+    for arch in ("rnn", "lstm", "gru"):
+        config = make_config(**{"model.arch": arch, "model.depth": 2, "model.width": 8})
+        model = build_model(config.model, torch.Generator().manual_seed(0))
+        tape = Tape()
+        F.cross_entropy(model(torch.randn(4, 1, 28, 28), tape), torch.arange(4)).backward()
+        recorded[arch] = {label[3] for label in measure(tape, model.watched_layers())[0]}
+    metrics = recorded["rnn"]
+    gated = {s.name for s in CATALOG if s.of[0] in GATED}
     # every statistic of an rnn layer is recorded, and nothing outside the catalogue
     # (residual blocks' stream statistics: tests/test_residual.py)
     assert metrics <= set(schema.LAYER_METRICS)
-    residual = {"stream", "branch", "grad_stream"}
-    assert metrics >= {
-        s.name
-        for s in CATALOG
-        if "normed" not in s.name and not s.kinds and s.of[0] not in residual
-    }
+    residual = {"stream", "branch", "grad_stream"}  # tests/test_residual.py
+    expected = {s.name for s in CATALOG if "normed" not in s.name and not s.kinds}
+    assert metrics >= {s for s in expected - gated if STATISTICS[s].of[0] not in residual}
+    # the gated cells record the rnn's and, between them, every gate statistic
+    assert recorded["lstm"] & recorded["gru"] >= metrics
+    assert recorded["lstm"] | recorded["gru"] >= gated
+    assert not metrics & gated
 
 
 def test_the_catalogue_imports_neither_torch_nor_numpy() -> None:

@@ -531,7 +531,7 @@ def test_recurrent_init_on_mlp(write) -> None:
     path = write(BASE_YAML.replace("arch: mlp", "arch: mlp\n  recurrent_init: orthogonal"))
     p = only_problem(spec_error(path))
     assert (p.key, p.line) == ("model.recurrent_init", 6)
-    assert "only to arch rnn (this is mlp)" in p.message
+    assert "only to arch rnn, lstm or gru (this is mlp)" in p.message
 
 
 @pytest.mark.parametrize(

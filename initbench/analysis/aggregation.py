@@ -13,10 +13,31 @@ from initbench.analysis.profiles import DIRECTIONS, TAGS
 from initbench.analysis.stats import mean_std, nan_mean, nan_std
 from initbench.analysis.theorycheck import THEORY_QUANTITIES, theory_check
 from initbench.analysis.verdicts import FLAGS
+from initbench.config.architectures import ARCHITECTURES
 from initbench.config.thresholds import Thresholds
 from initbench.results import schema
 
-SIGNAL_METRICS: Final = ("preact_var", "normed_var", "grad_preact_var", "dead_frac", "sat_frac")
+# a gated cell's: each sigmoid gate's mean and saturated fraction, the lstm's cell state and
+# its gradient (measure.catalog defines them)
+GATE_SIGNAL_METRICS: Final = (
+    *(
+        f"gate_{gate}_{stat}"
+        for _, arch in ARCHITECTURES.items()
+        for gate, act in arch.gates
+        if act == "sigmoid"
+        for stat in ("mean", "sat_frac")
+    ),
+    "cell_var",
+    "grad_cell_var",
+)
+SIGNAL_METRICS: Final = (
+    "preact_var",
+    "normed_var",
+    "grad_preact_var",
+    "dead_frac",
+    "sat_frac",
+    *GATE_SIGNAL_METRICS,
+)
 
 
 def numeric_columns() -> list[str]:
@@ -127,5 +148,5 @@ def per_layer(layers: pd.DataFrame, last_steps: Mapping[str, int]) -> pd.DataFra
 
 def _per_layer_order(column: str) -> tuple[int, int, str]:
     tag = 0 if "_init_" in column else 1
-    metric = next(i for i, m in enumerate(SIGNAL_METRICS) if column.startswith(m))
+    metric = next(i for i, m in enumerate(SIGNAL_METRICS) if column.startswith(f"{m}_"))
     return tag, metric, column

@@ -14,8 +14,9 @@ import pandas as pd
 from initbench.analysis.configs import run_config
 from initbench.analysis.profiles import RunStats, as_stats
 from initbench.analysis.stats import nan_mean, nan_std
-from initbench.config.geometry import NUM_CLASSES, model_weight_shapes
+from initbench.config.geometry import NUM_CLASSES, gate_blocks, model_weight_shapes, sequence_of
 from initbench.config.initializers import INITIALIZERS, expected_moments
+from initbench.config.runconfig import layer_widths
 from initbench.config.thresholds import SAMPLING_SIGMAS, Thresholds
 from initbench.meanfield.model import recurrent_init
 
@@ -71,7 +72,8 @@ def init_check(
     variance, their ratio, the tolerance and whether they mismatch."""
     model = run_config(record).get("model", {})
     try:
-        shapes = model_weight_shapes(model)
+        sequence = sequence_of(run_config(record).get("data", {}))
+        shapes = model_weight_shapes(model, sequence)
     except (KeyError, ValueError, TypeError):
         return pd.DataFrame(columns=["layer", "tensor", "measured", "ratio", "mismatch", "note"])
     stats = as_stats(run_layers)
@@ -85,11 +87,13 @@ def init_check(
             measured[(layer, metric)] = value
     # the readout's weight is measured as the layer after the last watched one (models.py)
     readout = max((layer for layer, _, _ in shapes), default=0) + 1
-    readout_shape = (NUM_CLASSES, shapes[-1][2][0]) if shapes else None
+    readout_shape = (NUM_CLASSES, layer_widths(model)[-1]) if shapes else None
     if model.get("residual") == "fixup":  # Fixup rescales and zeroes what model.init drew
         shapes = []
     rows = []
-    for layer, tensor, shape in shapes:
+    blocks = gate_blocks(model["arch"])
+    for layer, tensor, stacked in shapes:
+        shape = (stacked[0] // blocks, *stacked[1:])  # each gate block drawn alone
         value = measured.get((layer, f"{tensor}_var"))
         rows.append(
             check_weight(layer, tensor, shape, _weight_ref(model, layer, tensor), value, th)

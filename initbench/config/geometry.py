@@ -19,6 +19,29 @@ MLP_INPUTS: Final = IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]  # 784, fla
 RNN_INPUTS: Final = IMAGE_SHAPE[0] * IMAGE_SHAPE[2]  # one row of 28 pixels per time step
 RNN_STEPS: Final = IMAGE_SHAPE[1]  # 28 rows = 28 time steps
 NUM_CLASSES: Final = 10
+# data.sequence -> (time steps T, inputs per step) of a recurrent model reading the image:
+# its rows, or its pixels one at a time (sequential MNIST, Le et al. 2015), in order or
+# under a fixed permutation (the dataset applies it; the model reads pixels in order).
+SEQUENCES: Final = {
+    "rows": (RNN_STEPS, RNN_INPUTS),
+    "pixels": (MLP_INPUTS, 1),
+    "permuted_pixels": (MLP_INPUTS, 1),
+}
+
+
+def sequence_shape(sequence: str) -> tuple[int, int]:
+    """(T, inputs per step) of a ``data.sequence``."""
+    return SEQUENCES[sequence]
+
+
+def sequence_of(data: Mapping[str, Any]) -> str:
+    """The ``sequence`` of a resolved ``data`` reference (rows where it has none)."""
+    return str(data.get("sequence", "rows"))
+
+
+def gate_blocks(arch: str) -> int:
+    """Stacked gate blocks of a layer's weights (lstm 4, gru 3; 1 elsewhere)."""
+    return max(1, len(ARCHITECTURES.get(arch).gates))
 
 
 def cnn_strides(depth: int) -> list[int]:
@@ -41,26 +64,33 @@ def per_layer(depth: int, width: Widths) -> list[int]:
     return [int(w) for w in width]
 
 
-def weight_shapes(arch: str, depth: int, width: Widths) -> list[tuple[int, str, tuple[int, ...]]]:
-    """(layer, tensor, shape) of every watched weight as models.py builds it: ``w`` (the
-    affine weight; input-to-hidden for an rnn) and, for an rnn, ``w_rec``. ``width``: one
-    for every layer or each layer's (model.widths, :func:`per_layer`)."""
-    ARCHITECTURES.get(arch)  # UnknownNameError for any other
-    widths = per_layer(depth, width)
-    inputs = {"mlp": MLP_INPUTS, "cnn": IMAGE_SHAPE[0], "rnn": RNN_INPUTS}[arch]
+def weight_shapes(
+    arch: str, depth: int, width: Widths, sequence: str = "rows"
+) -> list[tuple[int, str, tuple[int, ...]]]:
+    """(layer, tensor, shape) of every watched weight as the models build it: ``w`` (the
+    affine weight; input-to-hidden for a recurrent model, its gate blocks stacked) and,
+    for a recurrent model reading ``sequence``, ``w_rec``. ``width``: one for every layer
+    or each layer's (model.widths, :func:`per_layer`)."""
+    entry = ARCHITECTURES.get(arch)  # UnknownNameError for any other
+    widths, blocks = per_layer(depth, width), gate_blocks(arch)
+    inputs = {"mlp": MLP_INPUTS, "cnn": IMAGE_SHAPE[0]}.get(arch, sequence_shape(sequence)[1])
+    kernel = (3, 3) if arch == "cnn" else ()
     shapes: list[tuple[int, str, tuple[int, ...]]] = []
     for layer, (n_in, n_out) in enumerate(
         zip([inputs, *widths[:-1]], widths, strict=True), start=1
     ):
-        shapes.append((layer, "w", (n_out, n_in, 3, 3) if arch == "cnn" else (n_out, n_in)))
-        if arch == "rnn":
-            shapes.append((layer, "w_rec", (n_out, n_out)))
+        shapes.append((layer, "w", (blocks * n_out, n_in, *kernel)))
+        if entry.recurrent:
+            shapes.append((layer, "w_rec", (blocks * n_out, n_out)))
     return shapes
 
 
-def input_weight_shapes(arch: str, depth: int, width: Widths) -> list[tuple[int, ...]]:
+def input_weight_shapes(
+    arch: str, depth: int, width: Widths, sequence: str = "rows"
+) -> list[tuple[int, ...]]:
     """Shape of each watched layer's ``w`` (input-to-hidden for an rnn), layer 1 first."""
-    return [shape for _, tensor, shape in weight_shapes(arch, depth, width) if tensor == "w"]
+    shapes = weight_shapes(arch, depth, width, sequence)
+    return [shape for _, tensor, shape in shapes if tensor == "w"]
 
 
 def cnn_positions(depth: int) -> list[int]:
@@ -79,15 +109,15 @@ def map_positions(arch: str, depth: int) -> dict[int, int]:
     return dict(enumerate(cnn_positions(depth), start=1)) if arch == "cnn" else {}
 
 
-def multiply_adds(arch: str, depth: int, width: Widths) -> int:
+def multiply_adds(arch: str, depth: int, width: Widths, sequence: str = "rows") -> int:
     """Multiply-adds of the watched layers' forward pass for one example: a weight is
-    applied once per output position (cnn) or time step (rnn). The scheduler's estimate
-    of a run's cost (runs ordered longest first), not a measurement."""
-    shapes = weight_shapes(arch, depth, width)
+    applied once per output position (cnn) or time step (rnn, lstm, gru). The scheduler's
+    estimate of a run's cost (runs ordered longest first), not a measurement."""
+    shapes = weight_shapes(arch, depth, width, sequence)
     if arch == "cnn":
         maps = cnn_positions(depth)
         return sum(math.prod(s) * p for (_, _, s), p in zip(shapes, maps, strict=True))
-    repeats = RNN_STEPS if arch == "rnn" else 1
+    repeats = sequence_shape(sequence)[0] if ARCHITECTURES.get(arch).recurrent else 1
     return repeats * sum(math.prod(shape) for _, _, shape in shapes)
 
 
@@ -106,12 +136,14 @@ def residual_plan(arch: str, depth: int, branch_layers: int) -> list[tuple[int, 
     return plan
 
 
-def model_weight_shapes(model: Mapping[str, Any]) -> list[tuple[int, str, tuple[int, ...]]]:
-    """:func:`weight_shapes` of a model section (model.widths; a residual net's branch
-    layers and projections, :func:`residual_plan`)."""
+def model_weight_shapes(
+    model: Mapping[str, Any], sequence: str = "rows"
+) -> list[tuple[int, str, tuple[int, ...]]]:
+    """:func:`weight_shapes` of a model section (model.widths; a recurrent model reading
+    ``sequence``; a residual net's branch layers and projections, :func:`residual_plan`)."""
     widths = model.get("widths") or int(model["width"])
     if model.get("residual") is None:
-        return weight_shapes(model["arch"], int(model["depth"]), widths)
+        return weight_shapes(model["arch"], int(model["depth"]), widths, sequence)
     w = widths if isinstance(widths, int) else int(widths[0])
     conv = model["arch"] == "cnn"
     plan = residual_plan(model["arch"], int(model["depth"]), int(model.get("branch_layers", 2)))

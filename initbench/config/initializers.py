@@ -201,6 +201,29 @@ INITIALIZERS.add(
 )
 
 
+def _apply_torch_rnn(t: torch.Tensor, p: Any, g: torch.Generator, fans: tuple[int, int]) -> None:
+    import torch
+
+    bound = 1.0 / math.sqrt(fans[1])
+    torch.nn.init.uniform_(t, -bound, bound, generator=g)
+
+
+INITIALIZERS.add(
+    "torch_rnn",
+    Initializer(
+        summary="what nn.RNN / nn.LSTM / nn.GRU do unasked to every weight and bias: "
+        "U(+-1/sqrt(hidden)), hidden = a (gate) block's rows",
+        formula="W ~ U(-1/sqrt(fan_out), 1/sqrt(fan_out)); Var = 1/(3 fan_out) (a gate "
+        "block's fan_out is the hidden size; a bias takes its weight block's)",
+        convention="torch.nn.RNNBase.reset_parameters (1/sqrt(hidden_size))",
+        params=NoParams,
+        apply=_apply_torch_rnn,
+        moments=lambda p, shape, fans: (0.0, 1.0 / (3 * fans[1])),
+        for_bias=True,
+    ),
+)
+
+
 # --- variance scaling and its presets --------------------------------------------------
 
 

@@ -25,14 +25,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from initbench.config.architectures import ARCHITECTURES
 from initbench.config.datasets import DATASETS, IDX_SPLIT_SIZES
 from initbench.config.geometry import (
     MLP_INPUTS,
     NUM_CLASSES,
-    RNN_STEPS,
     cnn_positions,
     model_map_positions,
     model_weight_shapes,
+    sequence_of,
+    sequence_shape,
 )
 from initbench.config.optimizers import OPTIMIZERS
 from initbench.config.runconfig import layer_widths, norm_of
@@ -71,25 +73,44 @@ def human(size: float) -> str:
     raise AssertionError("unreachable")
 
 
-def parameter_count(model: Mapping[str, Any]) -> int:
+def _steps(arch: str, sequence: str) -> int:
+    """Time steps a layer of ``arch`` runs (1 for a feed-forward layer)."""
+    return sequence_shape(sequence)[0] if ARCHITECTURES.get(arch).recurrent else 1
+
+
+def parameter_count(model: Mapping[str, Any], sequence: str = "rows") -> int:
     """Parameters of the network ``model`` describes (as nets.models builds it): watched
     weights with their biases, the normalisation's scale and shift, and the readout."""
-    shapes = [shape for _, tensor, shape in model_weight_shapes(model) if tensor == "w"]
-    weights = sum(math.prod(shape) for _, _, shape in model_weight_shapes(model))
-    units = sum(shape[0] for shape in shapes)  # the rnn's recurrent map has no bias
+    shapes = model_weight_shapes(model, sequence)
+    weights = sum(math.prod(shape) for _, _, shape in shapes)
+    # a bias per output unit of each input map (a gated cell's stacked gate blocks); the
+    # rnn's recurrent map has none, a gated cell's has (b_ih and b_hh, as torch's)
+    units = sum(shape[0] for _, tensor, shape in shapes if tensor == "w")
+    biases = 2 * units if ARCHITECTURES.get(model["arch"]).gates else units
+    widths = layer_widths(model)
     stem = 0
     if model.get("residual") is not None:  # the stem: Linear(784, width) or Conv2d(1, width, 3)
-        stem = (9 if model["arch"] == "cnn" else MLP_INPUTS) * shapes[0][0] + shapes[0][0]
-    norm = 2 * units if norm_of(model) != "none" else 0
-    return stem + weights + units + norm + shapes[-1][0] * NUM_CLASSES + NUM_CLASSES
+        stem = (9 if model["arch"] == "cnn" else MLP_INPUTS) * widths[0] + widths[0]
+    norm = 2 * sum(widths) if norm_of(model) != "none" else 0
+    return stem + weights + biases + norm + widths[-1] * NUM_CLASSES + NUM_CLASSES
 
 
-def forward_values(model: Mapping[str, Any]) -> int:
+def _values_per_unit(arch: str) -> int:
+    """Values a recurrent layer keeps per unit and step: the rnn its input projection,
+    preact, act and stacked output; a gated cell with G gates its input and recurrent
+    projections, pre-activations and activations per gate (4 G), and its cell state,
+    tanh of it, hidden state and stacked output (4)."""
+    gates = len(ARCHITECTURES.get(arch).gates)
+    return 4 * gates + 4 if gates else 4
+
+
+def forward_values(model: Mapping[str, Any], sequence: str = "rows") -> int:
     """Values one example's forward pass produces in the watched layers: preact, the
-    normalisation's output (if any) and act, per layer, position and time step (an rnn
-    layer also keeps its input projection and its stacked outputs); plus the input."""
+    normalisation's output (if any) and act, per layer, position and time step (a
+    recurrent layer: :func:`_values_per_unit` per step); plus the input."""
     arch, depth, widths = model["arch"], model["depth"], layer_widths(model)
-    per_unit = 3 if norm_of(model) != "none" else 2
+    normed = 1 if norm_of(model) != "none" else 0
+    per_unit = 2 + normed
     if model.get("residual") is not None:  # each watched layer, plus the stream per block
         positions = model_map_positions(model)
         shapes = model_weight_shapes(model)
@@ -97,22 +118,24 @@ def forward_values(model: Mapping[str, Any]) -> int:
         return MLP_INPUTS + (per_unit + 2) * units
     if arch == "cnn":
         units = sum(w * p for w, p in zip(widths, cnn_positions(depth), strict=True))
-    elif arch == "rnn":
-        units, per_unit = sum(widths) * RNN_STEPS, per_unit + 2
+    elif ARCHITECTURES.get(arch).recurrent:
+        units = sum(widths) * _steps(arch, sequence)
+        per_unit = _values_per_unit(arch) + normed
     else:
         units = sum(widths) * int(model.get("branch_layers", 2) if model.get("residual") else 1)
     return MLP_INPUTS + per_unit * units
 
 
-def layer_values(model: Mapping[str, Any]) -> int:
-    """Values one example's largest watched layer produces (an rnn layer: all its time
-    steps); evaluation, without a backward pass, holds about two such layers at a time."""
+def layer_values(model: Mapping[str, Any], sequence: str = "rows") -> int:
+    """Values one example's largest watched layer produces (a recurrent layer: all its
+    time steps); evaluation, without a backward pass, holds about two such layers at a
+    time."""
     arch, depth, widths = model["arch"], model["depth"], layer_widths(model)
     if arch == "cnn" and model.get("residual") is not None:
         return widths[0] * max(model_map_positions(model).values(), default=1) * 2  # + stream
     if arch == "cnn":
         return max(w * p for w, p in zip(widths, cnn_positions(depth), strict=True))
-    return max(widths) * RNN_STEPS if arch == "rnn" else max(widths)
+    return max(widths) * _steps(arch, sequence)
 
 
 def _data_examples(data: Mapping[str, Any]) -> tuple[int, int]:
@@ -124,21 +147,26 @@ def _data_examples(data: Mapping[str, Any]) -> tuple[int, int]:
     return n_train or IDX_SPLIT_SIZES[0], n_test or IDX_SPLIT_SIZES[1]
 
 
-def _table_rows(model: Mapping[str, Any], train: Mapping[str, Any]) -> int:
-    """Rows of the probe's long table over the whole run (steps 0, every log_every, last)."""
-    logged = train["steps"] // train["log_every"] + 2 if train["steps"] else 1  # 0: step 0
-    steps = RNN_STEPS if model["arch"] == "rnn" else 1
-    return logged * model["depth"] * steps * TENSORS_PER_STEP * STATISTICS_PER_TENSOR
+def _table_rows(model: Mapping[str, Any], train: Mapping[str, Any], sequence: str) -> int:
+    """Rows of the probe's long table over the whole run (steps 0, every log_every, last;
+    an init-only run: step 0); a gated cell's gates and cell state add 2 tensors per gate
+    and 2 more."""
+    logged = train["steps"] // train["log_every"] + 2 if train["steps"] else 1
+    gates = len(ARCHITECTURES.get(model["arch"]).gates)
+    tensors = TENSORS_PER_STEP + (2 * gates + 2 if gates else 0)
+    layers = sum(1 for _, tensor, _ in model_weight_shapes(model, sequence) if tensor == "w")
+    return logged * layers * _steps(model["arch"], sequence) * tensors * STATISTICS_PER_TENSOR
 
 
 def estimate(config: Mapping[str, Any]) -> MemoryEstimate:
     """The memory a run of the resolved ``config`` (a RunConfig's dict) needs."""
     model, train = config["model"], config["train"]
-    parameters = parameter_count(model)
+    sequence = sequence_of(config["data"])
+    parameters = parameter_count(model, sequence)
     optimizer = dict(train["optimizer"])
     entry = OPTIMIZERS.get(optimizer.pop("name"))
     copies = entry.state_copies(entry.params.model_validate(optimizer))
-    per_example = forward_values(model)
+    per_example = forward_values(model, sequence)
     n_train, n_test = _data_examples(config["data"])
     # an init-only run (steps 0) builds no optimizer and makes no test pass
     chunk, copies = (min(EVAL_CHUNK, n_test), copies) if train["steps"] else (0, 0)
@@ -147,9 +175,9 @@ def estimate(config: Mapping[str, Any]) -> MemoryEstimate:
         "gradients": parameters * BYTES,
         "optimizer": copies * parameters * BYTES,
         "activations": 4 * train["batch_size"] * per_example * BYTES,
-        "evaluation": chunk * (MLP_INPUTS + 2 * layer_values(model)) * BYTES,
+        "evaluation": chunk * (MLP_INPUTS + 2 * layer_values(model, sequence)) * BYTES,
         "data": (n_train + n_test) * MLP_INPUTS * BYTES,
-        "probe table": _table_rows(model, train) * ROW_BYTES,
+        "probe table": _table_rows(model, train, sequence) * ROW_BYTES,
         "runtime": RUNTIME_BYTES,
     }
     return MemoryEstimate(parts)

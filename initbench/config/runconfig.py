@@ -29,7 +29,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 from initbench.config.activations import ACTIVATIONS
-from initbench.config.architectures import ARCHITECTURES
+from initbench.config.architectures import ARCHITECTURES, is_recurrent
 from initbench.config.datasets import DATASETS
 from initbench.config.geometry import MLP_INPUTS, cnn_positions
 from initbench.config.initializers import INITIALIZERS
@@ -216,13 +216,17 @@ def _check_norm(model: ModelConfig) -> None:
             "batch): give one of them",
             "norm",
         )
-    if model.arch == "rnn" and model.normalization == "batch":
+    arch, recurrent = model.arch, is_recurrent(model.arch)
+    if recurrent and model.normalization == "batch":
         if model.norm is None:
-            message = "batchnorm is not available for arch rnn (set model.batchnorm: false)"
+            message = f"batchnorm is not available for arch {arch} (set model.batchnorm: false)"
         else:
-            message = "norm batch is not available for arch rnn (norm layer is)"
+            message = f"norm batch is not available for arch {arch} (norm layer is, for rnn)"
         raise _located("rnn_batchnorm", message, "norm" if model.norm else "batchnorm")
-    if model.arch == "rnn" and model.widths is not None:
+    if ARCHITECTURES.get(arch).gates and model.normalization != "none":
+        message = f"norm {model.normalization} is not built for arch {arch} (rnn has norm layer)"
+        raise _located("gated_norm", message, "norm")
+    if recurrent and model.widths is not None:
         raise _located("rnn_widths", "widths apply to arch mlp and cnn only", "widths")
 
 
@@ -234,7 +238,7 @@ def _check_residual(model: ModelConfig) -> None:
                 "not_residual", "branch_layers applies only with model.residual", "branch_layers"
             )
         return
-    if model.arch == "rnn":
+    if is_recurrent(model.arch):
         raise _located("rnn_residual", "residual blocks apply to arch mlp and cnn", "residual")
     if model.widths is not None and len(set(model.widths)) > 1:
         raise _located("residual_widths", "a residual stream keeps one width", "widths")
@@ -260,20 +264,22 @@ class ModelConfig(BaseModel):
 
     model_config = _STRICT
 
-    arch: Annotated[str, BeforeValidator(_check_arch), _doc("mlp, cnn or rnn")] = "mlp"
+    arch: Annotated[str, BeforeValidator(_check_arch), _doc("mlp, cnn, rnn, lstm or gru")] = "mlp"
     depth: Annotated[int, Field(ge=1, le=1000), _doc("hidden layers (rnn: stacked layers)")] = 5
     width: Annotated[
         int, Field(ge=1, le=16384), _doc("units (mlp), channels (cnn), hidden size (rnn)")
     ] = WIDTH_DEFAULT
     activation: Annotated[
-        ActivationRef | None, _doc("see initbench list activations; none: relu, tanh for rnn")
+        ActivationRef | None,
+        _doc("see initbench list activations; none: relu, tanh for rnn (lstm, gru: tanh only)"),
     ] = None
     batchnorm: Annotated[bool, _doc("BatchNorm after each affine map (mlp, cnn)")] = False
     init: Annotated[InitRef, _doc("initializer of every weight but those set per role below")] = (
         "torch_default"
     )
     recurrent_init: Annotated[
-        InitRef | None, _doc("rnn only: hidden-to-hidden weights; none: same as init")
+        InitRef | None,
+        _doc("rnn, lstm, gru: hidden-to-hidden weights (per gate block); none: same as init"),
     ] = None
     bias_init: Annotated[InitRef, _doc("biases (zeros, constant, normal, uniform, ...)")] = "zeros"
     # --- per-layer widths, normalisation and residual blocks ----------------------------
@@ -322,16 +328,26 @@ class ModelConfig(BaseModel):
         _doc("the linear readout's weight; none: init"),
     ] = None
 
+    forget_bias: float = Field(
+        0.0,
+        ge=-100,
+        le=100,
+        description="lstm only: added to the forget gate's bias after bias_init (0 as torch; "
+        "1 as Gers et al. 2000, Jozefowicz et al. 2015, Keras' unit_forget_bias)",
+        json_schema_extra=ADDED,
+    )
+
     @model_validator(mode="after")
     def _per_arch(self) -> ModelConfig:
         _check_norm(self)
         _check_residual(self)
-        if self.arch != "rnn" and self.recurrent_init is not None:
+        if not is_recurrent(self.arch) and self.recurrent_init is not None:
             raise PydanticCustomError(
                 "not_rnn",
-                "recurrent_init applies only to arch rnn (this is {arch})",
+                "recurrent_init applies only to arch rnn, lstm or gru (this is {arch})",
                 {"arch": self.arch, "subloc": "recurrent_init"},
             )
+        _check_gated(self)
         return self
 
     @property
@@ -345,9 +361,27 @@ class ModelConfig(BaseModel):
 
     def resolved(self) -> ModelConfig:
         """Copy with per-architecture defaults filled in."""
-        activation = self.activation or {"name": "tanh" if self.arch == "rnn" else "relu"}
-        recurrent = self.recurrent_init or (self.init if self.arch == "rnn" else None)
-        return self.model_copy(update={"activation": activation, "recurrent_init": recurrent})
+        recurrent = is_recurrent(self.arch)
+        activation = self.activation or {"name": "tanh" if recurrent else "relu"}
+        recurrent_ref = self.recurrent_init or (self.init if recurrent else None)
+        return self.model_copy(update={"activation": activation, "recurrent_init": recurrent_ref})
+
+
+def _check_gated(model: ModelConfig) -> None:
+    """forget_bias is the LSTM's; a gated cell's activations are its own (tanh)."""
+    if model.forget_bias != 0.0 and model.arch != "lstm":
+        raise PydanticCustomError(
+            "not_lstm",
+            "forget_bias applies only to arch lstm (this is {arch})",
+            {"arch": model.arch, "subloc": "forget_bias"},
+        )
+    if ARCHITECTURES.get(model.arch).gates and model.activation not in (None, {"name": "tanh"}):
+        raise PydanticCustomError(
+            "gated_activation",
+            "arch {arch} has its own activations (sigmoid gates, tanh); leave "
+            "model.activation unset or tanh",
+            {"arch": model.arch, "subloc": "activation"},
+        )
 
 
 class TrainConfig(BaseModel):
@@ -400,6 +434,13 @@ class TrainConfig(BaseModel):
             "of ln(q / q_in) of each watched preact and act (initbench list metrics: *_lnq_*)"
         ),
     ] = False
+    clip_grad_norm: float = Field(
+        0.0,
+        ge=0,
+        description="clip the global L2 norm of all gradients to this before each update "
+        "(torch.nn.utils.clip_grad_norm_); 0: off",
+        json_schema_extra=ADDED,
+    )
 
 
 class RunConfig(BaseModel):
@@ -415,6 +456,18 @@ class RunConfig(BaseModel):
     @model_validator(mode="after")
     def _check_jacobian(self) -> RunConfig:
         check_jacobian(self.model, self.train)
+        return self
+
+    @model_validator(mode="after")
+    def _sequence_needs_a_recurrent_model(self) -> RunConfig:
+        sequence = self.data.get("sequence", "rows")
+        if sequence != "rows" and not is_recurrent(self.model.arch):
+            raise PydanticCustomError(
+                "not_recurrent",
+                "data.sequence {sequence} applies only to arch rnn, lstm or gru (this is "
+                "{arch}, which reads the whole image)",
+                {"sequence": sequence, "arch": self.model.arch, "subloc": "data.sequence"},
+            )
         return self
 
     def as_dict(self) -> dict[str, Any]:

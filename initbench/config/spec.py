@@ -162,7 +162,7 @@ def _problem_from_error(err: Mapping[str, Any], lines: Mapping[str, int], origin
 
 
 # errors whose message already shows the value, or that have none to show
-_ECHOING = ("named_ref", "unknown_name", "invalid_params", "missing", "seeds")
+_ECHOING = ("named_ref", "unknown_name", "invalid_params", "missing", "seeds", "not_recurrent")
 _ECHOING += ("jacobian_off", "jacobian_batchnorm", "jacobian_size", "jacobian_examples")
 
 

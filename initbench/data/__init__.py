@@ -18,7 +18,7 @@ import json
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -29,6 +29,9 @@ from initbench.data.gaussian import load_gaussian
 from initbench.data.idx import IDX_SOURCES, load_idx, read_idx, read_idx_split
 from initbench.data.mnist5k import load_mnist5k, mnist5k_arrays
 from initbench.data.synthetic import load_synthetic, synthetic_prototypes
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "CACHE_ENV",
@@ -82,6 +85,7 @@ def load_dataset(name: str, params: dict[str, Any], seed: int) -> Dataset:
         _MEMO.move_to_end(key)
         return _MEMO[key]
     dataset = _scaled(LOADERS[name](validated, int(seed)), validated.scale)
+    dataset = _in_sequence_order(dataset, validated, int(seed))
     _MEMO[key] = dataset
     while len(_MEMO) > MEMO_SIZE:
         _MEMO.popitem(last=False)
@@ -96,6 +100,31 @@ def _scaled(dataset: Dataset, scale: float) -> Dataset:
     return replace(
         dataset, train_x=dataset.train_x * scale, test_x=dataset.test_x * scale, info=info
     )
+
+
+def pixel_permutation(seed: int) -> torch.Tensor:
+    """The fixed permutation of the 784 pixel positions that ``permuted_pixels`` reads
+    (sequential permuted MNIST, Le et al. 2015), drawn from the data seed."""
+    import torch
+
+    from initbench.config.geometry import MLP_INPUTS
+
+    return torch.randperm(MLP_INPUTS, generator=torch.Generator().manual_seed(seed))
+
+
+def _in_sequence_order(dataset: Dataset, params: Any, seed: int) -> Dataset:
+    """``permuted_pixels``: every image's pixels moved by :func:`pixel_permutation`, so
+    that a model reading the pixels in order reads them permuted; else as loaded."""
+    if getattr(params, "sequence", "rows") != "permuted_pixels":
+        return dataset
+    order = pixel_permutation(seed)
+
+    def permuted(images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1)[:, order].reshape(images.shape)
+
+    info = {**dataset.info, "pixel_permutation_seed": seed}
+    train, test = permuted(dataset.train_x), permuted(dataset.test_x)
+    return replace(dataset, train_x=train, test_x=test, info=info)
 
 
 def clear_memo() -> None:

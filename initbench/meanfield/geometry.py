@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from initbench.config.architectures import ARCHITECTURES
 from initbench.config.geometry import IMAGE_SIZE, cnn_strides, input_weight_shapes
 from initbench.config.initializers import INITIALIZERS, compute_fans, expected_moments
 from initbench.config.runconfig import layer_widths
@@ -76,11 +77,22 @@ def _sigma2(
     return compute_fans(shape)[0] * var
 
 
+# Why a gated cell gets no prediction.
+GATED_REASON = (
+    "no mean-field prediction for gated cells: the theory exists only for simplified ones "
+    "(the minimal, GRU-like cell of Chen, Pennington & Schoenholz 2018, with untied "
+    "gate weights at infinite width), not for the full {arch} that was trained"
+)
+
+
 def geometry_of(model: Mapping[str, Any], padding_correction: bool) -> Geometry | str:
     """The Geometry of a model section, or why no prediction can be made."""
     arch, depth, widths = model["arch"], model["depth"], layer_widths(model)
+    if ARCHITECTURES.get(arch).gates:
+        return GATED_REASON.format(arch=arch)
+    sequence = model.get("sequence", "rows")
     padded = widths if depth >= 2 else widths * 2  # [1] is a hidden layer's
-    shapes = input_weight_shapes(arch, max(depth, 2), padded)
+    shapes = input_weight_shapes(arch, max(depth, 2), padded, sequence)
     scale = {s: _sigma2("model.init", model["init"], s) for s in dict.fromkeys(shapes)}
     first = scale[shapes[0]]
     if model.get("first_init"):

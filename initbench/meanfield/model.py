@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from initbench.config.architectures import ARCHITECTURES
+from initbench.config.geometry import sequence_of
 from initbench.config.runconfig import norm_of
 from initbench.config.spec import ModelConfig
 
@@ -39,6 +40,9 @@ def model_section(config: Mapping[str, Any]) -> dict[str, Any]:
     ModelConfig's defaults filled in (activation: its per-arch one) and the arch checked."""
     defaults = {key: ModelConfig.model_fields[key].default for key in DEFAULTED_KEYS}
     model = {**defaults, **config.get("model", config)}
+    sequence = sequence_of(config.get("data", {})) if "model" in config else "rows"
+    if sequence != "rows":  # the steps the Elman map runs over (config.geometry.SEQUENCES)
+        model["sequence"] = sequence
     ARCHITECTURES.get(model["arch"])  # UnknownNameError, with the close matches
     model["activation"] = model.get("activation") or _default_activation(model["arch"])
     if norm_of(model) == "batch" and model["arch"] == "rnn":

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from initbench.config.geometry import RNN_STEPS, map_positions
+from initbench.config.geometry import map_positions, sequence_shape
 from initbench.config.runconfig import norm_of
 from initbench.meanfield.activations import Array, NumpyActivation, numpy_activation
 from initbench.meanfield.decay import end_ratio, fit_factor, profile_rows, summed_over_positions
@@ -103,7 +103,7 @@ def _first_q(
 ) -> Array:
     """Layer 1's preact second moment (rnn: its input drive at each of the 28 steps), as
     given or q1 = sigma_w1^2 mean(A 1 A^T) E[x^2] + sigma_b^2 with E[x^2] = input_sq."""
-    steps = RNN_STEPS if model["arch"] == "rnn" else 1
+    steps = sequence_shape(model.get("sequence", "rows"))[0] if model["arch"] == "rnn" else 1
     if q1 is None:
         q1 = geo.sigma_w2[0] * float(geo.maps[0].sum(axis=1).mean() ** 2) * input_sq + sigma_b2
     first = np.atleast_1d(np.asarray(q1, dtype=float))
@@ -181,8 +181,9 @@ def _notes(
         )
     if model["arch"] == "rnn":
         notes.append(
-            "rnn: layer 1's input drive is taken equal at every step unless q1 "
-            f"lists {RNN_STEPS}; MNIST's rows differ (the border rows are background)."
+            "rnn: layer 1's input drive is taken equal at every step unless q1 lists "
+            f"{sequence_shape(model.get('sequence', 'rows'))[0]}; MNIST's "
+            "rows (pixels) differ (the border ones are background)."
         )
     return notes
 
@@ -293,8 +294,8 @@ def predict_for(
 
     if depth < 1 or width < 1:
         raise TheoryError(f"depth and width must be >= 1, got {depth} and {width}")
-    if recurrent_init is not None and arch != "rnn":
-        raise TheoryError(f"recurrent_init applies only to arch rnn (this is {arch})")
+    if recurrent_init is not None and arch not in ("rnn", "lstm", "gru"):
+        raise TheoryError(f"recurrent_init applies only to arch rnn, lstm or gru (this is {arch})")
     model = dict(arch=arch, depth=depth, width=width, activation=activation, init=init)
     model.update(recurrent_init=recurrent_init, batchnorm=batchnorm)
     try:

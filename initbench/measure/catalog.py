@@ -8,8 +8,10 @@ implementation: a moment is a column of the statistics the probe derives from ea
 tensor's Σx and Σx² (:data:`initbench.measure.reduce.MOMENT_COLUMNS`), a fraction is a
 count the device takes (:mod:`initbench.measure.counts`).
 
-"Elements" are batch x units (x spatial positions for a CNN); for an rnn each time step
-t is measured separately over batch x units. Importing this module imports neither torch
+"Elements" are batch x units (x spatial positions for a CNN); for a recurrent model (rnn,
+lstm, gru) each time step t is measured separately over batch x units. A gated cell's
+(lstm, gru) ``preact`` and ``act`` are both its hidden state h_t; its gates and cell state
+are tensors of their own. Importing this module imports neither torch
 nor numpy: ``initbench list`` reads it.
 """
 
@@ -18,6 +20,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from typing import Final
+
+from initbench.config.architectures import ARCHITECTURES
 
 # The tensors a statistic can be taken of, in the long table's order. The first eight are
 # watched per (layer, t) by the tape in the forward and backward pass (stream, branch and
@@ -39,7 +43,7 @@ TENSORS: Final[dict[str, str]] = {
     "w_rec": "the hidden-to-hidden weight (rnn only)",
     "grad_w_rec": "gradient of the hidden-to-hidden weight (rnn only)",
 }
-WATCHED: Final = (
+LAYER_WATCHED: Final = (  # every layer's (residual blocks': the last three)
     "preact",
     "normed",
     "act",
@@ -50,6 +54,43 @@ WATCHED: Final = (
     "grad_stream",
 )
 WEIGHTS: Final = ("w", "grad_w", "w_rec", "grad_w_rec")
+
+
+def gate_tensors(gate: str) -> tuple[str, str]:
+    """The tensors of one gate: its pre-activation and its activation."""
+    return f"gate_{gate}_pre", f"gate_{gate}"
+
+
+def _gates() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Every gate of the gated architectures: gate -> (its activation, the archs)."""
+    gates: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for arch, entry in ARCHITECTURES.items():
+        for gate, act in entry.gates:
+            gates[gate] = (act, (*gates.get(gate, ("", ()))[1], arch))
+    return gates
+
+
+def _gated_tensors() -> dict[str, str]:
+    """The gated cells' tensors: each gate's pre-activation and activation, the cell."""
+    found = {}
+    for gate, (act, archs) in GATES.items():
+        pre, out = gate_tensors(gate)
+        cells = "/".join(archs)
+        found[pre] = (
+            f"{cells} gate {gate}'s pre-activation (its input and recurrent blocks and "
+            "biases summed; gru n: the input part + r (the recurrent part))"
+        )
+        found[out] = f"{cells} gate {gate}'s activation, {act}({pre})"
+    found["cell"] = "the lstm's cell state c_t = f c_{t-1} + i g"
+    found["grad_cell"] = "dLoss/d c_t, the cell state's gradient through time (lstm)"
+    return found
+
+
+GATES: Final = _gates()  # lstm: i, f, g, o; gru: r, z, n
+TENSORS.update(_gated_tensors())
+# The gated cells' tensors, watched after the layers' own, per (layer, t).
+GATED: Final = tuple(_gated_tensors())
+WATCHED: Final = (*LAYER_WATCHED, *GATED)
 
 # Reduction -> what it computes. Moments come from Σx, Σx² and the element count n;
 # fractions from a count the device takes of the tensor.
@@ -67,6 +108,7 @@ FRACTIONS: Final[dict[str, str]] = {
     "averaged over channels",
     "chan_var": "each channel's (unit's) variance over the batch (and positions), "
     "population, averaged over channels",
+    "gate_sat_frac": "elements of a sigmoid gate beyond 99% of its half-range (0, 1) from 1/2",
 }
 
 
@@ -154,8 +196,8 @@ def _per_example() -> list[Statistic]:
     ]
 
 
-CATALOG: Final[tuple[Statistic, ...]] = (
-    *(s for tensor in WATCHED for s in _moments(tensor)),
+_LAYER_STATISTICS = (
+    *(s for tensor in LAYER_WATCHED for s in _moments(tensor)),
     Statistic(
         "dead_frac",
         ("normed", "preact"),
@@ -197,6 +239,25 @@ CATALOG: Final[tuple[Statistic, ...]] = (
         "Frobenius norm of the hidden-to-hidden weight gradient (rnn only)",
     ),
 )
+
+
+def _gate_statistics() -> list[Statistic]:
+    """Per gate: its pre-activation's and activation's mean and variance, and a sigmoid
+    gate's saturated fraction; the lstm's cell state and its gradient."""
+    found: list[Statistic] = []
+    for gate, (act, _) in GATES.items():
+        pre, out = gate_tensors(gate)
+        found += _moments(pre, ("mean", "var")) + _moments(out, ("mean", "var"))
+        if act == "sigmoid":
+            definition = (
+                f"fraction of gate {gate}'s elements below 0.005 or above 0.995 (beyond 99% "
+                "of the half-range from 1/2: the gate is shut or open; NaN if non-finite)"
+            )
+            found.append(Statistic(f"{out}_sat_frac", (out,), "gate_sat_frac", definition))
+    return found + _moments("cell", ("mean", "var")) + _moments("grad_cell", ("mean", "var"))
+
+
+CATALOG: Final[tuple[Statistic, ...]] = (*_LAYER_STATISTICS, *_gate_statistics())
 
 # The per-example statistics: the long table's too, but taken by
 # :mod:`initbench.measure.examples`, not by the probe's plan (they are not in CATALOG).

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from initbench.config.activations import SATURATION_FRACTION
+from initbench.config.activations import ACTIVATIONS, SATURATION_FRACTION
 from initbench.measure.exact import flat_rows
 from initbench.nets.instrument import WatchedLayer
 
@@ -127,6 +127,7 @@ COUNTS: dict[str, Callable[[WatchedLayer], Count]] = {
     "sat_frac": lambda layer: Saturated(layer.output_range),
     "chan_sq_mean": lambda layer: ChannelMoment(squared_mean=True),
     "chan_var": lambda layer: ChannelMoment(squared_mean=False),
+    "gate_sat_frac": lambda layer: Saturated(ACTIVATIONS.get("sigmoid").output_range),
 }
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from initbench.measure import catalog
 from initbench.measure.counts import Scratch
 from initbench.measure.plan import Label, Plan, slots, weight_slots
 from initbench.measure.recorder import Deferred, defer
@@ -105,6 +106,8 @@ class Probe:
         for quantity in ("stream", "branch"):
             found += _optional(tape, keys, quantity)[0]
         found += _optional(tape, keys, "stream")[1]
+        for name in catalog.GATED:
+            found += tape.keyed(name, keys)
         found += self._weights
         found += [p.grad for p in self._with_grads]
         return keys, found

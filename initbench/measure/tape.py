@@ -9,10 +9,11 @@ that changes no value the training computes.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
+from initbench.measure.catalog import GATED, gate_tensors
 from initbench.measure.reduce import is_large
 
 Key = tuple[int, int]  # (layer, t)
@@ -20,7 +21,10 @@ Store = Callable[[str, Key, torch.Tensor], torch.Tensor]  # (name, key, tensor) 
 
 FORWARD = ("preact", "normed", "act")  # what a layer hands the tape, in the catalogue's order
 BLOCK = ("stream", "branch")  # what a residual block hands the tape at its last layer
-WITH_GRAD = ("preact", "normed", "stream")  # whose gradients the tape keeps
+# a gated layer's gates and cell state (catalog.GATED less the gradient)
+GATE_FORWARD = tuple(name for name in GATED if not name.startswith("grad_"))
+# whose gradients the tape keeps (grad_preact ...)
+WITH_GRAD = ("preact", "normed", "stream", "cell")
 
 
 class Tape:
@@ -38,7 +42,8 @@ class Tape:
 
     def __init__(self, store: Store | None = None) -> None:
         self.store = store
-        self.tensors: dict[str, dict[Key, torch.Tensor]] = {q: {} for q in FORWARD + BLOCK}
+        quantities = FORWARD + BLOCK + GATE_FORWARD
+        self.tensors: dict[str, dict[Key, torch.Tensor]] = {q: {} for q in quantities}
         self.grads: dict[str, dict[Key, torch.Tensor]] = {q: {} for q in WITH_GRAD}
 
     def watch(
@@ -66,28 +71,50 @@ class Tape:
     def watch_block(self, layer: int, stream: torch.Tensor, branch: torch.Tensor) -> None:
         """Keep a residual block's output ``stream`` (and its gradient) and the ``branch``
         it added, under the block's last watched layer."""
-        key = (layer, 0)
         for quantity, tensor in (("stream", stream), ("branch", branch)):
-            if self.store is not None and is_large(tensor.numel()):
-                self.tensors[quantity][key] = self.store(quantity, key, tensor)
-                if quantity in WITH_GRAD and tensor.requires_grad:
-                    tensor.register_hook(functools.partial(self._keep_grad, quantity, key))
-                continue
-            if quantity in WITH_GRAD and tensor.requires_grad:
-                tensor.retain_grad()
-            self.tensors[quantity][key] = tensor
+            self._keep(quantity, (layer, 0), tensor)
+
+    def watch_gates(
+        self,
+        layer: int,
+        t: int,
+        gates: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+        cell: torch.Tensor | None,
+    ) -> None:
+        """Keep a gated layer's gate pre-activations and activations and its cell state
+        (and the cell state's gradient)."""
+        named = {}
+        for gate, tensors in gates.items():
+            named.update(zip(gate_tensors(gate), tensors, strict=True))
+        if cell is not None:
+            named["cell"] = cell
+        for quantity, tensor in named.items():
+            self._keep(quantity, (layer, t), tensor)
+
+    def _keep(self, quantity: str, key: Key, tensor: torch.Tensor) -> None:
+        """Keep one tensor (a copy in the store's buffer if large) and, for WITH_GRAD, its
+        gradient."""
+        if self.store is not None and is_large(tensor.numel()):
+            self._store_one(quantity, key, tensor)
+            return
+        if quantity in WITH_GRAD and tensor.requires_grad:
+            tensor.retain_grad()
+        self.tensors[quantity][key] = tensor
+
+    def _store_one(self, quantity: str, key: Key, tensor: torch.Tensor) -> None:
+        """A copy of a large tensor in the store's buffer; its gradient copied by a hook."""
+        assert self.store is not None
+        self.tensors[quantity][key] = self.store(quantity, key, tensor)
+        if quantity in WITH_GRAD and tensor.requires_grad:
+            tensor.register_hook(functools.partial(self._keep_grad, quantity, key))
 
     def _store(
         self, key: Key, preact: torch.Tensor, normed: torch.Tensor | None, act: torch.Tensor
     ) -> None:
         """Copies of large tensors in the store's buffers; their gradients copied by hooks."""
-        assert self.store is not None
         for quantity, tensor in zip(FORWARD, (preact, normed, act), strict=True):
-            if tensor is None:
-                continue
-            self.tensors[quantity][key] = self.store(quantity, key, tensor)
-            if quantity in WITH_GRAD and tensor.requires_grad:
-                tensor.register_hook(functools.partial(self._keep_grad, quantity, key))
+            if tensor is not None:
+                self._store_one(quantity, key, tensor)
 
     def _keep_grad(self, quantity: str, key: Key, grad: torch.Tensor) -> None:
         assert self.store is not None
@@ -101,3 +128,14 @@ class Tape:
         if not kept:
             return [tensor.grad for tensor in tensors.values()]
         return [kept.get(key, tensor.grad) for key, tensor in tensors.items()]
+
+    def keyed(self, name: str, keys: list[Key]) -> list[torch.Tensor | None]:
+        """A gated layer's watched tensor ``name`` of catalog.GATED (``grad_cell``: the
+        cell state's gradient) at each of ``keys`` (None where it has none)."""
+        quantity = name.removeprefix("grad_")
+        tensors = self.tensors[quantity]
+        if not tensors:
+            return [None] * len(keys)
+        if name != quantity:
+            tensors = dict(zip(tensors, self.gradients(quantity), strict=True))
+        return [tensors.get(key) for key in keys]

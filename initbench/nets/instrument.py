@@ -8,6 +8,7 @@ so the networks know nothing of statistics.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -47,3 +48,13 @@ class Tape(Protocol):
     def watch_block(self, layer: int, stream: torch.Tensor, branch: torch.Tensor) -> None:
         """A residual block whose last watched layer is ``layer`` added ``branch`` to the
         stream, giving ``stream`` (its output)."""
+
+    def watch_gates(
+        self,
+        layer: int,
+        t: int,
+        gates: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+        cell: torch.Tensor | None,
+    ) -> None:
+        """A gated layer's gates at (layer, t), after its :meth:`watch`: gate name ->
+        (pre-activation, activation), and the LSTM's cell state c_t (None for a GRU)."""

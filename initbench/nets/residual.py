@@ -34,8 +34,8 @@ from torch import nn
 
 from initbench.config.activations import ACTIVATIONS
 from initbench.config.geometry import IMAGE_SHAPE, NUM_CLASSES, residual_plan
+from initbench.nets.base import InstrumentedModel, activation_meta, new_activation, new_norm
 from initbench.nets.instrument import Tape, WatchedLayer
-from initbench.nets.models import InstrumentedModel, _activation_meta, _new_activation, new_norm
 
 if TYPE_CHECKING:
     from initbench.config.spec import ModelConfig
@@ -69,7 +69,7 @@ class BranchLayer(nn.Module):
         conv = config.arch == "cnn"
         self.index = index
         self.norm = new_norm(config, width, conv=conv)
-        self.act = _new_activation(config)
+        self.act = new_activation(config)
         self.affine = _affine(conv, width, 3, stride)
 
     def forward(self, x: torch.Tensor, tape: Tape | None = None) -> torch.Tensor:
@@ -136,7 +136,7 @@ class ResidualNet(InstrumentedModel):
             self.stem = nn.Linear(math.prod(IMAGE_SHAPE), width)
         self.blocks = nn.ModuleList(ResidualBlock(p, width, config) for p in per_block)
         self.head_norm = new_norm(config, width, conv=self.conv)
-        self.head_act = _new_activation(config)
+        self.head_act = new_activation(config)
         self.readout = nn.Linear(width, NUM_CLASSES)
 
     def forward(self, x: torch.Tensor, tape: Tape | None = None) -> torch.Tensor:
@@ -154,7 +154,7 @@ class ResidualNet(InstrumentedModel):
         return sorted(found, key=lambda m: m.index)
 
     def watched_layers(self) -> list[WatchedLayer]:
-        name, kind, out_range = _activation_meta(self.config)
+        name, kind, out_range = activation_meta(self.config)
         linear = ACTIVATIONS.get("linear")
         out = []
         for m in self._watched():

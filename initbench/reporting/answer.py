@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from initbench import analysis
 from initbench.analysis import format_value
+from initbench.config.architectures import ARCHITECTURES, is_recurrent
 from initbench.reporting.experiment import ALL_RUNS, ExperimentReport
 from initbench.reporting.model import MISSING, Cell, Section, Table, fmt_num
 from initbench.reporting.spread import law_sentence
@@ -108,7 +109,9 @@ def _groups(rep: ExperimentReport, rows: str | None, cols: str | None) -> list[d
     rows nor columns (one empty dict when there are none)."""
     others = [k for k in (rep.keys.varying if rep.keys else ()) if k not in (rows, cols)]
     values = [list(dict.fromkeys(rep.configs[k])) for k in others]
-    return [dict(zip(others, combo, strict=True)) for combo in itertools.product(*values)]
+    groups = [dict(zip(others, combo, strict=True)) for combo in itertools.product(*values)]
+    # a design that is not a full product (cells with their own keys) has empty ones
+    return [g for g in groups if any(_in(r, g) for r in rep.config_rows)]
 
 
 def _in(row: Mapping[str, Any], fixed: Mapping[str, Any]) -> bool:
@@ -191,14 +194,16 @@ def _runs_of(items: Sequence[Mapping[str, Any]], key: Any) -> list[list[Mapping[
     return [list(g) for _, g in itertools.groupby(items, key=key)]
 
 
-def _signal(rows: str | None, chosen: Sequence[Mapping[str, Any]], prefix: str, thing: str) -> str:
+def _signal(
+    rows: str | None, chosen: Sequence[Mapping[str, Any]], prefix: str, thing: str, per: str
+) -> str:
     parts = []
     for run in _runs_of(chosen, lambda r: str(r[f"{prefix}_verdict_init"])):
         verdict = str(run[0][f"{prefix}_verdict_init"]) or "undefined"
         verb = VERBS.get(verdict, f"is {verdict} for")
         measured = _span([r[f"{prefix}_factor_init_mean"] for r in run])
         theory = _span([r[f"theory_{prefix}_factor_init_mean"] for r in run])
-        numbers = f"{measured} per layer" if measured else "no factor"
+        numbers = f"{measured} {per}" if measured else "no factor"
         numbers += f", theory {theory}" if theory else ", theory gives no prediction"
         where = _where(rows, [r[rows] for r in run] if rows else [], len(chosen))
         parts.append(f"{verb} {thing}{' ' + where if where else ''} ({numbers})")
@@ -259,7 +264,11 @@ def _sentences(
     if not mine:
         return []
     subject = format_value(column) if cols else "every run"
-    signal = ", and ".join(_signal(rows, mine, prefix, thing) for prefix, thing in DIRECTIONS)
+    constant = rep.keys.constant.get("model.arch") if rep.keys else None
+    archs = {str(r.get("model.arch", constant)) for r in mine}
+    timed = all(a in ARCHITECTURES and is_recurrent(a) for a in archs)
+    per = "per time step" if timed else "per layer"  # what the factors are across
+    signal = ", and ".join(_signal(rows, mine, prefix, thing, per) for prefix, thing in DIRECTIONS)
     return [f"{subject} {signal}; it {_training(rows, mine)}."]
 
 

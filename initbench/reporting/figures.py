@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import pandas as pd
@@ -56,12 +57,15 @@ def _summed(rep: ExperimentReport, positions: np.ndarray, values: np.ndarray, ru
     return summed_over_positions(positions, values, _map_positions(rep, run_ids))
 
 
+LONG_PROFILE: Final = 100  # positions beyond which markers are thinned and ticks fewer
+
+
 def _profile_panel(ax: Any, rep: ExperimentReport, look: Look, metric: str, unit: str) -> bool:
     """Mean over seeds (line) and min..max (band) of one metric at step 0 per configuration
     (grad_preact_var summed over a cnn's map positions); True if a theory line is drawn."""
     from matplotlib.ticker import MaxNLocator
 
-    undrawn, theory = [], False
+    undrawn, theory, long = [], False, False
     for row, (label, run_ids) in reversed(
         list(zip(rep.config_rows, rep.config_runs(), strict=True))
     ):
@@ -69,20 +73,25 @@ def _profile_panel(ax: Any, rep: ExperimentReport, look: Look, metric: str, unit
         if frame.empty or got != unit:
             continue
         x = frame["position"].to_numpy(float)
+        long = long or len(x) > LONG_PROFILE
         values = frame[["mean", "lo", "hi"]].to_numpy(float)
         if metric == "grad_preact_var" and unit == "layer":
             values = np.column_stack([_summed(rep, x, v, run_ids) for v in values.T])
         style = look.of(row)
+        if len(x) > LONG_PROFILE:  # 784 time steps: a marker every 1/20 of the line
+            style = {**style, "markevery": len(x) // 20}
         ax.plot(x, values[:, 0], label=label, markersize=4, **style)
         ax.fill_between(x, values[:, 1], values[:, 2], color=style["color"], alpha=0.15, lw=0)
         theory = _theory_line(ax, rep, run_ids, metric, unit, style["color"]) or theory
         if not (np.isfinite(values) & (values > 0)).all():
             undrawn.append(label)
     ax.set_yscale("log")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4 if long else "auto", integer=True))
     ax.grid(True, which="major", alpha=0.3)
     if undrawn:
         text = "not drawn where 0 or non-finite: " + "; ".join(undrawn)
+        # wrapped to the panel: a longer line collapses a figure's constrained layout
+        text = textwrap.fill(text, 60, max_lines=4, placeholder=" ...")
         ax.text(0.01, 0.01, text, transform=ax.transAxes, fontsize=7, va="bottom")
     return theory
 
@@ -155,21 +164,30 @@ def variance_figure(rep: ExperimentReport, direction: str) -> Drawn | None:
 
 
 def time_figure(rep: ExperimentReport) -> Drawn | None:
-    """rnn: preact and grad_preact variance across time steps t of the top layer, step 0."""
+    """rnn, lstm, gru: preact and grad_preact variance across time steps t of the top
+    layer, step 0; below them, where an lstm was run, its cell state's and the cell state
+    gradient's variance."""
     if not _has_unit(rep, "preact_var", "time step"):
         return None
-    fig, axes = new_figure(1, 2)
+    rows = [("preact_var", "grad_preact_var")]
+    if _has_unit(rep, "cell_var", "time step"):
+        rows.append(("cell_var", "grad_cell_var"))
+    fig, axes = new_figure(len(rows), 2)
     look, theory = profile_look(rep), False
-    for ax, metric in zip(axes[0], ("preact_var", "grad_preact_var"), strict=True):
-        theory = _profile_panel(ax, rep, look, metric, "time step") or theory
-        ax.set_xlabel(TIME_AXIS)
-        ax.set_ylabel(f"{metric} (all elements)")
+    for panels, metrics in zip(axes, rows, strict=True):
+        for ax, metric in zip(panels, metrics, strict=True):
+            theory = _profile_panel(ax, rep, look, metric, "time step") or theory
+            ax.set_xlabel(TIME_AXIS)
+            ax.set_ylabel(f"{metric} (all elements)")
     title = "Signal and gradient across time at step 0"
     fig.suptitle(f"{rep.name}: {title}\n{BAND_NOTE}", **HEADLINE)
     look.legends(fig, _theory_entry() if theory else [])
+    cell = " (a gated cell's: its hidden state h_t)" if len(rows) > 1 else ""
     caption = (
-        "preact_var (left) and grad_preact_var (right) of the top layer at each time step t, "
-        f"step 0, log scale; one line per configuration ({look.says()}); {BAND_NOTE}."
+        f"preact_var (left) and grad_preact_var (right){cell} of the top layer at each "
+        "time step t, step 0"
+        + ("; below, the lstm's cell_var and grad_cell_var" if len(rows) > 1 else "")
+        + f", log scale; one line per configuration ({look.says()}); {BAND_NOTE}."
     )
     return Drawn(fig, title, caption)
 

@@ -132,8 +132,13 @@ CNN_EFFECTS: Final = [
     "is what reaches the weights",
 ]
 RNN_EFFECT: Final = (
-    "rnn: factors and ratios are across the time steps t = 1..28 of the top layer "
-    "(backward = through time, from t = 28 back to t = 1); --per-layer shows all"
+    "rnn, lstm, gru: factors and ratios are across the time steps t = 1..{T} of the top layer "
+    "(backward = through time, from t = {T} back to t = 1); --per-layer shows all"
+)
+GATED_EFFECT: Final = (
+    "lstm, gru: preact and act are the hidden state h_t (a gated cell has no single "
+    "affine map), so fwd and bwd are of h_t and dLoss/dh_t; the gates and the lstm's cell "
+    "state have their own statistics (gate_*, cell_var, grad_cell_var)"
 )
 ADAM_EFFECT: Final = (
     "adam: per-parameter step sizes hide much of the scale difference between "
@@ -158,7 +163,11 @@ def known_effects(keys: analysis.ConfigKeys) -> list[str]:
     values.update({k: {format_value(v) for v in keys.labels[k]} for k in keys.varying})
     archs, activations = values.get("model.arch", set()), values.get("model.activation", set())
     notes = [*CNN_EFFECTS] if "cnn" in archs else []
-    notes += [RNN_EFFECT] if "rnn" in archs else []
+    if archs & {"rnn", "lstm", "gru"}:
+        # data labels name a sequence other than rows: mnist5k(sequence=pixels)
+        steps = {784 if "pixels" in label else 28 for label in values.get("data", {"rows"})}
+        notes.append(RNN_EFFECT.format(T=" or ".join(map(str, sorted(steps)))))
+    notes += [GATED_EFFECT] if archs & {"lstm", "gru"} else []
     notes += [ADAM_EFFECT] if _any_starts(values.get("train.optimizer", set()), "adam") else []
     notes += [BATCHNORM_EFFECT] if "true" in values.get("model.batchnorm", set()) else []
     notes += [SELU_EFFECT] if _any_starts(activations, "selu") else []

@@ -104,6 +104,10 @@ CURVE_METRICS: Final[dict[str, str]] = {
     "loss_avg": "mean training loss over the steps since the previous logging step",
     "train_accuracy": "accuracy on the training batch at this step",
     "grad_norm": "global L2 norm of all parameter gradients at this step",
+    "preclip_grad_norm": "train.clip_grad_norm > 0: the global L2 norm of all parameter "
+    "gradients before clipping, at every update",
+    "clipped": "train.clip_grad_norm > 0: 1 where that update's gradients were scaled down "
+    "to norm clip_grad_norm (preclip_grad_norm > clip_grad_norm), else 0",
     "test_loss": "loss on the whole test split (eval mode), when evaluated",
     "test_accuracy": "accuracy on the whole test split (eval mode), when evaluated",
 }

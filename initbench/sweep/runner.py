@@ -74,12 +74,13 @@ def check_initializers(spec: Spec) -> None:
     problems: dict[tuple[str, str], Problem] = {}
     seen: set[str] = set()
     for run in spec.runs:
-        model = run.model.model_dump_json()
+        sequence = geometry.sequence_of(run.data)
+        model = run.model.model_dump_json() + sequence
         if model in seen:
             continue
         seen.add(model)
         reasons: dict[str, list[str]] = {}
-        for key, reason in init_problems(run.model):
+        for key, reason in init_problems(run.model, sequence):
             reasons.setdefault(key, []).append(reason)
         for key, found in reasons.items():
             more = len(found) - 1
@@ -190,9 +191,25 @@ def describe(run: RunConfig, keys: tuple[str, ...]) -> str:
     flat = store.flatten(run.as_dict())
     parts = []
     for key in keys:
+        if key in ("data", "model", "train"):  # a grid of whole sections: what each sets
+            parts.append(_section_label(run, key))
+            continue
         value = flat.get(f"{key}.name", flat.get(key))
         parts.append(f"{key.split('.')[-1]}={value}")
     return " ".join([*parts, f"seed={run.seed}"])
+
+
+def _section_label(run: RunConfig, section: str) -> str:
+    """A section's keys that differ from their defaults (a named reference by name)."""
+    values = getattr(run, section)
+    if isinstance(values, dict):  # data: a named reference
+        return f"{section}={values.get('name')}"
+    defaults = type(values)()
+    return " ".join(
+        f"{key}={value['name'] if isinstance(value, dict) else value}"
+        for key, value in values
+        if value != getattr(defaults, key)
+    )
 
 
 def execute(
@@ -251,7 +268,8 @@ def _results(
 def estimated_cost(run: RunConfig) -> int:
     """A run's forward multiply-adds over all its steps: for ordering runs, not a time."""
     model = run.model
-    per_example = geometry.multiply_adds(model.arch, model.depth, model.layer_widths())
+    sequence = geometry.sequence_of(run.data)
+    per_example = geometry.multiply_adds(model.arch, model.depth, model.layer_widths(), sequence)
     return per_example * run.train.batch_size * (run.train.steps + 1)
 
 

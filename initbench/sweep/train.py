@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 import initbench
+from initbench.config.geometry import sequence_of
 from initbench.config.optimizers import build_optimizer
 from initbench.config.spec import RunConfig
 from initbench.measure.examples import per_example
@@ -116,7 +117,9 @@ class Trainer:
         data_ref = dict(cfg.data)
         self.data = load_dataset(data_ref.pop("name"), data_ref, cfg.seed)
         init_generator = torch.Generator().manual_seed(derive_seed(cfg.seed, "init"))
-        self.model: InstrumentedModel = build_model(cfg.model, init_generator).to(self.device)
+        sequence = sequence_of(cfg.data)  # how a recurrent model reads the images
+        self.model: InstrumentedModel = build_model(cfg.model, init_generator, sequence)
+        self.model.to(self.device)
         self.model.train()
         self.layers = self.model.watched_layers()
         measured = [*self.layers, self.model.readout_layer()]  # the readout: its weight only
@@ -207,8 +210,18 @@ class Trainer:
         if eval_every and step % eval_every == 0 and 0 < step < steps:
             self._evaluate(step)
         if step < steps:
-            self.optimizer.step()
+            self._update(step)
             self.steps_done = step + 1
+
+    def _update(self, step: int) -> None:
+        """Clip the gradients' global L2 norm to train.clip_grad_norm (if > 0), recording
+        its value before clipping and whether it clipped (as device scalars: read once,
+        with the curves), then apply the optimizer's update."""
+        clip = self.config.train.clip_grad_norm
+        if clip:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip).detach()
+            self.curves += [(step, "preclip_grad_norm", norm), (step, "clipped", norm > clip)]
+        self.optimizer.step()
 
     def _evaluate(self, step: int) -> tuple[float, float]:
         loss, accuracy = evaluate(self.model, self.data.test_x, self.data.test_y, self.device)
