@@ -62,3 +62,27 @@ def test_lsuv_with_fixup_is_refused() -> None:
     config = make_config(**{"model.residual": "fixup", "model.init": "lsuv"})
     ((key, reason),) = init_problems(config.model)
     assert key == "model.init" and "Fixup zeroes" in reason
+
+
+GATED_COMBINATIONS: list[dict[str, Any]] = [
+    {"model.arch": "lstm", "train.jacobian": True, "train.per_example": True},
+    {"model.arch": "gru", "train.steps": 0, "train.clip_grad_norm": 1.0},
+    {"model.arch": "lstm", "model.forget_bias": 1.0, "train.clip_grad_norm": 0.5},
+    {"model.arch": "rnn", "model.norm": "layer", "model.init": "lsuv", "train.jacobian": True},
+]
+
+
+@pytest.mark.parametrize("dotted", GATED_COMBINATIONS, ids=lambda d: ",".join(map(str, d.values())))
+def test_recurrent_features_run_together(dotted: dict[str, Any]) -> None:
+    result = execute_run(make_config(**{"model.width": 8, **dotted}).as_dict())
+    assert result.summary["status"] == "ok", result.summary.get("error")
+    assert np.isfinite(result.layers["value"]).all()
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru"])
+def test_norms_and_lsuv_are_refused_for_gated_cells(arch: str) -> None:
+    with pytest.raises(SpecError, match="not built for arch"):
+        make_config(**{"model.arch": arch, "model.norm": "layer"})
+    config = make_config(**{"model.arch": arch, "model.init": "lsuv"})
+    ((key, reason),) = init_problems(config.model)
+    assert key == "model.init" and "gated cell" in reason

@@ -35,14 +35,12 @@ from pydantic_core import PydanticCustomError
 
 from initbench.config.overrides import apply_overrides, parse_override, set_dotted
 from initbench.config.problems import Problem, SpecError, shown
+from initbench.config.refs import FrozenDict, RefOf, _unknown_key_message
 from initbench.config.runconfig import (
     RUN_ID_LENGTH,
-    FrozenDict,
     ModelConfig,
-    RefOf,
     RunConfig,
     TrainConfig,
-    _unknown_key_message,
     run_id_of,
 )
 from initbench.config.yamlfile import parse_yaml, read_spec_text
