@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -196,3 +197,20 @@ def test_residual_cnn_probe_records_stream_and_projection_statistics() -> None:
     assert ("proj5", "preact_var") in found and ("proj5", "dead_frac") not in found
     assert ("res7", "stream_chan_var") in found and ("res7", "grad_stream_var") in found
     assert not predict({"model": config.model_dump()}).ok  # says why (residual cnn)
+
+
+def test_the_per_layer_table_gives_each_blocks_branch_over_stream_ratio() -> None:
+    """branch_ratio = branch_var / stream_var of the same run, step and block, averaged
+    over the seeds; absent where a net has no residual blocks."""
+    from initbench.analysis import per_layer
+
+    rows = []
+    for run, (branch, stream) in {"a": (1.0, 2.0), "b": (3.0, 4.0)}.items():
+        for metric, value in (("branch_var", branch), ("stream_var", stream), ("preact_var", 5.0)):
+            rows.append(
+                dict(run_id=run, step=0, layer=2, t=0, name="res2", metric=metric, value=value)
+            )
+    table = per_layer(pd.DataFrame(rows), {"a": 0, "b": 0})
+    assert table["branch_ratio_init_mean"].tolist() == pytest.approx([(0.5 + 0.75) / 2])
+    plain = pd.DataFrame([r for r in rows if r["metric"] == "preact_var"])
+    assert "branch_ratio_init_mean" not in per_layer(plain, {"a": 0, "b": 0}).columns

@@ -17,6 +17,8 @@ beside Hanin & Nica).
 from __future__ import annotations
 
 from initbench.analysis.aggregation import (
+    BRANCH_RATIO,
+    BRANCH_RATIO_TEXT,
     SIGNAL_METRICS,
     aggregate,
     combine,
@@ -100,6 +102,8 @@ from initbench.config.thresholds import (
 from initbench.meanfield.decay import fit_factor
 
 __all__ = [
+    "BRANCH_RATIO",
+    "BRANCH_RATIO_TEXT",
     "CHANCE_ACCURACY",
     "DIRECTIONS",
     "FLAGS",

@@ -30,12 +30,22 @@ GATE_SIGNAL_METRICS: Final = (
     "cell_var",
     "grad_cell_var",
 )
+# a residual block's (at its last layer): the stream's and the branch's variance and their
+# ratio, derived per run (BRANCH_RATIO)
+BRANCH_RATIO: Final = "branch_ratio"
+BRANCH_RATIO_TEXT: Final = (
+    "branch_ratio: a residual block's branch_var / stream_var, of the same run, step and "
+    "block (the stream after the block: 1/2 where the branch doubles it), then mean ± std "
+    "over the seeds"
+)
+STREAM_SIGNAL_METRICS: Final = ("stream_var", "branch_var", BRANCH_RATIO, "grad_stream_var")
 SIGNAL_METRICS: Final = (
     "preact_var",
     "normed_var",
     "grad_preact_var",
     "dead_frac",
     "sat_frac",
+    *STREAM_SIGNAL_METRICS,
     *GATE_SIGNAL_METRICS,
 )
 
@@ -131,6 +141,7 @@ def per_layer(layers: pd.DataFrame, last_steps: Mapping[str, int]) -> pd.DataFra
     ``<metric>_<tag>_mean`` / ``_std`` over the runs and ``n`` (runs with a value); rows
     are layers (t = 0) or, for an rnn, (layer, t) for t = 1..T."""
     rows = layers[layers["metric"].isin(SIGNAL_METRICS) & layers["run_id"].isin(last_steps)]
+    rows = pd.concat([rows, _branch_ratios(rows)], ignore_index=True)
     init = rows[rows["step"] == 0].assign(tag="init")
     last = rows[rows["step"] == rows["run_id"].map(last_steps)].assign(tag="last")
     both = pd.concat([init, last], ignore_index=True)
@@ -144,6 +155,18 @@ def per_layer(layers: pd.DataFrame, last_steps: Mapping[str, int]) -> pd.DataFra
     wide["n"] = counts.reindex(wide.index).fillna(0).astype(int)
     ordered = sorted(wide.columns[:-1], key=_per_layer_order)
     return wide[["n", *ordered]].reset_index()
+
+
+def _branch_ratios(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows of BRANCH_RATIO: each residual block's branch_var over its stream_var, of the
+    same run, step, layer and t (none without residual blocks)."""
+    keys = ["run_id", "step", "layer", "t", "name"]
+    branch = rows[rows["metric"] == "branch_var"].set_index(keys)["value"]
+    stream = rows[rows["metric"] == "stream_var"].set_index(keys)["value"]
+    if branch.empty or stream.empty:
+        return rows.iloc[:0]
+    ratio = (branch / stream).dropna()
+    return ratio.rename("value").reset_index().assign(metric=BRANCH_RATIO)
 
 
 def _per_layer_order(column: str) -> tuple[int, int, str]:

@@ -56,6 +56,7 @@ PER_LAYER_NOTES: Final = [
     "mean ± std over the seeds (n = runs with the value); @0 = step 0, @last = each "
     "run's last logged step (a diverged run: the step it went non-finite)",
     "rows: watched layers l in forward order; rnn: each layer at each time step t",
+    analysis.BRANCH_RATIO_TEXT,
 ]
 PER_LAYER_THEORY_NOTE: Final = (
     "preact_var theory, grad_preact_var theory: the mean-field prediction at step 0, mean "
