@@ -154,14 +154,15 @@ def _problem_from_error(err: Mapping[str, Any], lines: Mapping[str, int], origin
         if parent == "" and origin == "header":
             known = list(SpecHeader.model_fields)
         message = _unknown_key_message(loc[-1], known) if known else message
-    elif err["type"] not in _ECHOING and "input" in err:
+    elif err["type"] not in _ECHOING and "input" in err and not ctx.get("subloc"):
+        # a subloc error comes from a section's own check: its input is the whole section,
+        # and its message names the value
         message = f"{message} (got {shown(err['input'])})"
     return Problem(key, message, _line_for(key, lines))
 
 
 # errors whose message already shows the value, or that have none to show
-_ECHOING = ("named_ref", "unknown_name", "invalid_params", "missing", "seeds", "not_recurrent")
-_ECHOING += ("jacobian_off", "jacobian_batchnorm", "jacobian_size", "jacobian_examples")
+_ECHOING = ("named_ref", "unknown_name", "invalid_params", "missing", "seeds")
 
 
 def _line_for(key: str, lines: Mapping[str, int]) -> int | None:
