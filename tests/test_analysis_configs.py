@@ -206,3 +206,28 @@ def test_band_and_step_matrix_propagate_nan():
     matrix = analysis.step_matrix(layers, ["a", "b"], "grad_preact_var")
     assert matrix.loc[1, 0] == 2.0 and math.isnan(matrix.loc[2, 0])
     assert math.isnan(matrix.loc[1, 5])  # b has no step 5: not the mean of a alone
+
+
+def test_run_config_gives_back_the_ints_that_pandas_turned_into_floats() -> None:
+    """A key that only some runs have makes its column float (NaN elsewhere): the config
+    rebuilt from a row validates again (strict ints), its floats stay numbers."""
+    from initbench.analysis.configs import run_config
+    from initbench.config.initializers import resolve
+
+    runs = pd.DataFrame(
+        [
+            {
+                "config.model.init.name": "lsuv",
+                "config.model.init.max_iter": 10,
+                "config.model.init.tol": 0.1,
+            },
+            {"config.model.init.name": "he_normal"},
+        ]
+    )
+    rebuilt = run_config(runs.iloc[0].to_dict())
+    assert runs["config.model.init.max_iter"].dtype == float  # what pandas does
+    init = rebuilt["model"]["init"]
+    assert init["max_iter"] == 10 and isinstance(init["max_iter"], int)
+    assert init["tol"] == 0.1
+    resolve("lsuv", {k: v for k, v in init.items() if k != "name"})  # validates again
+    assert "max_iter" not in run_config(runs.iloc[1].to_dict())["model"]["init"]

@@ -35,8 +35,14 @@ def missing(value: Any) -> bool:
 
 
 def _plain(value: Any) -> Any:
-    """A numpy scalar as the Python one (pandas hands out numpy scalars)."""
-    return value.item() if isinstance(value, np.generic) else value
+    """A numpy scalar as the Python one (pandas hands out numpy scalars), and a whole float
+    as an int: pandas turns an int column into floats where another run lacks the key
+    (lsuv's max_iter 10 -> 10.0), which a strict int parameter refuses, while a strict
+    float parameter takes an int."""
+    value = value.item() if isinstance(value, np.generic) else value
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
 
 
 def ref_label(kind: str, name: Any, params: Mapping[str, Any]) -> str:
