@@ -137,9 +137,9 @@ def test_dask_results_equal_the_local_pool_bit_for_bit(
     )
     assert done.exit_code == 0, done.output
     assert f"dask: scheduler {address}, 2 worker(s)" in done.output
-    assert "6 to run" in done.output and "ok" in done.output
+    assert "10 to run" in done.output and "ok" in done.output
     ours, theirs = _summaries(local / "smoke" / "runs"), _summaries(remote / "smoke" / "runs")
-    assert sorted(ours) == sorted(theirs) and len(ours) == 6
+    assert sorted(ours) == sorted(theirs) and len(ours) == 10
     for run_id, summary in ours.items():
         assert summary["status"] == "ok"
         assert {k: v for k, v in summary.items() if k not in TIMINGS} == {
@@ -158,7 +158,7 @@ def test_dask_results_equal_the_local_pool_bit_for_bit(
     again = _run(
         str(SMOKE), "--out", str(remote), *TINY, "--executor", "dask", "--scheduler", address
     )
-    assert again.exit_code == 0 and "5 already complete, 1 to run" in again.output
+    assert again.exit_code == 0 and "9 already complete, 1 to run" in again.output
     redone = _summaries(remote / "smoke" / "runs")[missing]
     assert {k: v for k, v in redone.items() if k not in TIMINGS} == {
         k: v for k, v in theirs[missing].items() if k not in TIMINGS
@@ -188,7 +188,7 @@ def test_ctrl_c_cancels_pending_runs_and_keeps_finished_ones(
         time.sleep(0.05)
     monkeypatch.undo()
     again = _run(*args)
-    assert again.exit_code == 0 and "1 already complete, 5 to run" in again.output
+    assert again.exit_code == 0 and "1 already complete, 9 to run" in again.output
 
 
 def _kill_while_running(client: Any, kills: dict[str, int], stop: threading.Event) -> list[str]:
@@ -364,4 +364,4 @@ def test_slurm_job_script_carries_the_options(
 def test_help_and_local_runs_never_import_dask(local_reference: tuple[Path, str]) -> None:
     out, output = local_reference  # the fixture's process asserted that no Dask was imported
     assert "Usage:" in output and "--executor [local|dask|slurm]" in output
-    assert len(list((out / "smoke" / schema.RUNS_DIR).iterdir())) == 6
+    assert len(list((out / "smoke" / schema.RUNS_DIR).iterdir())) == 10
