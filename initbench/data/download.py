@@ -6,13 +6,10 @@ import hashlib
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from initbench.data.core import DataError, _atomic_write, _file_digest
 from initbench.data.idx import IDX_SOURCES, _resolve_root
-
-if TYPE_CHECKING:
-    pass
 
 
 def fetch(

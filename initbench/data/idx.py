@@ -8,7 +8,6 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,9 +23,6 @@ from initbench.data.core import (
     cache_dir,
     stratified_take,
 )
-
-if TYPE_CHECKING:
-    pass
 
 # IDX type byte -> big-endian numpy dtype (http://yann.lecun.com/exdb/mnist/, bottom).
 IDX_DTYPES: dict[int, str] = {

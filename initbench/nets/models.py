@@ -32,6 +32,7 @@ from initbench.nets.base import (
 )
 from initbench.nets.instrument import Tape, WatchedLayer
 from initbench.nets.recurrent import GRU, LSTM, RNN
+from initbench.nets.residual import ResidualNet, apply_fixup
 
 __all__ = ["MODEL_CLASSES", "InstrumentedModel", "build_model", "init_problems", "model_class"]
 
@@ -58,9 +59,33 @@ class Block(nn.Module):
         return out
 
 
-class MLP(InstrumentedModel):
+class BlockStack(InstrumentedModel):
+    """A stack of :class:`Block` s (``blocks``) and a linear readout: the mlp's and the
+    cnn's watched layers are named ``<prefix><l>``."""
+
+    prefix = ""
+    blocks: nn.ModuleList
+
+    def watched_layers(self) -> list[WatchedLayer]:
+        name, kind, out_range = activation_meta(self.config)
+        return [
+            WatchedLayer(
+                b.index, f"{self.prefix}{b.index}", b.affine.weight, None, name, kind, out_range
+            )
+            for b in self.blocks
+        ]
+
+    def affine_layers(self) -> Iterator[tuple[str, nn.Module]]:
+        for block in self.blocks:
+            yield "hidden", block.affine
+        yield "readout", self.readout
+
+
+class MLP(BlockStack):
     """784 -> depth x [Linear(width) -> norm? -> act] -> Linear(10); model.widths gives
     each layer its own width."""
+
+    prefix = "fc"
 
     def __init__(self, config: ModelConfig, sequence: str = "rows") -> None:
         super().__init__()
@@ -80,23 +105,13 @@ class MLP(InstrumentedModel):
             h = block(h, tape)  # (B, width of the layer)
         return self.readout(h)  # (B, 10)
 
-    def watched_layers(self) -> list[WatchedLayer]:
-        name, kind, out_range = activation_meta(self.config)
-        return [
-            WatchedLayer(b.index, f"fc{b.index}", b.affine.weight, None, name, kind, out_range)
-            for b in self.blocks
-        ]
 
-    def affine_layers(self) -> Iterator[tuple[str, nn.Module]]:
-        for block in self.blocks:
-            yield "hidden", block.affine
-        yield "readout", self.readout
-
-
-class CNN(InstrumentedModel):
+class CNN(BlockStack):
     """depth x [Conv2d 3x3 (width ch., 'same' padding) -> norm? -> act],
     stride-2 convs at 1/3 and 2/3 of depth, global average pool, Linear(10); model.widths
     gives each conv its own channels."""
+
+    prefix = "conv"
 
     def __init__(self, config: ModelConfig, sequence: str = "rows") -> None:
         super().__init__()
@@ -117,18 +132,6 @@ class CNN(InstrumentedModel):
         for block in self.blocks:
             h = block(h, tape)  # (B, width, H, W)
         return self.readout(h.mean(dim=(2, 3)))  # global average pool -> (B, width) -> (B, 10)
-
-    def watched_layers(self) -> list[WatchedLayer]:
-        name, kind, out_range = activation_meta(self.config)
-        return [
-            WatchedLayer(b.index, f"conv{b.index}", b.affine.weight, None, name, kind, out_range)
-            for b in self.blocks
-        ]
-
-    def affine_layers(self) -> Iterator[tuple[str, nn.Module]]:
-        for block in self.blocks:
-            yield "hidden", block.affine
-        yield "readout", self.readout
 
 
 # an affine map's role -> the model key that initialises its weight (None there: init)
@@ -199,8 +202,6 @@ def build_model(
     model = _new_model(config, sequence)
     initialize_model(model, generator)
     if config.residual == "fixup":
-        from initbench.nets.residual import apply_fixup
-
         apply_fixup(model)  # type: ignore[arg-type]
     return model
 
@@ -208,8 +209,6 @@ def build_model(
 def _new_model(config: ModelConfig, sequence: str = "rows") -> InstrumentedModel:
     """The model class of ``config`` (residual blocks: nets.residual's), built."""
     if config.residual is not None:
-        from initbench.nets.residual import ResidualNet  # it imports this module
-
         return ResidualNet(config)
     return model_class(config.arch)(config, sequence)
 
