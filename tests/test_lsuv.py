@@ -104,7 +104,7 @@ def test_rnn_rescales_the_input_weight_and_keeps_the_recurrent_one() -> None:
     layers = model.watched_layers()
     before = [(layer.weight.clone(), layer.recurrent_weight.clone()) for layer in layers]
     x = torch.randn(32, 1, 28, 28, generator=torch.Generator().manual_seed(1))
-    fits = apply_lsuv(model, x)
+    fits = apply_lsuv(model, lambda: x)
     for (w, r), layer, fit in zip(before, layers, fits, strict=True):
         factor = (layer.weight / w).flatten()[0]
         torch.testing.assert_close(layer.weight, factor * w)
@@ -117,7 +117,8 @@ def test_batchnorm_running_statistics_are_left_as_they_were() -> None:
     config = _config("cnn", "relu", **{"model.batchnorm": True})
     model = build_model(config.model, torch.Generator().manual_seed(0))
     buffers = {k: v.clone() for k, v in model.named_buffers()}
-    apply_lsuv(model, torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(1)))
+    x = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    apply_lsuv(model, lambda: x)
     for name, value in model.named_buffers():
         assert torch.equal(value, buffers[name]), name
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -108,13 +109,15 @@ def _why(variance: float, tol: float) -> str:
     return f"preact variance {variance:.4g} after max_iter rescalings, not within tol {tol} of 1"
 
 
-def apply_lsuv(model: InstrumentedModel, x: torch.Tensor) -> list[LayerFit]:
-    """Rescale every lsuv layer of ``model`` in forward order on the batch ``x`` (the
-    model in training mode, as the run measures it); batchnorm buffers are left as they
-    were. Returns what was done per layer (empty if no layer's init is lsuv)."""
+def apply_lsuv(model: InstrumentedModel, batch: Callable[[], torch.Tensor]) -> list[LayerFit]:
+    """Rescale every lsuv layer of ``model`` in forward order on the calibration batch
+    ``batch()`` (taken only where some layer's init is lsuv; the model in training mode, as
+    the run measures it); batchnorm buffers are left as they were. Returns what was done
+    per layer (empty if no layer's init is lsuv)."""
     targets = lsuv_targets(model)
     if not targets:
         return []
+    x = batch()
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     with torch.no_grad():
         fits = [_fit(model, x, layer, ref) for layer, ref in targets]

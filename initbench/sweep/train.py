@@ -130,8 +130,7 @@ class Trainer:
         self.train_y = self.data.train_y.to(self.device)
         self.batches = self._batches_again()
         # LSUV calibrates on the run's own batch 0: a fresh iterator of the same seed
-        calibration = next(self._batches_again())
-        self.lsuv_fits = apply_lsuv(self.model, self.train_x[calibration])
+        self.lsuv_fits = apply_lsuv(self.model, lambda: self.train_x[next(self._batches_again())])
         self.recorder = Recorder()
         self.curves: list[tuple[int, str, float]] = []
         self.window: list[float] = []  # the losses since the last probed step
