@@ -16,7 +16,7 @@ from initbench.analysis.profiles import RunStats, as_stats
 from initbench.analysis.stats import nan_mean, nan_std
 from initbench.config.geometry import NUM_CLASSES, gate_blocks, model_weight_shapes, sequence_of
 from initbench.config.initializers import INITIALIZERS, expected_moments
-from initbench.config.runconfig import layer_widths
+from initbench.config.runconfig import input_init, layer_widths
 from initbench.config.thresholds import SAMPLING_SIGMAS, Thresholds
 from initbench.meanfield.model import recurrent_init
 
@@ -108,11 +108,11 @@ def init_check(
 
 
 def _weight_ref(model: Mapping[str, Any], layer: int, tensor: str) -> Any:
-    """The reference that initialised a watched weight: recurrent_init, first_init (layer
-    1) where set, else init."""
+    """The reference that initialised a watched weight: recurrent_init, else
+    :func:`~initbench.config.runconfig.input_init`'s."""
     if tensor == "w_rec":
         return recurrent_init(model) or {}
-    return (layer == 1 and model.get("first_init")) or model.get("init") or {}
+    return input_init(model, layer)[1] or {}
 
 
 def init_summary(check: pd.DataFrame) -> dict[str, Any]:

@@ -106,6 +106,13 @@ def norm_of(model: Mapping[str, Any]) -> str:
     return str(norm) if norm is not None else ("batch" if model.get("batchnorm") else "none")
 
 
+def input_init(model: Mapping[str, Any], layer: int) -> tuple[str, Any]:
+    """(key, reference) that initialises watched layer ``layer``'s (input) weight in a
+    model section: ``first_init`` for layer 1 where it is set, else ``init``."""
+    key = "first_init" if layer == 1 and model.get("first_init") else "init"
+    return key, model.get(key)
+
+
 def layer_widths(model: Mapping[str, Any]) -> list[int]:
     """Each watched layer's units (channels) of a model section: ``widths``, or ``width``
     ``depth`` times."""
@@ -419,15 +426,14 @@ def check_jacobian(model: ModelConfig, train: TrainConfig) -> None:
                 {"subloc": "train.jacobian_every"},
             )
         return
-    if norm_of(model.model_dump()) == "batch":
+    if model.normalization == "batch":
         raise PydanticCustomError(
             "jacobian_batchnorm",
             "train.jacobian needs model.batchnorm false: batch statistics couple the "
             "examples, so one example's input-output Jacobian is not defined apart from its batch",
             {"subloc": "train.jacobian"},
         )
-    last_width = model.widths[-1] if model.widths else model.width
-    elements = jacobian_outputs(model.arch, model.depth, last_width) * MLP_INPUTS
+    elements = jacobian_outputs(model.arch, model.depth, model.layer_widths()[-1]) * MLP_INPUTS
     if elements > JACOBIAN_MAX_ELEMENTS:
         raise PydanticCustomError(
             "jacobian_size",

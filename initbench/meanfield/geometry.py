@@ -13,7 +13,7 @@ import numpy as np
 from initbench.config.architectures import ARCHITECTURES
 from initbench.config.geometry import IMAGE_SIZE, cnn_strides, input_weight_shapes
 from initbench.config.initializers import INITIALIZERS, compute_fans, expected_moments
-from initbench.config.runconfig import layer_widths
+from initbench.config.runconfig import input_init, layer_widths
 from initbench.meanfield.activations import Array
 from initbench.meanfield.model import recurrent_init, split_ref
 
@@ -94,9 +94,8 @@ def geometry_of(model: Mapping[str, Any], padding_correction: bool) -> Geometry 
     padded = widths if depth >= 2 else widths * 2  # [1] is a hidden layer's
     shapes = input_weight_shapes(arch, max(depth, 2), padded, sequence)
     scale = {s: _sigma2("model.init", model["init"], s) for s in dict.fromkeys(shapes)}
-    first = scale[shapes[0]]
-    if model.get("first_init"):
-        first = _sigma2("model.first_init", model["first_init"], shapes[0])
+    key, ref = input_init(model, 1)
+    first = scale[shapes[0]] if key == "init" else _sigma2(f"model.{key}", ref, shapes[0])
     rec: float | str = 0.0
     if arch == "rnn":
         rec = _sigma2("model.recurrent_init", recurrent_init(model), (widths[0], widths[0]))

@@ -29,7 +29,7 @@ from typing import Any, Final
 import numpy as np
 
 from initbench.config.geometry import MLP_INPUTS
-from initbench.config.runconfig import layer_widths, norm_of
+from initbench.config.runconfig import input_init, layer_widths, norm_of
 from initbench.meanfield.activations import NumpyActivation, numpy_activation
 from initbench.meanfield.gaussian import gaussian_nodes
 from initbench.meanfield.model import model_section, split_ref
@@ -117,10 +117,8 @@ def _refusal(model: Mapping[str, Any]) -> str | None:
 
 
 def _layer_inits(model: Mapping[str, Any], depth: int) -> list[str]:
-    """The initializer name of each layer's weight: model.first_init (where set) for layer
-    1, model.init for the others."""
-    first = split_ref(model.get("first_init") or model["init"])[0]
-    return [first, *[split_ref(model["init"])[0]] * (depth - 1)]
+    """The initializer name of each of ``depth`` layers' weights (:func:`input_init`)."""
+    return [split_ref(input_init(model, layer)[1])[0] for layer in range(1, depth + 1)]
 
 
 def predict_spectrum(
