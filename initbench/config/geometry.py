@@ -34,6 +34,11 @@ def sequence_shape(sequence: str) -> tuple[int, int]:
     return SEQUENCES[sequence]
 
 
+def time_steps(arch: str, sequence: str = "rows") -> int:
+    """Time steps a layer of ``arch`` runs reading ``sequence`` (1 for a feed-forward one)."""
+    return sequence_shape(sequence)[0] if ARCHITECTURES.get(arch).recurrent else 1
+
+
 def sequence_of(data: Mapping[str, Any]) -> str:
     """The ``sequence`` of a resolved ``data`` reference (rows where it has none)."""
     return str(data.get("sequence", "rows"))
@@ -117,7 +122,7 @@ def multiply_adds(arch: str, depth: int, width: Widths, sequence: str = "rows") 
     if arch == "cnn":
         maps = cnn_positions(depth)
         return sum(math.prod(s) * p for (_, _, s), p in zip(shapes, maps, strict=True))
-    repeats = sequence_shape(sequence)[0] if ARCHITECTURES.get(arch).recurrent else 1
+    repeats = time_steps(arch, sequence)
     return repeats * sum(math.prod(shape) for _, _, shape in shapes)
 
 

@@ -34,7 +34,7 @@ from initbench.config.geometry import (
     model_map_positions,
     model_weight_shapes,
     sequence_of,
-    sequence_shape,
+    time_steps,
 )
 from initbench.config.optimizers import OPTIMIZERS
 from initbench.config.runconfig import layer_widths, norm_of
@@ -71,11 +71,6 @@ def human(size: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.3g} {unit}"
         size /= 1000
     raise AssertionError("unreachable")
-
-
-def _steps(arch: str, sequence: str) -> int:
-    """Time steps a layer of ``arch`` runs (1 for a feed-forward layer)."""
-    return sequence_shape(sequence)[0] if ARCHITECTURES.get(arch).recurrent else 1
 
 
 def parameter_count(model: Mapping[str, Any], sequence: str = "rows") -> int:
@@ -119,7 +114,7 @@ def forward_values(model: Mapping[str, Any], sequence: str = "rows") -> int:
     if arch == "cnn":
         units = sum(w * p for w, p in zip(widths, cnn_positions(depth), strict=True))
     elif ARCHITECTURES.get(arch).recurrent:
-        units = sum(widths) * _steps(arch, sequence)
+        units = sum(widths) * time_steps(arch, sequence)
         per_unit = _values_per_unit(arch) + normed
     else:
         units = sum(widths) * int(model.get("branch_layers", 2) if model.get("residual") else 1)
@@ -135,7 +130,7 @@ def layer_values(model: Mapping[str, Any], sequence: str = "rows") -> int:
         return widths[0] * max(model_map_positions(model).values(), default=1) * 2  # + stream
     if arch == "cnn":
         return max(w * p for w, p in zip(widths, cnn_positions(depth), strict=True))
-    return max(widths) * _steps(arch, sequence)
+    return max(widths) * time_steps(arch, sequence)
 
 
 def _data_examples(data: Mapping[str, Any]) -> tuple[int, int]:
@@ -155,7 +150,7 @@ def _table_rows(model: Mapping[str, Any], train: Mapping[str, Any], sequence: st
     gates = len(ARCHITECTURES.get(model["arch"]).gates)
     tensors = TENSORS_PER_STEP + (2 * gates + 2 if gates else 0)
     layers = sum(1 for _, tensor, _ in model_weight_shapes(model, sequence) if tensor == "w")
-    return logged * layers * _steps(model["arch"], sequence) * tensors * STATISTICS_PER_TENSOR
+    return logged * layers * time_steps(model["arch"], sequence) * tensors * STATISTICS_PER_TENSOR
 
 
 def estimate(config: Mapping[str, Any]) -> MemoryEstimate:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from initbench.config.geometry import map_positions, sequence_shape
+from initbench.config.geometry import map_positions, sequence_shape, time_steps
 from initbench.config.runconfig import norm_of
 from initbench.meanfield.activations import Array, NumpyActivation, numpy_activation
 from initbench.meanfield.decay import end_ratio, fit_factor, profile_rows, summed_over_positions
@@ -103,7 +103,7 @@ def _first_q(
 ) -> Array:
     """Layer 1's preact second moment (rnn: its input drive at each of the 28 steps), as
     given or q1 = sigma_w1^2 mean(A 1 A^T) E[x^2] + sigma_b^2 with E[x^2] = input_sq."""
-    steps = sequence_shape(model.get("sequence", "rows"))[0] if model["arch"] == "rnn" else 1
+    steps = time_steps(model["arch"], model.get("sequence", "rows"))
     if q1 is None:
         q1 = geo.sigma_w2[0] * float(geo.maps[0].sum(axis=1).mean() ** 2) * input_sq + sigma_b2
     first = np.atleast_1d(np.asarray(q1, dtype=float))
