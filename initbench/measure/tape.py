@@ -55,18 +55,9 @@ class Tape:
         act: torch.Tensor,
     ) -> None:
         """Keep this layer's tensors and the gradients of preact and normed."""
-        key = (layer, t)
-        if self.store is not None and is_large(preact.numel()):
-            self._store(key, preact, normed, act)
-            return
-        if preact.requires_grad:
-            preact.retain_grad()
-        self.tensors["preact"][key] = preact
-        if normed is not None:
-            if normed.requires_grad:
-                normed.retain_grad()
-            self.tensors["normed"][key] = normed
-        self.tensors["act"][key] = act
+        for quantity, tensor in zip(FORWARD, (preact, normed, act), strict=True):
+            if tensor is not None:
+                self._keep(quantity, (layer, t), tensor)
 
     def watch_block(self, layer: int, stream: torch.Tensor, branch: torch.Tensor) -> None:
         """Keep a residual block's output ``stream`` (and its gradient) and the ``branch``
@@ -107,14 +98,6 @@ class Tape:
         self.tensors[quantity][key] = self.store(quantity, key, tensor)
         if quantity in WITH_GRAD and tensor.requires_grad:
             tensor.register_hook(functools.partial(self._keep_grad, quantity, key))
-
-    def _store(
-        self, key: Key, preact: torch.Tensor, normed: torch.Tensor | None, act: torch.Tensor
-    ) -> None:
-        """Copies of large tensors in the store's buffers; their gradients copied by hooks."""
-        for quantity, tensor in zip(FORWARD, (preact, normed, act), strict=True):
-            if tensor is not None:
-                self._store_one(quantity, key, tensor)
 
     def _keep_grad(self, quantity: str, key: Key, grad: torch.Tensor) -> None:
         assert self.store is not None
